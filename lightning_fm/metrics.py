@@ -14,7 +14,7 @@ def wasserstein2(x: Tensor, y: Tensor, max_iter: int = 10_000_000) -> float:
     b = y.detach().flatten(1).double().cpu()
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"wasserstein2: sample dimensions differ, {tuple(x.shape)} vs {tuple(y.shape)}")
-    cost = torch.cdist(a, b).pow(2).numpy()
+    cost = torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist").pow(2).numpy()
     wa, wb = np.full(len(a), 1.0 / len(a)), np.full(len(b), 1.0 / len(b))
     return float(np.sqrt(max(ot.emd2(wa, wb, cost, numItermax=max_iter), 0.0)))
 
