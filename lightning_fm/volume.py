@@ -1,0 +1,136 @@
+"""Volume coverage: where IFM training points ``(z, x)`` between the plates are drawn (MATH.md §4.2, §5.3, §6.7).
+
+A sampler builds one point per given pair: ``sampler(x0, x1, L, generator=None) -> (z (b,), x (b, *dims))`` with
+``x0, x1`` of shape ``(b, *dims)``. The regression minimiser is the same field direction wherever the sampling
+density is positive, so the choice only changes where the network is accurate (and the variance of the targets).
+
+* :class:`UniformVolume` - IFM/EFM ``Uniform``: ``z ~ U(eps, L - eps)`` on the pair's segment, optional tube noise.
+* :class:`PFGMMixing` - EFM/IFM ``Uniform_mixing``: PFGM's heavy-tailed z, then the segment.
+* :class:`PathVolume` - what CFM does: ``t ~ U(eps, 1 - eps)``, ``x ~ p_t(.|c)`` of a path, ``z = t L``.
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor
+
+from lightning_fm.fields.base import describe
+from lightning_fm.paths import GaussianPath, pad_like
+from lightning_fm.spec import Buildable
+
+
+def _uniform(n: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
+    return torch.rand(n, generator=generator, device=like.device, dtype=like.dtype)
+
+
+def _check(x0: Tensor, x1: Tensor, L: float, eps: float) -> float:
+    if x0.shape != x1.shape:
+        raise ValueError(f"source x0 {tuple(x0.shape)} and target x1 {tuple(x1.shape)} must have the same shape")
+    L = float(L)
+    if not L > 2 * eps:
+        raise ValueError(f"plate distance L = {L} must exceed 2 * eps = {2 * eps}")
+    return L
+
+
+def segment(x0: Tensor, x1: Tensor, z: Tensor, L: float) -> Tensor:
+    """The pair's straight segment at height z: ``(1 - z/L) x0 + (z/L) x1``."""
+    s = pad_like(z / L, x0)
+    return (1 - s) * x0 + s * x1
+
+
+def unit_sphere(shape: torch.Size, like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Uniform directions on the unit sphere of R^D (D = elements of one sample), shaped ``(b, *dims)``."""
+    g = torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
+    return g / pad_like(g.flatten(1).norm(dim=1).clamp_min(torch.finfo(g.dtype).tiny), g)
+
+
+class VolumeSampler(Buildable, ABC):
+    """Base: ``__call__(x0, x1, L, generator=None) -> (z, x)``, one training point per pair."""
+
+    @abstractmethod
+    def __call__(self, x0: Tensor, x1: Tensor, L: float,
+                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        ...
+
+    def __repr__(self) -> str:
+        return describe(self)
+
+
+class UniformVolume(VolumeSampler):
+    """``z ~ U(eps, L - eps)``, ``x = (1 - z/L) x0 + (z/L) x1 + tube_noise (1 + cos(2 pi (z - L/2)/L)) u`` with
+    ``u`` uniform on the unit sphere. The noise is 0 at the plates and ``2 tube_noise`` at ``z = L/2``.
+
+    Defaults = the IFM CIFAR-10/CelebA setting (``Uniform``, no noise, eps = 1e-3). With no noise the points lie on
+    the pairs' segments, where a narrow-tube field is dominated by its own pair (MATH.md §5.5).
+    """
+
+    def __init__(self, eps: float = 1e-3, tube_noise: float = 0.0) -> None:
+        if not eps >= 0 or not tube_noise >= 0:
+            raise ValueError(f"UniformVolume needs eps >= 0 and tube_noise >= 0, got {eps}, {tube_noise}")
+        self.eps, self.tube_noise = float(eps), float(tube_noise)
+
+    def __call__(self, x0, x1, L, generator=None):
+        L = _check(x0, x1, L, self.eps)
+        z = self.eps + (L - 2 * self.eps) * _uniform(x0.shape[0], x0, generator)
+        x = segment(x0, x1, z, L)
+        if self.tube_noise > 0:
+            bump = self.tube_noise * (1 + torch.cos(2 * math.pi * (z - L / 2) / L))
+            x = x + pad_like(bump, x) * unit_sphere(x0.shape, x0, generator)
+        return z, x
+
+
+class PFGMMixing(VolumeSampler):
+    """IFM/EFM ``Uniform_mixing``: PFGM's z, ``z = |N(0, sigma_end^2)| (1 + tau)^m`` with ``m ~ U[0, M]``, clamped
+    to ``[eps, L - eps]``, then the point on the segment ``(1 - z/L) x0 + (z/L) x1``.
+
+    Defaults are PFGM's CIFAR-10 values (sigma_end = 0.01, tau = 0.03, M = 291; Xu et al. 2022): z is roughly
+    log-uniform from ~1e-3 to ~50 (``1.03^291 ~ 5.4e3``), so it concentrates near the source plate and, for
+    L below ~50, piles up at ``L - eps`` (clamped). ``restrict_M`` is PFGM's option (``m ~ U[0, 0.7 M]`` where the
+    Gaussian draw is below 0.005).
+    """
+
+    def __init__(self, sigma_end: float = 0.01, tau: float = 0.03, M: int = 291, eps: float = 1e-3,
+                 restrict_M: bool = False) -> None:
+        if not (sigma_end > 0 and tau >= 0 and M >= 0 and eps >= 0):
+            raise ValueError(f"PFGMMixing needs sigma_end > 0, tau >= 0, M >= 0, eps >= 0; got "
+                             f"{sigma_end}, {tau}, {M}, {eps}")
+        self.sigma_end, self.tau, self.M, self.eps = float(sigma_end), float(tau), int(M), float(eps)
+        self.restrict_M = bool(restrict_M)
+
+    def __call__(self, x0, x1, L, generator=None):
+        L = _check(x0, x1, L, self.eps)
+        n = x0.shape[0]
+        m = _uniform(n, x0, generator) * self.M
+        base = torch.randn(n, generator=generator, device=x0.device, dtype=x0.dtype).abs() * self.sigma_end
+        if self.restrict_M:
+            m = torch.where(base < 0.005, _uniform(n, x0, generator) * int(0.7 * self.M), m)
+        z = (base * (1 + self.tau) ** m).clamp(self.eps, L - self.eps)
+        return z, segment(x0, x1, z, L)
+
+
+class PathVolume(VolumeSampler):
+    """The CFM coverage: ``t ~ U(eps, 1 - eps)``, ``x ~ p_t(.|x0, x1)`` of ``path``, ``z = t L``.
+
+    The natural coverage of :class:`~lightning_fm.fields.ForwardOnlyField` of the same path: its training points
+    are then exactly CFM's.
+    """
+
+    def __init__(self, path: GaussianPath, eps: float = 1e-3) -> None:
+        if not isinstance(path, GaussianPath):
+            raise TypeError(f"PathVolume needs a lightning_fm.paths path, got {type(path).__name__}")
+        if not 0 <= eps < 0.5:
+            raise ValueError(f"PathVolume.eps must be in [0, 0.5), got {eps}")
+        self.path, self.eps = path, float(eps)
+
+    def __call__(self, x0, x1, L, generator=None):
+        L = _check(x0, x1, L, self.eps * L)
+        t = self.eps + (1 - 2 * self.eps) * _uniform(x0.shape[0], x0, generator)
+        noise = None
+        if generator is not None and type(self.path).default_noise is GaussianPath.default_noise:
+            noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        return t * L, self.path.sample(x0, x1, t, noise=noise).xt
+
+
+VOLUMES = {"uniform": UniformVolume, "pfgm_mixing": PFGMMixing, "path": PathVolume}

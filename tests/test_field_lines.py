@@ -1,0 +1,189 @@
+"""Numbers for lightning_fm.field_lines and lightning_fm.volume (MATH.md §4.3, §6.3 C5, §8)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lightning_fm.field_lines import integrate_field_lines, rk_step
+from lightning_fm.fields import CoulombField, ForwardOnlyField
+from lightning_fm.paths import BrownianBridgePath, LinearPath, LipmanPath, TrigPath
+from lightning_fm.volume import PathVolume, PFGMMixing, UniformVolume
+
+F64 = torch.float64
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def gaussian_toy(seed=0, n_pairs=64, n_lines=100):
+    """Gaussian -> Gaussian pairs (independent coupling) in 2-D, float64."""
+    g = gen(seed)
+    x0 = torch.randn(n_pairs, 2, generator=g, dtype=F64)
+    x1 = torch.tensor([4.0, 1.0], dtype=F64) + 0.5 * torch.randn(n_pairs, 2, generator=g, dtype=F64)
+    source = torch.randn(n_lines, 2, generator=g, dtype=F64)
+    return x0, x1, source
+
+
+@pytest.mark.parametrize("method", ["euler", "rk4"])
+def test_z_stepping_on_forward_only_field_is_cfm_in_t(method):
+    """C5: stepping dx/dz = E_x/E_z with dz on Phi(path) = stepping dx/dt = v with dt = dz/L (float precision)."""
+    x0, x1, source = gaussian_toy()
+    path, L, steps = LinearPath(0.3), 4.0, 50
+    field = ForwardOnlyField(path, L)
+    lines = integrate_field_lines(lambda z, x: field.direction(z, x, x0, x1), source, L, method=method,
+                                  steps=steps, eps=0.0)
+
+    def velocity(t, x):  # the minibatch marginal velocity of CFM, written in t
+        return path.posterior(x, torch.full((x.shape[0],), t, dtype=F64), x0, x1).velocity
+
+    x, dt = source, 1.0 / steps
+    for k in range(steps):
+        x = rk_step(velocity, k * dt, x, dt, method)
+    assert (lines.x - x).abs().max() < 1e-12
+    stages = {"euler": 1, "rk4": 4}[method]
+    assert lines.nfe == steps * stages and lines.n_backward == 0 and lines.n_crossing == 0
+    assert bool(lines.returned.all()) and torch.equal(lines.z_end, torch.full((100,), L, dtype=F64))
+    # and it transports the source Gaussian onto the target one (C6, coarse)
+    assert (lines.x.mean(0) - torch.tensor([4.0, 1.0], dtype=F64)).abs().max() < 0.25
+
+
+def test_euler_in_t_hand_checked_against_closed_form_steps():
+    """One z-Euler step by hand: x + dz * (v/L) with v the posterior velocity at z = eps."""
+    x0, x1, source = gaussian_toy(1, n_lines=5)
+    field, L, eps = ForwardOnlyField(TrigPath(0.5), 2.0), 2.0, 0.1
+    lines = integrate_field_lines(lambda z, x: field.direction(z, x, x0, x1), source, L, steps=1, eps=eps)
+    v = field.path.posterior(source, torch.full((5,), eps / L, dtype=F64), x0, x1).velocity
+    assert torch.allclose(lines.x, source + (L - eps) * v / L, rtol=0, atol=1e-13)
+
+
+def efm_toy():
+    """Three +1 charges on z = 0, three -1 charges on z = L = 1 (D = 1); lines leave each source charge at angles
+    phi in (-1.3, 1.3) from the z axis, i.e. start at (eps, x0 + eps tan phi)."""
+    x0 = torch.tensor([[-1.0], [0.0], [1.0]], dtype=F64)
+    x1 = torch.tensor([[-0.5], [0.3], [0.7]], dtype=F64)
+    eps = 1e-3
+    phi = torch.linspace(-1.3, 1.3, 9, dtype=F64)
+    source = (x0[:, None, :] + eps * torch.tan(phi)[None, :, None]).reshape(-1, 1)
+    field = CoulombField(1.0)
+    return (lambda z, x: field.direction(z, x, x0, x1)), source, x1, eps
+
+
+def test_continue_outside_brings_efm_lines_back_to_the_target_plate():
+    """Point charges: every line reaching z = L off a charge crosses the plate (E_z > 0 there); continued by
+    arclength, they come back from behind and end on (or next to) a target charge; none is lost silently."""
+    fn, source, x1, eps = efm_toy()
+    plain = integrate_field_lines(fn, source, 1.0, steps=100, eps=eps)
+    gap = (plain.x - x1.T).abs().min(1).values
+    assert gap.max() > 0.3  # without phase 2 some lines stop between the charges
+    lines = integrate_field_lines(fn, source, 1.0, steps=100, eps=eps, continue_outside=True, arc_step=0.02,
+                                  max_arc_steps=1500)
+    assert lines.n_backward == 0  # E_z > 0 everywhere inside the slab for EFM
+    assert lines.n_crossing == 27 and lines.n_not_returned == 0 and bool(lines.returned.all())
+    assert ((lines.z_end >= 1.0 - 1e-12) & (lines.z_end <= 1.05 + 1e-12)).all()
+    assert (lines.x - x1.T).abs().min(1).values.max() < 0.06
+    assert lines.n_absorbed > 0  # lines that converged onto a charge in phase 1 end there
+    assert lines.nfe < 100 + 1 + 1500
+
+
+def test_arc_step_cap_is_respected_and_reported():
+    fn, source, x1, eps = efm_toy()
+    lines = integrate_field_lines(fn, source, 1.0, steps=100, eps=eps, continue_outside=True, arc_step=0.02,
+                                  max_arc_steps=2, record=True)
+    assert lines.nfe == 100 + 1 + 2  # euler: one evaluation per step
+    assert lines.n_not_returned > 0
+    assert lines.n_not_returned == int((~lines.returned).sum())
+    assert (lines.z_end[~lines.returned] > 1.0).all()
+    assert lines.arc_trajectory.shape == (3, 27, 2)
+    heun = integrate_field_lines(fn, source, 1.0, method="heun", steps=10, eps=eps, continue_outside=True,
+                                 arc_step=0.02, max_arc_steps=3)
+    assert heun.nfe <= 10 * 2 + 1 + 3 * 2
+
+
+def test_backward_evaluations_are_guarded_and_counted():
+    """fz <= 0 cannot be followed in z: clamped to fz_min (finite steps), the lines are counted."""
+    source = torch.linspace(-1, 1, 11, dtype=F64)[:, None]
+
+    def field_fn(z, x):
+        return x[:, 0], torch.ones_like(x)  # fz = x: backward where x <= 0
+
+    lines = integrate_field_lines(field_fn, source, 1.0, steps=20, fz_min=0.5)
+    assert lines.n_backward == int((source[:, 0] <= 0).sum()) == 6
+    assert torch.isfinite(lines.x).all()
+
+
+def test_record_shapes_and_validation():
+    x0, x1, source = gaussian_toy(2, n_lines=7)
+    field = ForwardOnlyField(BrownianBridgePath(1.0), 1.0)
+    lines = integrate_field_lines(lambda z, x: field.direction(z, x, x0, x1), source, 1.0, method="midpoint",
+                                  steps=8, eps=0.01, z_end=0.99, record=True)
+    assert lines.trajectory.shape == (9, 7, 2) and lines.z.shape == (9,)
+    assert torch.equal(lines.trajectory[0], source) and torch.equal(lines.trajectory[-1], lines.x)
+    assert float(lines.z[0]) == pytest.approx(0.01) and float(lines.z[-1]) == pytest.approx(0.99)
+    with pytest.raises(ValueError, match="unknown field-line method"):
+        integrate_field_lines(lambda z, x: (z, x), source, 1.0, method="rk45")
+    with pytest.raises(ValueError, match="leave z_end = L"):
+        integrate_field_lines(lambda z, x: (z, x), source, 1.0, z_end=0.9, continue_outside=True)
+
+
+def test_dopri5_through_the_solvers_module():
+    pytest.importorskip("lightning_fm.solvers")
+    x0, x1, source = gaussian_toy(3, n_lines=20)
+    field = ForwardOnlyField(LinearPath(0.3), 4.0)
+    fn = lambda z, x: field.direction(z, x, x0, x1)  # noqa: E731
+    adaptive = integrate_field_lines(fn, source, 4.0, method="dopri5", eps=0.0, steps=1000)
+    fine = integrate_field_lines(fn, source, 4.0, method="rk4", eps=0.0, steps=200)
+    assert (adaptive.x - fine.x).abs().max() < 1e-3 and adaptive.nfe > 0
+
+
+# -- volume coverage ---------------------------------------------------------------------------------------------
+def test_uniform_volume_on_the_segment():
+    g, L, eps = gen(4), 3.0, 1e-3
+    x0, x1 = torch.randn(500, 3, 4, 4, generator=g), torch.rand(500, 3, 4, 4, generator=g)
+    z, x = UniformVolume(eps=eps)(x0, x1, L, generator=g)
+    assert z.shape == (500,) and x.shape == x0.shape
+    assert ((z > eps) & (z < L - eps)).all() and z.min() < 0.1 and z.max() > L - 0.1
+    s = (z / L)[:, None, None, None]
+    assert torch.allclose(x, (1 - s) * x0 + s * x1, atol=1e-6)
+    z2, x2 = UniformVolume(eps=eps)(x0, x1, L, generator=gen(4).manual_seed(4))
+    z3, x3 = UniformVolume(eps=eps)(x0, x1, L, generator=gen(4).manual_seed(4))
+    assert torch.equal(z2, z3) and torch.equal(x2, x3)
+
+
+def test_uniform_volume_tube_noise_profile():
+    g, L, noise = gen(5), 2.0, 0.3
+    x0, x1 = torch.randn(400, 5, generator=g, dtype=F64), torch.randn(400, 5, generator=g, dtype=F64)
+    z, x = UniformVolume(tube_noise=noise)(x0, x1, L, generator=g)
+    s = (z / L)[:, None]
+    radius = (x - (1 - s) * x0 - s * x1).norm(dim=1)
+    assert torch.allclose(radius, noise * (1 + torch.cos(2 * math.pi * (z - L / 2) / L)), atol=1e-12)
+    assert radius.max() > 1.9 * noise  # about 2 * noise at mid-slab, 0 at the plates
+
+
+def test_pfgm_mixing_z_distribution():
+    g, L, eps = gen(6), 5.0, 1e-3
+    x0, x1 = torch.randn(4000, 2, generator=g), torch.randn(4000, 2, generator=g)
+    z, x = PFGMMixing()(x0, x1, L, generator=g)
+    assert ((z >= eps) & (z <= L - eps)).all()
+    clamped = (z == torch.tensor(L - eps)).float().mean()
+    assert 0.1 < clamped < 0.6  # 1.03^m |N(0, 0.01^2)| reaches ~50: a good part piles up at L - eps
+    assert (z < 0.1).float().mean() > 0.1  # and a good part sits near the source plate
+    s = (z / L)[:, None]
+    assert torch.allclose(x, (1 - s) * x0 + s * x1, atol=1e-6)
+
+
+@pytest.mark.parametrize("path", [LinearPath(0.2), BrownianBridgePath(1.0), LipmanPath(1e-3)],
+                         ids=lambda p: type(p).__name__)
+def test_path_volume_draws_from_the_path(path):
+    g, L, n = gen(7), 4.0, 20000
+    x0, x1 = torch.randn(n, 2, generator=g, dtype=F64), 3 + torch.randn(n, 2, generator=g, dtype=F64)
+    z, x = PathVolume(path, eps=1e-3)(x0, x1, L, generator=g)
+    t = z / L
+    assert ((t > 1e-3) & (t < 1 - 1e-3)).all()
+    if path.requires_gaussian_source:  # Lipman: x0 is the noise, x = t x1 + sigma_t x0
+        assert torch.allclose(x, path.mean(x0, x1, t) + path.sigma(t)[:, None] * x0)
+        return
+    eps = (x - path.mean(x0, x1, t)) / path.sigma(t)[:, None]
+    assert eps.mean().abs() < 0.03 and (eps.var() - 1).abs() < 0.03
