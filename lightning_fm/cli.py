@@ -10,37 +10,35 @@ from __future__ import annotations
 import sys
 
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI, lazy_instance
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.cli import LightningCLI
 
 import lightning_fm.data  # noqa: F401  (registers the DataModules for class-name lookup)
-from lightning_fm.callbacks import SamplePlotCallback, SampleWriter
 from lightning_fm.modules import FlowMatchingModule
 
-TRAINER_DEFAULTS = {
-    "max_steps": 5000,
-    "log_every_n_steps": 50,
-    "gradient_clip_val": 1.0,
-    "logger": lazy_instance(CSVLogger, save_dir="runs", name="default"),
-    "callbacks": [
-        lazy_instance(EMAWeightAveraging, decay=0.999),
-        lazy_instance(ModelCheckpoint, save_last=True),
-        lazy_instance(LearningRateMonitor, logging_interval="step"),
-        lazy_instance(SamplePlotCallback),
-        lazy_instance(SampleWriter),
+
+def _spec(class_path: str, **init_args) -> dict:
+    return {"class_path": class_path, "init_args": init_args}
+
+
+TRAINER_DEFAULTS = {"max_steps": 5000, "log_every_n_steps": 50, "gradient_clip_val": 1.0}
+
+# Set through the parser (not trainer_defaults) so that configs can override them and --print_config shows them.
+PARSER_DEFAULTS = {
+    "model": {"class_path": "lightning_fm.modules.CFMModule"},
+    "data": {"class_path": "lightning_fm.data.ToyDataModule"},
+    "trainer.logger": _spec("lightning.pytorch.loggers.CSVLogger", save_dir="runs", name="default"),
+    "trainer.callbacks": [
+        _spec("lightning.pytorch.callbacks.EMAWeightAveraging", decay=0.999),
+        _spec("lightning.pytorch.callbacks.ModelCheckpoint", save_last=True),
+        _spec("lightning.pytorch.callbacks.LearningRateMonitor", logging_interval="step"),
+        _spec("lightning_fm.callbacks.SamplePlotCallback"),
+        _spec("lightning_fm.callbacks.SampleWriter"),
     ],
 }
 
-
 class FlowMatchingCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
-        parser.set_defaults(
-            {
-                "model": {"class_path": "lightning_fm.modules.CFMModule"},
-                "data": {"class_path": "lightning_fm.data.ToyDataModule"},
-            }
-        )
+        parser.set_defaults(PARSER_DEFAULTS)
 
 
 def main(args: list[str] | None = None) -> None:

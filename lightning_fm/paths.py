@@ -88,8 +88,10 @@ class GaussianPath(Buildable, ABC):
         """``sigma'(t) / sigma(t)`` (0 for a constant or zero sigma), shaped like t."""
 
     # -- derived -----------------------------------------------------------------------------------------------
-    def std(self, t: Tensor) -> Tensor:
-        """``sigma_t`` as ``(B,)``."""
+    def std(self, t: Tensor | float) -> Tensor:
+        """``sigma_t``, shaped like t (a python float gives a 0-d tensor of the default dtype)."""
+        if not isinstance(t, Tensor):
+            t = torch.as_tensor(t, dtype=torch.get_default_dtype())
         return self.sigma(t)
 
     def mean(self, x0: Tensor, x1: Tensor, t: Tensor | float) -> Tensor:

@@ -126,6 +126,9 @@ class DigitsDataModule(DataModuleClock, LightningDataModule):
                 f"data.classes must be a non-empty list of digits in 0..9 (or null for all), got {classes!r}"
             )
         self.save_hyperparameters()
+        # Saved in checkpoints and in the CLI's config.yaml, but not merged into the logger's hparams: the data's
+        # ``source``/``target`` names would clash with the model's ``target`` (regression target) key.
+        self._log_hyperparams = False
 
         images, labels = load_digit_images()
         if classes is not None:

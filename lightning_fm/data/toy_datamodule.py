@@ -149,6 +149,9 @@ class ToyDataModule(DataModuleClock, LightningDataModule):
         if seed < 0:
             raise ValueError(f"data.seed must be >= 0, got {seed}")
         self.save_hyperparameters()
+        # Saved in checkpoints and in the CLI's config.yaml, but not merged into the logger's hparams: the data's
+        # ``source``/``target`` names would clash with the model's ``target`` (regression target) key.
+        self._log_hyperparams = False
 
     @property
     def data_shape(self) -> tuple[int, ...]:

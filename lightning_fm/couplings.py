@@ -1,0 +1,173 @@
+"""Couplings ``pi(x0, x1)``: how the source and target samples of a batch are paired (MATH.md §2.2, §6.2).
+
+A coupling takes a batch of source samples ``x0 (B0, *dims)`` and of target samples ``x1 (B1, *dims)`` (independent
+draws from P and Q) and returns pairs ``(x0[i], x1[j(i)])``, one per source row; the labels ``y0``, ``y1`` (class
+ids, conditioning, or None) follow their samples. Pure torch (+ POT and SciPy for the transport plans).
+
+Distributed training: the LightningModule gathers the global batch from all processes before it calls the coupling
+(and keeps its own shard afterwards), so the plan is the OT plan of the global batch, not of each GPU's shard. That is
+done by the module, not here: a coupling only ever sees the tensors it is given.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from abc import ABC, abstractmethod
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lightning_fm.spec import Buildable
+
+
+class Coupled(NamedTuple):
+    """Re-paired batches: ``x0[i]`` is paired with ``x1[i]``; ``y0``, ``y1`` are their labels (or None)."""
+
+    x0: Tensor
+    x1: Tensor
+    y0: Tensor | None
+    y1: Tensor | None
+
+
+def _check_batches(x0: Tensor, x1: Tensor, y0: Tensor | None, y1: Tensor | None) -> None:
+    if x0.shape[1:] != x1.shape[1:]:
+        raise ValueError(
+            f"source x0 {tuple(x0.shape)} and target x1 {tuple(x1.shape)} must have the same per-sample shape"
+        )
+    for name, y, x in (("y0", y0, x0), ("y1", y1, x1)):
+        if y is not None and y.shape[0] != x.shape[0]:
+            raise ValueError(f"labels {name} have {y.shape[0]} rows but their samples have {x.shape[0]}")
+
+
+class Coupling(Buildable, ABC):
+    """Base class: ``coupling(x0, x1, y0=None, y1=None) -> Coupled`` (labels follow their samples)."""
+
+    @abstractmethod
+    def __call__(self, x0: Tensor, x1: Tensor, y0: Tensor | None = None, y1: Tensor | None = None) -> Coupled:
+        """Pair the rows of ``x0`` with rows of ``x1``."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.init_args.items())
+        return f"{type(self).__name__}({args})"
+
+
+class IndependentCoupling(Coupling):
+    """``pi = P (x) Q``: the batches are independent draws already, so ``x0[i]`` is paired with ``x1[i]`` as given."""
+
+    def __init__(self) -> None:
+        pass
+
+    def __call__(self, x0: Tensor, x1: Tensor, y0: Tensor | None = None, y1: Tensor | None = None) -> Coupled:
+        return Coupled(x0, x1, y0, y1)
+
+
+OT_METHODS = ("exact", "sinkhorn")
+
+
+class OTCoupling(Coupling):
+    """Minibatch optimal transport (OT-CFM; entropic for SB-CFM) with the squared Euclidean cost.
+
+    The cost of the flattened samples is ``M_ij = ||x0_i - x1_j||^2`` (divided by ``max_ij M_ij`` when
+    ``normalize_cost``), computed in float64 on the CPU whatever the inputs' device and dtype; the outputs stay on the
+    inputs' device and dtype (rows are re-indexed, so gradients, if any, flow through). With uniform marginals
+    ``a = 1/B0``, ``b = 1/B1``:
+
+    * ``method="exact"``: ``P* = argmin_{P in U(a, b)} <P, M>``. For equal batch sizes ``P*`` is a permutation matrix
+      (Birkhoff), found directly by ``scipy.optimize.linear_sum_assignment``: x0 stays in order and x1 (with y1) is
+      permuted, every target row used once. For unequal sizes ``P* = ot.emd(a, b, M)`` and each source row i draws its
+      partner ``j ~ P*_ij / sum_j P*_ij``.
+    * ``method="sinkhorn"``: ``P = argmin_{P in U(a, b)} <P, M> - reg H(P)`` (``ot.sinkhorn`` in the log domain,
+      stable for small reg), then ``j ~ P_ij / sum_j P_ij`` for each source row. ``reg -> 0`` recovers the exact plan,
+      ``reg -> inf`` the independent coupling. SB-CFM with ``BrownianBridgePath(sigma)`` uses ``reg = 2 sigma^2``
+      (with ``normalize_cost=False``).
+
+    Args:
+        method: "exact" or "sinkhorn".
+        reg: entropic regularisation (sinkhorn only; > 0), in units of the (possibly normalised) cost.
+        normalize_cost: divide the cost matrix by its maximum (makes ``reg`` scale-free).
+        max_iter, stop_thr: Sinkhorn stops after ``max_iter`` iterations (POT's ``numItermax``, with a warning) or once
+            the marginal error is below ``stop_thr`` (POT's ``stopThr``).
+
+    Random draws use ``generator`` (a CPU ``torch.Generator``) when one is passed to ``__call__``.
+    """
+
+    def __init__(self, method: str = "exact", reg: float = 0.05, normalize_cost: bool = False,
+                 max_iter: int = 1000, stop_thr: float = 1e-6) -> None:
+        if method not in OT_METHODS:
+            raise ValueError(f"OTCoupling.method must be one of {list(OT_METHODS)}, got {method!r}")
+        reg = float(reg)
+        if method == "sinkhorn" and not (math.isfinite(reg) and reg > 0):
+            raise ValueError(f"OTCoupling.reg must be > 0 and finite for method='sinkhorn', got {reg}")
+        if int(max_iter) < 1:
+            raise ValueError(f"OTCoupling.max_iter must be >= 1, got {max_iter}")
+        if not float(stop_thr) > 0:
+            raise ValueError(f"OTCoupling.stop_thr must be > 0, got {stop_thr}")
+        self.method, self.reg, self.normalize_cost = method, reg, bool(normalize_cost)
+        self.max_iter, self.stop_thr = int(max_iter), float(stop_thr)
+
+    # -- the plan ------------------------------------------------------------------------------------------------
+    def cost_matrix(self, x0: Tensor, x1: Tensor) -> Tensor:
+        """``M_ij = ||x0_i - x1_j||^2`` on flattened samples, float64 on the CPU, ``(B0, B1)``."""
+        a = x0.detach().reshape(x0.shape[0], -1).to(device="cpu", dtype=torch.float64)
+        b = x1.detach().reshape(x1.shape[0], -1).to(device="cpu", dtype=torch.float64)
+        cost = (a.pow(2).sum(1)[:, None] + b.pow(2).sum(1)[None, :] - 2.0 * (a @ b.T)).clamp_min_(0.0)
+        if self.normalize_cost:
+            top = cost.max()
+            if top > 0:
+                cost = cost / top
+        return cost
+
+    def plan(self, cost: Tensor) -> Tensor:
+        """Transport plan ``(B0, B1)`` (float64, CPU) with uniform marginals, for the configured method."""
+        import ot  # POT: imported lazily, it is slow to import
+
+        n0, n1 = cost.shape
+        cost = cost.to(device="cpu", dtype=torch.float64)
+        a = torch.full((n0,), 1.0 / n0, dtype=torch.float64)
+        b = torch.full((n1,), 1.0 / n1, dtype=torch.float64)
+        if self.method == "exact":
+            return torch.from_numpy(np.asarray(ot.emd(a.numpy(), b.numpy(), cost.numpy()), dtype=np.float64))
+        # POT's torch backend: the log-domain iterations run in torch (about twice as fast as its numpy backend)
+        return ot.sinkhorn(a, b, cost, self.reg, method="sinkhorn_log", numItermax=self.max_iter,
+                           stopThr=self.stop_thr)
+
+    def _draw(self, plan: Tensor, generator: torch.Generator | None) -> Tensor:
+        """For each row i a column ``j ~ plan[i] / plan[i].sum()`` (CPU int64 ``(B0,)``)."""
+        rows = plan.sum(1, keepdim=True)
+        bad = ~torch.isfinite(plan).all(1, keepdim=True) | (rows <= 0)
+        if bool(bad.any()):
+            warnings.warn(
+                f"OTCoupling: {int(bad.sum())} rows of the {self.method} plan are not finite or empty "
+                f"(reg={self.reg} too small?); pairing those rows uniformly at random",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            plan = torch.where(bad, torch.ones_like(plan), plan)
+        return torch.multinomial(plan, 1, generator=generator).squeeze(1)
+
+    # -- pairing -------------------------------------------------------------------------------------------------
+    def __call__(self, x0: Tensor, x1: Tensor, y0: Tensor | None = None, y1: Tensor | None = None,
+                 generator: torch.Generator | None = None) -> Coupled:
+        """Pair each ``x0[i]`` with ``x1[j(i)]`` according to the plan (x0 and y0 stay in order)."""
+        _check_batches(x0, x1, y0, y1)
+        if x0.shape[0] == 0 or x1.shape[0] == 0:
+            if x0.shape[0] != x1.shape[0]:
+                raise ValueError(f"cannot pair {x0.shape[0]} source with {x1.shape[0]} target samples")
+            return Coupled(x0, x1, y0, y1)
+        cost = self.cost_matrix(x0, x1)
+        if self.method == "exact" and x0.shape[0] == x1.shape[0]:
+            from scipy.optimize import linear_sum_assignment
+
+            rows, cols = linear_sum_assignment(cost.numpy())
+            j = torch.empty(x0.shape[0], dtype=torch.int64)
+            j[torch.from_numpy(rows)] = torch.from_numpy(cols).to(torch.int64)
+        else:
+            j = self._draw(self.plan(cost), generator)
+        j1 = j.to(x1.device)
+        yj = None if y1 is None else y1[j.to(y1.device)]
+        return Coupled(x0, x1[j1], y0, yj)
+
+
+COUPLINGS = {"independent": IndependentCoupling, "ot": OTCoupling}
