@@ -26,7 +26,7 @@ TRAINER_DEFAULTS = {"max_steps": 5000, "log_every_n_steps": 50, "gradient_clip_v
 PARSER_DEFAULTS = {
     "model": {"class_path": "lightning_fm.modules.CFMModule"},
     "data": {"class_path": "lightning_fm.data.ToyDataModule"},
-    "trainer.logger": _spec("lightning.pytorch.loggers.CSVLogger", save_dir="runs", name="default"),
+    "trainer.logger": _spec("lightning.pytorch.loggers.CSVLogger", save_dir="runs", name="toy_otcfm"),
     "trainer.callbacks": [
         _spec("lightning.pytorch.callbacks.EMAWeightAveraging", decay=0.999),
         _spec("lightning.pytorch.callbacks.ModelCheckpoint", save_last=True),

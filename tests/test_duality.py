@@ -126,9 +126,11 @@ def _pairs_and_points(L, n=200, seed=0):
     return g, x0, x1, z, x
 
 
-@pytest.mark.parametrize("field", [ForwardOnlyField(p, 2.0) for p in PATHS]
-                         + [StrongInteractionField(2.0, 0.5, exact=True), StrongInteractionField(2.0, 0.5, exact=False)],
-                         ids=PATH_IDS + ["strong", "strong-code"])
+FORWARD_ONLY_FIELDS = [ForwardOnlyField(p, 2.0) for p in PATHS] + [StrongInteractionField(2.0, 0.5, exact=True),
+                                                                  StrongInteractionField(2.0, 0.5, exact=False)]
+
+
+@pytest.mark.parametrize("field", FORWARD_ONLY_FIELDS, ids=PATH_IDS + ["strong", "strong-code"])
 def test_forward_only_guard_is_zero_for_forward_only_fields(field):
     g, x0, x1, z, x = _pairs_and_points(2.0)
     far = x + 4 * torch.randn(x.shape, generator=g, dtype=F64)  # off the tubes too

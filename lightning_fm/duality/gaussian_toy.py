@@ -15,7 +15,8 @@ LipmanPath (``a = 0``) ignores the source: its t = 0 marginal is ``N(0, sigma_0^
 
 ``d sigma_t^2/dt`` is taken by autograd on the path's ``sigma(t)`` (exact). On a pinned plate of a bridge
 (``sigma_t = 0``: ``sigma'/sigma`` is singular but ``sigma sigma'`` is not, and autograd through ``sqrt(0)`` is not
-usable) it is the one-sided limit, Richardson-extrapolated from ``t = 1e-5`` and ``2e-5`` (error ~1e-10). Everything is float64 on the CPU unless another dtype is asked for.
+usable) it is the one-sided limit, Richardson-extrapolated from ``t = 1e-5`` and ``2e-5`` (error ~1e-10).
+Everything is float64 on the CPU unless another dtype is asked for.
 """
 from __future__ import annotations
 

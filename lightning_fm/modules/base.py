@@ -7,6 +7,7 @@ as plain ``{"class_path", "init_args"}`` specs, so ``Module.load_from_checkpoint
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,8 +86,11 @@ class FlowMatchingModule(LightningModule):
         for key in ("_instantiator", "_class_path"):
             self.hparams.pop(key, None)
         built = {name: build(value) for name, value in components.items()}
-        for name, value in built.items():
+        for name, value in [*self.hparams.items(), *built.items()]:  # subclass arguments that are components too
             self.hparams[name] = to_spec(value)
+        accepted = inspect.signature(type(self).__init__).parameters  # keep exactly what rebuilds this class
+        for name in [name for name in self.hparams if name not in accepted]:
+            del self.hparams[name]
         return built
 
     # -- data checks (before training starts) ------------------------------------------------------------------

@@ -23,7 +23,7 @@ class CFMModule(FlowMatchingModule):
     * ``target="multi"``: the posterior-weighted average over ``charges`` pairs of the batch, own pair included,
       ``sum_j softmax_j(log p_t(x_t|c_j)) u_t(x_t|c_j)`` (the IFM superposition, MATH.md §6.7/§7.2; needs sigma > 0).
 
-    The defaults are the OT-CFM 2-D toy recipe (64-wide MLP, sigma = 0, exact minibatch OT).
+    The defaults are the OT-CFM 2-D toy recipe (64-wide MLP, sigma = 0.1, exact minibatch OT).
     """
 
     component_names = ("backbone", "path", "coupling")
@@ -48,7 +48,7 @@ class CFMModule(FlowMatchingModule):
                          w2_max_samples)
         parts = self._register_components(
             backbone=backbone if backbone is not None else MLP(),
-            path=path if path is not None else LinearPath(0.0),
+            path=path if path is not None else LinearPath(0.1),
             coupling=coupling if coupling is not None else OTCoupling("exact"),
         )
         self.backbone, self.path, self.coupling = parts["backbone"], parts["path"], parts["coupling"]

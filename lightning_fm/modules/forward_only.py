@@ -3,10 +3,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from lightning_fm.couplings import Coupling, IndependentCoupling
+from lightning_fm.couplings import Coupling
 from lightning_fm.fields import ForwardOnlyField
-from lightning_fm.models import MLP
-from lightning_fm.modules.base import FlowMatchingModule
 from lightning_fm.modules.ifm import IFMModule
 from lightning_fm.paths import GaussianPath, LinearPath
 from lightning_fm.spec import build
@@ -20,8 +18,6 @@ class ForwardOnlyIFMModule(IFMModule):
     it learns the same dynamics as ``CFMModule(path=path, coupling=coupling)``: ``v = L f_x / f_z``. Lines never
     leave the slab, so there is no continuation outside it.
     """
-
-    component_names = ("backbone", "path", "coupling", "volume")
 
     def __init__(
         self,
@@ -40,15 +36,9 @@ class ForwardOnlyIFMModule(IFMModule):
         val_trajectories: int = 64,
         w2_max_samples: int = 5000,
     ) -> None:
-        FlowMatchingModule.__init__(self, lr, weight_decay, betas, warmup_steps, sample_steps, sample_method,
-                                    val_trajectories, w2_max_samples)
-        path = build(path) if path is not None else LinearPath(0.1)  # built first: the default volume needs it
-        parts = self._register_components(
-            backbone=backbone if backbone is not None else MLP(field_head=True),
-            path=path,
-            coupling=coupling if coupling is not None else IndependentCoupling(),
-            volume=volume if volume is not None else PathVolume(path),
-        )
-        self.path = parts["path"]
-        self._init_field_model(parts["backbone"], ForwardOnlyField(self.path, L), parts["coupling"], parts["volume"],
-                               n_points, False, 0.05, 1)
+        path = build(path) if path is not None else LinearPath(0.1)
+        super().__init__(backbone, ForwardOnlyField(path, L), coupling,
+                         volume if volume is not None else PathVolume(path), n_points, False, 0.05, 1, lr,
+                         weight_decay, betas, warmup_steps, sample_steps, sample_method, val_trajectories,
+                         w2_max_samples)
+        self.path = self.field.path

@@ -112,6 +112,7 @@ class IFMModule(FlowMatchingModule):
             arc_step=self.arc_step,
             max_arc_steps=self.max_arc_steps,
             record=record,
+            eps=0.0,  # a learned field is smooth at the plate: start exactly on it, as CFM starts at t = 0
         )
         info = {"not_returned": float(lines.n_not_returned), "backward": float(lines.n_backward)}
         return SampleResult(lines.x, lines.nfe, lines.z, lines.trajectory, info)
