@@ -1,5 +1,8 @@
 """``python -m lightning_fm {fit,validate,test,predict} [-c config.yaml] [--model.x ...]``: a LightningCLI.
 
+``python -m lightning_fm duality -c configs/toy/duality.yaml`` runs the duality experiment (see
+:mod:`lightning_fm.duality_experiment`).
+
 Model and data are chosen by class (``--model CFMModule``, ``--data DigitsDataModule``, or ``class_path`` in YAML).
 With no arguments, ``fit`` runs the default embedded job: OT-CFM on the 2-D toy 8gaussians -> moons (the same settings
 as ``configs/toy/otcfm.yaml``), leaving a checkpoint with EMA weights, the resolved config, metrics and sample plots in
@@ -43,6 +46,10 @@ class FlowMatchingCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> None:
     args = sys.argv[1:] if args is None else args
+    if args and args[0] == "duality":  # trains a CFM and its dual forward-only IFM, checks the duality, reports
+        from lightning_fm.duality_experiment import main as duality_main
+
+        return duality_main(args[1:])
     FlowMatchingCLI(
         FlowMatchingModule,
         LightningDataModule,

@@ -9,11 +9,14 @@ from torch import Tensor
 
 def wasserstein2(x: Tensor, y: Tensor, max_iter: int = 10_000_000) -> float:
     """Exact W2 between the empirical measures of ``x`` (n, *dims) and ``y`` (m, *dims):
-    ``W2 = sqrt(min_pi sum_ij pi_ij ||x_i - y_j||^2)`` by exact EMD (POT) in float64."""
+    ``W2 = sqrt(min_pi sum_ij pi_ij ||x_i - y_j||^2)`` by exact EMD (POT) in float64. NaN if a sample is not
+    finite (e.g. a diverged sampler): such a set has no W2, and reporting one would hide it."""
     a = x.detach().flatten(1).double().cpu()
     b = y.detach().flatten(1).double().cpu()
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"wasserstein2: sample dimensions differ, {tuple(x.shape)} vs {tuple(y.shape)}")
+    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        return float("nan")
     cost = torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist").pow(2).numpy()
     wa, wb = np.full(len(a), 1.0 / len(a)), np.full(len(b), 1.0 / len(b))
     return float(np.sqrt(max(ot.emd2(wa, wb, cost, numItermax=max_iter), 0.0)))

@@ -6,6 +6,9 @@ density is positive, so the choice only changes where the network is accurate (a
 
 * :class:`UniformVolume` - IFM/EFM ``Uniform``: ``z ~ U(eps, L - eps)`` on the pair's segment, optional tube noise.
 * :class:`PFGMMixing` - EFM/IFM ``Uniform_mixing``: PFGM's heavy-tailed z, then the segment.
+* :class:`SlabAndBeyondVolume` - for fields that are not forward-only (EFM): the slab as :class:`UniformVolume`,
+  plus a fraction of points behind the target plate (``z > L``), under arcs joining the pair's two ends, where
+  the lines that cross the target plate loop back to it.
 * :class:`PathVolume` - what CFM does: ``t ~ U(eps, 1 - eps)``, ``x ~ p_t(.|c)`` of a path, ``z = t L``.
 """
 from __future__ import annotations
@@ -133,4 +136,57 @@ class PathVolume(VolumeSampler):
         return t * L, self.path.sample(x0, x1, t, noise=noise).xt
 
 
-VOLUMES = {"uniform": UniformVolume, "pfgm_mixing": PFGMMixing, "path": PathVolume}
+class SlabAndBeyondVolume(VolumeSampler):
+    """Coverage for EFM (MATH.md §4.1-§4.3): the slab, and the half-space behind the target plate.
+
+    The Coulomb capacitor's lines leave the slab through the target plate wherever the field there points forward
+    (``E_z(L+) > 0``: in the continuum limit ``E_z(L+, x) = (p_L(x) - q(x)) / 2`` with ``p_L`` the source density
+    smoothed by the Poisson kernel at distance L), and come back down onto the plate where ``q > p_L``. The
+    sampler (phase 2 of :func:`lightning_fm.field_lines.integrate_field_lines`) follows the learned field there,
+    so it must be trained there too (the reference EFM toy uses a mesh that also covers ``z > L``).
+
+    With probability ``1 - beyond`` a point is drawn in the slab exactly as :class:`UniformVolume` (``eps``,
+    ``tube_noise``). With probability ``beyond`` it is drawn behind the target plate, under an arc that joins the
+    pair's two ends on the plate ``z = L``: with ``s, u ~ U(0, 1)``, ``d = ||x1 - x0||``,
+
+        x = (1 - s) x0 + s x1 + beyond_noise * N(0, I),
+        z = L + height * d * sqrt(s (1 - s)) * u + |N(0, floor^2)|.
+
+    ``height = 1`` is the half-disc of diameter ``[x0, x1]`` (``d sqrt(s (1 - s))`` is the semicircle's height);
+    ``u`` fills it from the plate up; ``floor`` adds a thin layer above the whole plate (also above the pair's
+    ends, where the arc has no height) and ``beyond_noise`` widens it laterally (lines from the outer edge of the
+    source support first bulge outwards). Like every volume sampler it only chooses where the regression is
+    accurate; the target is the exact superposed field wherever the point is (MATH.md §7.5). Below ``z = 0``
+    nothing is drawn: the sampler starts on the source plate and never goes there.
+    """
+
+    def __init__(self, eps: float = 1e-3, tube_noise: float = 0.0, beyond: float = 0.5, height: float = 1.0,
+                 beyond_noise: float = 0.5, floor: float = 0.1) -> None:
+        if not (eps >= 0 and tube_noise >= 0 and 0 <= beyond <= 1 and height >= 0 and beyond_noise >= 0
+                and floor >= 0):
+            raise ValueError("SlabAndBeyondVolume needs eps >= 0, tube_noise >= 0, 0 <= beyond <= 1, height >= 0, "
+                             f"beyond_noise >= 0, floor >= 0; got {eps}, {tube_noise}, {beyond}, {height}, "
+                             f"{beyond_noise}, {floor}")
+        self.slab = UniformVolume(eps, tube_noise)
+        self.beyond, self.height, self.beyond_noise, self.floor = float(beyond), float(height), float(beyond_noise), \
+            float(floor)
+
+    def __call__(self, x0, x1, L, generator=None):
+        z, x = self.slab(x0, x1, L, generator)
+        n = x0.shape[0]
+        outside = _uniform(n, x0, generator) < self.beyond
+        s, u = _uniform(n, x0, generator), _uniform(n, x0, generator)
+        d = (x1 - x0).flatten(1).norm(dim=1)
+        up = self.height * d * torch.sqrt(s * (1 - s)) * u
+        up = up + self.floor * torch.randn(n, generator=generator, device=x0.device, dtype=x0.dtype).abs()
+        xb = segment(x0, x1, s * float(L), float(L))
+        if self.beyond_noise > 0:
+            xb = xb + self.beyond_noise * torch.randn(x0.shape, generator=generator, device=x0.device,
+                                                      dtype=x0.dtype)
+        z = torch.where(outside, float(L) + up, z)
+        x = torch.where(pad_like(outside, x), xb, x)
+        return z, x
+
+
+VOLUMES = {"uniform": UniformVolume, "pfgm_mixing": PFGMMixing, "path": PathVolume,
+           "slab_and_beyond": SlabAndBeyondVolume}

@@ -36,3 +36,9 @@ def test_mmd_zero_for_same_distribution_and_positive_for_shift():
     same, shifted = mmd_rbf(x, y), mmd_rbf(x, y + 2.0)
     assert abs(same) < 0.02  # unbiased estimator: mean 0, s.e. ~ 1/n
     assert shifted > 0.5
+
+
+def test_w2_is_nan_for_non_finite_samples():
+    x = torch.randn(10, 2)
+    x[3, 0] = float("inf")
+    assert math.isnan(wasserstein2(x, torch.randn(10, 2)))

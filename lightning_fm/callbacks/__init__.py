@@ -1,4 +1,5 @@
-"""Callbacks: validation plots, prediction writer (duality checks and image metrics plug in here)."""
+"""Callbacks: validation plots, prediction writer, duality checks (image metrics plug in here)."""
+from lightning_fm.callbacks.duality import DualityCheck
 from lightning_fm.callbacks.plots import SamplePlotCallback, SampleWriter, plot_validation
 
-__all__ = ["SamplePlotCallback", "SampleWriter", "plot_validation"]
+__all__ = ["DualityCheck", "SamplePlotCallback", "SampleWriter", "plot_validation"]

@@ -65,6 +65,15 @@ def _plot_grid(result: ValidationResult, title: str, n: int = 64):
     return fig
 
 
+def run_dir(trainer: Trainer) -> Path:
+    """The run's log directory. Unlike ``trainer.log_dir`` this performs no collective, so one rank may call it."""
+    for logger in trainer.loggers:
+        directory = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)
+        if directory:
+            return Path(directory)
+    return Path(trainer.default_root_dir)
+
+
 class SamplePlotCallback(Callback):
     """After each validation, write ``<log_dir>/samples/<step>.png`` (and ``latest.png``) and send it to W&B.
 
@@ -90,7 +99,7 @@ class SamplePlotCallback(Callback):
         if w2 is not None:
             title += f"  val/w2 = {float(w2):.3f}"
         fig = plot_validation(result, title, self.max_points, self.max_lines)
-        out_dir = Path(trainer.log_dir or trainer.default_root_dir) / "samples"
+        out_dir = run_dir(trainer) / "samples"
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"step_{trainer.global_step:07d}.png"
         fig.savefig(path, dpi=110)
@@ -113,7 +122,7 @@ class SampleWriter(Callback):
             return
         batches = outputs[0] if isinstance(outputs[0], list) else outputs
         samples = torch.cat([b.cpu() for b in batches])
-        path = Path(trainer.log_dir or trainer.default_root_dir) / self.filename
+        path = run_dir(trainer) / self.filename
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"samples": samples}, path)
         print(f"wrote {len(samples)} samples to {path}")

@@ -33,6 +33,16 @@ class SampleResult:
 
 
 @dataclass
+class Pairs:
+    """This rank's coupled pairs ``(x0, x1)`` and, for superpositions, the pairs of the GLOBAL batch."""
+
+    x0: Tensor
+    x1: Tensor
+    all_x0: Tensor
+    all_x1: Tensor
+
+
+@dataclass
 class ValidationResult:
     """What the last validation produced, for plotting callbacks."""
 
@@ -130,6 +140,23 @@ class FlowMatchingModule(LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["x0"].shape[0])
         return loss
 
+    def couple(self, batch: dict[str, Tensor]) -> Pairs:
+        """Pair the batch with ``self.coupling`` over the GLOBAL batch: under DDP every rank gathers all ranks'
+        samples, computes the same coupling (the same seed gives the same plan) and keeps its own rows; the global
+        pairs are returned too, as the charges of a superposition."""
+        x0, x1 = batch["x0"], batch["x1"]
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world == 1:
+            x0, x1, _, _ = self.coupling(x0, x1, batch.get("y0"), batch.get("y1"))
+            return Pairs(x0, x1, x0, x1)
+        rank, n = self.trainer.global_rank, x0.shape[0]
+        g0, g1 = (self.all_gather(v).flatten(0, 1) for v in (x0, x1))
+        generator = torch.Generator().manual_seed(int(self.global_step))  # identical plans on every rank
+        kwargs = {"generator": generator} if "generator" in inspect.signature(self.coupling.__call__).parameters else {}
+        g0, g1, _, _ = self.coupling(g0, g1, **kwargs)
+        local = slice(rank * n, (rank + 1) * n)
+        return Pairs(g0[local], g1[local], g0, g1)
+
     # -- evaluation by sampling --------------------------------------------------------------------------------
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, batch_idx)
@@ -163,6 +190,7 @@ class FlowMatchingModule(LightningModule):
             f"{prefix}/loss": sum(o["loss"] * o["n"] for o in outputs) / sum(o["n"] for o in outputs),
             f"{prefix}/w2": wasserstein2(generated[:n], target[:n]),
             f"{prefix}/nfe": float(sum(o["result"].nfe for o in outputs) / len(outputs)),
+            f"{prefix}/nonfinite": float((~torch.isfinite(generated.flatten(1)).all(1)).sum()),
         }
         if "x1_ref" in outputs[0]["batch"]:
             metrics[f"{prefix}/w2_floor"] = wasserstein2(cat("x1_ref")[:n], target[:n])

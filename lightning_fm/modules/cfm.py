@@ -71,12 +71,18 @@ class CFMModule(FlowMatchingModule):
         """The learned velocity ``v_theta(x, t)``."""
         return self.backbone(x, t)
 
-    def regression_target(self, x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """Training points ``x_t`` and their target velocity for pairs ``(x0, x1)`` at times ``t``."""
+    def regression_target(self, x0: Tensor, x1: Tensor, t: Tensor, charges: tuple[Tensor, Tensor] | None = None
+                          ) -> tuple[Tensor, Tensor]:
+        """Training points ``x_t`` and their target velocity for pairs ``(x0, x1)`` at times ``t``; the multi-sample
+        target superposes ``charges`` (default: the pairs themselves), in groups of ``self.hparams.charges``."""
         sample = self.path.sample(x0, x1, t)
         if self.hparams.target == "single":
             return sample.xt, sample.ut
-        group = self.hparams.charges or x0.shape[0]
+        c0, c1 = charges if charges is not None else (x0, x1)
+        group = self.hparams.charges or c0.shape[0]
+        if group >= c0.shape[0]:
+            return sample.xt, self.path.posterior(sample.xt, t, c0, c1).velocity
+        # groups of `group` consecutive pairs, each point superposed over its own group (own pair included)
         targets = [
             self.path.posterior(sample.xt[s : s + group], t[s : s + group], x0[s : s + group], x1[s : s + group]).velocity
             for s in range(0, x0.shape[0], group)
@@ -84,9 +90,9 @@ class CFMModule(FlowMatchingModule):
         return sample.xt, torch.cat(targets)
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
-        x0, x1, _, _ = self.coupling(batch["x0"], batch["x1"], batch.get("y0"), batch.get("y1"))
-        t = torch.rand(x0.shape[0], device=x0.device, dtype=x0.dtype)
-        xt, ut = self.regression_target(x0, x1, t)
+        pairs = self.couple(batch)
+        t = torch.rand(pairs.x0.shape[0], device=pairs.x0.device, dtype=pairs.x0.dtype)
+        xt, ut = self.regression_target(pairs.x0, pairs.x1, t, (pairs.all_x0, pairs.all_x1))
         return (self.velocity(xt, t) - ut).pow(2).mean()
 
     @torch.no_grad()

@@ -89,11 +89,11 @@ class IFMModule(FlowMatchingModule):
         return self.backbone(x, z / self.L)
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
-        x0, x1, _, _ = self.coupling(batch["x0"], batch["x1"], batch.get("y0"), batch.get("y1"))
-        b = min(self.n_points or x0.shape[0], x0.shape[0])
-        z, x = self.volume(x0[:b], x1[:b], self.L)
+        pairs = self.couple(batch)  # under DDP the superposition runs over the global batch's pairs
+        b = min(self.n_points or pairs.x0.shape[0], pairs.x0.shape[0])
+        z, x = self.volume(pairs.x0[:b], pairs.x1[:b], self.L)
         with torch.no_grad():
-            target_z, target_x = self.field.target(z, x, x0, x1)
+            target_z, target_x = self.field.target(z, x, pairs.all_x0, pairs.all_x1)
         f_z, f_x = self.field_output(z, x)
         squared = (f_z - target_z).pow(2) + (f_x - target_x).pow(2).flatten(1).sum(1)
         return squared.mean() / (x[0].numel() + 1)
