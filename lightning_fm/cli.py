@@ -27,7 +27,12 @@ TRAINER_DEFAULTS = {"max_steps": 5000, "log_every_n_steps": 50, "gradient_clip_v
 
 # Set through the parser (not trainer_defaults) so that configs can override them and --print_config shows them.
 PARSER_DEFAULTS = {
-    "model": {"class_path": "lightning_fm.modules.CFMModule"},
+    "model": _spec(
+        "lightning_fm.modules.CFMModule",
+        backbone=_spec("lightning_fm.models.MLP", data_shape=[2], width=64, depth=3, activation="selu"),
+        path=_spec("lightning_fm.paths.LinearPath", sigma=0.1),
+        coupling=_spec("lightning_fm.couplings.OTCoupling", method="exact"),
+    ),
     "data": {"class_path": "lightning_fm.data.ToyDataModule"},
     "trainer.logger": _spec("lightning.pytorch.loggers.CSVLogger", save_dir="runs", name="toy_otcfm"),
     "trainer.callbacks": [
@@ -45,11 +50,11 @@ class FlowMatchingCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> None:
-    args = sys.argv[1:] if args is None else args
-    if args and args[0] == "duality":  # trains a CFM and its dual forward-only IFM, checks the duality, reports
+    argv = sys.argv[1:] if args is None else args
+    if argv[:1] == ["duality"]:  # trains a CFM and its dual forward-only IFM, checks the duality, reports
         from lightning_fm.duality_experiment import main as duality_main
 
-        return duality_main(args[1:])
+        return duality_main(argv[1:])
     FlowMatchingCLI(
         FlowMatchingModule,
         LightningDataModule,
@@ -58,5 +63,5 @@ def main(args: list[str] | None = None) -> None:
         trainer_defaults=TRAINER_DEFAULTS,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
-        args=args or ["fit"],
+        args=None if (args is None and argv) else (argv or ["fit"]),  # no arguments at all: the default job
     )

@@ -41,6 +41,7 @@ from lightning_fm.duality import (
 )
 from lightning_fm.fields import CoulombField
 from lightning_fm.fields.base import describe
+from lightning_fm.metrics import wasserstein2
 from lightning_fm.spec import build
 
 DEFAULTS: dict[str, Any] = {
@@ -167,9 +168,6 @@ def train(module, name: str, cfg: dict, out: Path) -> dict:
     else:
         metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     metrics = {k: v for k, v in metrics.items() if k.startswith("val/")}
-    generated = module.validation_result.generated
-    if not bool(torch.isfinite(generated).all()):  # POT's EMD fails on non-finite samples and returns 0
-        metrics["val/w2"] = float("nan")
     trainer.save_checkpoint(str(out / f"{name}.ckpt"))
     module.eval()
     return {
@@ -216,15 +214,6 @@ def sample_agreement(a, b, name: str, well_posed, tolerance: float = 1e-5, **det
     return CheckResult(name, value, tolerance, bool(value <= tolerance), kind, {"max_abs": float(diff), **details})
 
 
-def finite_w2(a, b) -> float:
-    """W2 of two sample sets, NaN when one has a non-finite sample (POT's EMD then fails and returns 0)."""
-    from lightning_fm.metrics import wasserstein2
-
-    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
-        return float("nan")
-    return wasserstein2(a, b)
-
-
 def heldout(cfg: dict, datamodule, module, g: torch.Generator):
     """Held-out (test-stream) pairs, coupled in training-size batches, and points ``(t, x_t)`` of the path."""
     batch = next(iter(datamodule.test_dataloader()))
@@ -250,19 +239,19 @@ def learned_checks(cfm, ifm, cfg: dict, x_source, c0, c1, g) -> tuple[list[Check
         as_velocity = FieldAsVelocity(ifm).sample(x_source, steps=steps, method="euler")
     cfm_field = VelocityAsField(cfm, L).field_output
     cfm_z = cfm_samples.times * L  # the CFM trajectory at t is the field line at z = t L
+    n = cfg["checks"]["n_points"]  # lines of the per-step identity (all lines for the samples)
     results = [
-        euler_step_identity(cfm.velocity, cfm_field, cfm_z, cfm_samples.trajectory, L,
+        euler_step_identity(cfm.velocity, cfm_field, cfm_z, cfm_samples.trajectory[:, :n], L,
                             "C5 CFM -> VelocityAsField: each Euler step in z = in t"),
         sample_agreement(cfm_samples.x, as_field.x, "C5 CFM -> VelocityAsField: z-Euler samples = CFM samples",
                          well_posed_lines(cfm_field, cfm_z, cfm_samples.trajectory),
                          backward_lines=as_field.info["backward"]),
         euler_step_identity(FieldAsVelocity(ifm).velocity, ifm.field_output, ifm_samples.times,
-                            ifm_samples.trajectory, L, "C5 IFM -> FieldAsVelocity: each Euler step in t = in z"),
+                            ifm_samples.trajectory[:, :n], L, "C5 IFM -> FieldAsVelocity: each Euler step in t = in z"),
         sample_agreement(ifm_samples.x, as_velocity.x, "C5 IFM -> FieldAsVelocity: t-Euler samples = IFM samples",
                          well_posed_lines(ifm.field_output, ifm_samples.times, ifm_samples.trajectory),
                          guarded=as_velocity.info["invalid"]),
     ]
-    n = cfg["checks"]["n_points"]
     results += learned_cfm_checks(cfm, c0[:n], c1[:n], L, steps, g, step_identity=False)  # C5: the rows above
     results += learned_ifm_checks(ifm, c0[:n], c1[:n], L, steps, g, step_identity=False)
     # Phi(path) on this experiment's data: every point between the plates has E_z > 0
@@ -592,26 +581,28 @@ def write_report(out: Path, cfg: dict, rows: list[tuple[str, CheckResult]], fits
     lines += [
         "## Training",
         "",
-        "| model | steps | fit time (s) | steps/s | val/w2 (EMA) | val/w2 floor | DualityCheck overhead |",
-        "|---|---|---|---|---|---|---|",
+        "| model | steps | fit time (s) | steps/s | val/w2 (EMA) | val/w2 floor | DualityCheck overhead | "
+        "exact failures during the fit |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, label in (("cfm", "CFM"), ("ifm", "forward-only IFM")):
         f = fits[name]
         lines.append(f"| {label} | {f['steps']} | {f['fit_seconds']:.1f} | {f['steps_per_second']:.1f} | "
                      f"{_fmt(f['val']['val/w2'])} | {_fmt(f['val'].get('val/w2_floor', float('nan')))} | "
-                     f"{100 * f['callback_overhead']:.2f}% |")
+                     f"{100 * f['callback_overhead']:.2f}% | {f['callback_exact_failures']} |")
     lines += [
         "",
-        "The DualityCheck callback ran the exact checks during both fits (every "
-        f"{cfg['checks']['every_n_steps']} steps and after each validation); the overhead column is the time it took "
-        "divided by the fit time.",
+        "The DualityCheck callback ran its checks during both fits (after the first step, every "
+        f"{cfg['checks']['every_n_steps']} steps and after each validation; logged as `duality/*` in "
+        "`cfm/metrics.csv` and `ifm/metrics.csv`); the overhead column is the time it took divided by the fit time.",
         "",
         "## Figure",
         "",
         "![duality](duality.png)",
         "",
         "Top left: samples of both models from the same source points. Top right: CFM trajectories x_1(t) (solid) "
-        "and IFM field lines x_1(z) drawn at t = z/L (dashed) from the same starts: they coincide. Bottom left: "
+        "and IFM field lines x_1(z) drawn at t = z/L (dashed) from the same starts: they nearly coincide (two "
+        "separately trained networks; their gap is what C13 measures, not a failure of the duality). Bottom left: "
         "the same paths in data space. Bottom right: lines of the exact EFM (Coulomb) field of the same data in the "
         "(z, x_1) plane; red parts move backward in z (behind the plates, grey), which a CFM cannot do.",
         "",
@@ -660,7 +651,7 @@ def main(args: list[str] | None = None) -> Path:
     timings["statistical checks"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     c13 = check_learned_consistency(cfm, ifm, t, xt, rel_tolerance=cfg["checks"]["c13_rel_tolerance"])
-    w2 = finite_w2(samples["cfm"].x, samples["ifm"].x)  # the two models' samples from the same source points
+    w2 = wasserstein2(samples["cfm"].x, samples["ifm"].x)  # the two models' samples from the same source points
     w2_tol = cfg["checks"]["c13_w2_tolerance"]
     if w2_tol is None:  # the scale of the models' own errors: the larger of their val/w2
         own = [fits[k]["val"]["val/w2"] for k in ("cfm", "ifm") if math.isfinite(fits[k]["val"]["val/w2"])]

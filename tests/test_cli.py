@@ -52,3 +52,10 @@ def test_bad_configuration_fails_before_training_and_names_the_key(tmp_path):
     assert result.returncode != 0
     assert "notadistribution" in result.stderr and "data.source" in result.stderr
     assert not list(tmp_path.glob("runs/**/*.ckpt"))
+
+
+def test_the_default_job_is_configs_toy_otcfm(tmp_path):
+    default = run_cli(["fit", "--print_config"], cwd=tmp_path)
+    otcfm = run_cli(["fit", "-c", str(REPO / "configs/toy/otcfm.yaml"), "--print_config"], cwd=tmp_path)
+    assert default.returncode == 0 and otcfm.returncode == 0, default.stderr[-2000:] + otcfm.stderr[-2000:]
+    assert yaml.safe_load(default.stdout) == yaml.safe_load(otcfm.stdout)

@@ -134,7 +134,7 @@ class ToyDataModule(DataModuleClock, LightningDataModule):
         source: str = "8gaussians",
         target: str = "moons",
         batch_size: int = 256,
-        steps_per_epoch: int = 500,
+        steps_per_epoch: int = 1000,
         n_val: int = 2000,
         n_test: int = 2000,
         n_predict: int = 2000,
