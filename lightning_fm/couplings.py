@@ -129,7 +129,13 @@ class OTCoupling(Coupling):
         b = torch.full((n1,), 1.0 / n1, dtype=torch.float64)
         if self.method == "exact":
             return torch.from_numpy(np.asarray(ot.emd(a.numpy(), b.numpy(), cost.numpy()), dtype=np.float64))
-        # POT's torch backend: the log-domain iterations run in torch (about twice as fast as its numpy backend)
+        # Plain (multiplicative) Sinkhorn in float64 numpy is ~15x faster than the log-domain iterations, and exact
+        # as long as the Gibbs kernel exp(-M/reg) does not underflow: every row and column must keep an entry
+        # above ~1e-300, i.e. min cost / reg < 690. Otherwise the log-domain iterations (POT's torch backend).
+        if max(cost.min(1).values.max().item(), cost.min(0).values.max().item()) / self.reg < 690:
+            plan = ot.sinkhorn(a.numpy(), b.numpy(), cost.numpy(), self.reg, method="sinkhorn",
+                               numItermax=self.max_iter, stopThr=self.stop_thr)
+            return torch.from_numpy(np.asarray(plan, dtype=np.float64))
         return ot.sinkhorn(a, b, cost, self.reg, method="sinkhorn_log", numItermax=self.max_iter,
                            stopThr=self.stop_thr)
 
