@@ -13,12 +13,14 @@ Config keys (plain YAML; every key optional, defaults in :data:`DEFAULTS`): ``se
 ``num_threads``, ``L``, ``path`` and ``coupling`` (``{class_path, init_args}`` specs), ``backbone`` (MLP arguments),
 ``data`` (ToyDataModule arguments), ``train`` (steps, optimiser, EMA, validation), ``sample_steps`` (Euler steps of
 every sampler), ``checks`` and ``efm``.
+
+The report (``report.md``, ``report.json``) is written by :mod:`lightning_fm.duality_report`, the figure by
+:mod:`lightning_fm.duality_figure`.
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import time
 from dataclasses import replace
@@ -39,6 +41,8 @@ from lightning_fm.duality import (
     run_exact_checks,
     run_statistical_checks,
 )
+from lightning_fm.duality_figure import make_figure
+from lightning_fm.duality_report import write_report
 from lightning_fm.fields import CoulombField
 from lightning_fm.fields.base import describe
 from lightning_fm.metrics import wasserstein2
@@ -60,14 +64,6 @@ DEFAULTS: dict[str, Any] = {
                "statistical_n": 2000},
     # EFM: charges per plate (data samples), points behind/between the plates, sample lines, their continuation cap
     "efm": {"n_charges": 256, "n_points": 2000, "n_lines": 256, "max_arc_steps": 1000},
-}
-SECTIONS = ("path", "learned", "statistical", "consistency", "efm")
-SECTION_TITLES = {
-    "path": "1. Exact identities of the path's field Phi(path) (Gaussian toy, float64 and float32)",
-    "learned": "2. The trained networks: conversions and their exact identities",
-    "statistical": "3. Statistical checks on the Gaussian toy (closed-form marginal path)",
-    "consistency": "4. Learned dual consistency (C13) and sample quality",
-    "efm": "5. The counter-example: EFM (Coulomb capacitor) is an interaction field but not a CFM",
 }
 
 
@@ -327,299 +323,6 @@ def efm_checks(cfg: dict, batch: dict, g: torch.Generator) -> tuple[list[CheckRe
     except ValueError as err:
         psi = str(err)
     return results, {"P": P, "Q": Q, "field": field, "psi": psi}
-
-
-def efm_field_lines(field: CoulombField, P, Q, L: float, n_charges: int = 5, n_dirs: int = 16,
-                    max_steps: int = 1500) -> list:
-    """Field lines of the exact Coulomb field from a few source charges, started in all directions of the
-    (z, x_1) plane; arclength steps ``h = clamp(0.25 d, 1e-3, 0.05 L)`` (d: distance to the nearest charge) until
-    the line reaches a target charge, leaves the box, or ``max_steps``. Returns a list of (K, 3) arrays."""
-    order = torch.argsort(P[:, 0])
-    chosen = P[order[torch.linspace(0, len(P) - 1, n_charges).long()]]
-    theta = torch.linspace(0, 2 * math.pi, n_dirs + 1, dtype=torch.float64)[:-1] + 0.1
-    r0 = 0.02
-    y = torch.cat([torch.cat([r0 * torch.cos(theta)[:, None], c + r0 * torch.stack(
-        [torch.sin(theta), torch.zeros_like(theta)], 1)], 1) for c in chosen])
-    charges = torch.cat([torch.cat([torch.zeros(len(P), 1, dtype=P.dtype), P], 1),
-                         torch.cat([torch.full((len(Q), 1), L, dtype=Q.dtype), Q], 1)])
-    alive = torch.ones(len(y), dtype=torch.bool)
-    traj = [y.clone()]
-
-    def unit(v):
-        nz, nx = field.direction(v[:, 0], v[:, 1:], P, Q)
-        return torch.cat([nz[:, None], nx], 1)
-
-    for _ in range(max_steps):
-        if not bool(alive.any()):
-            break
-        d = torch.cdist(y, charges)
-        h = (0.25 * d.min(1).values).clamp(1e-3, 0.05 * L)[:, None]
-        mid = y + 0.5 * h * unit(y)
-        y_new = y + h * unit(mid)
-        y = torch.where(alive[:, None], y_new, y)
-        near_q = torch.cdist(y, charges[len(P):]).min(1).values < 5e-3
-        far = (y[:, 0] < -1.5 * L) | (y[:, 0] > 2.5 * L) | (y[:, 1:].abs().max(1).values > 30)
-        alive = alive & ~near_q & ~far
-        traj.append(y.clone())
-    stacked = torch.stack(traj, 1)  # (lines, K, 3)
-    return [line for line in stacked]
-
-
-# -- figure ----------------------------------------------------------------------------------------------------
-def make_figure(path: Path, target, samples: dict, efm: dict, L: float, n_lines: int = 24) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.collections import LineCollection
-
-    cfm, ifm = samples["cfm"], samples["ifm"]
-    fig, axes = plt.subplots(2, 2, figsize=(13, 11))
-    ax = axes[0, 0]
-    ax.scatter(target[:, 0], target[:, 1], s=3, c="0.7", label="target (held out)")
-    ax.scatter(cfm.x[:, 0], cfm.x[:, 1], s=3, c="tab:blue", alpha=0.6, label="CFM samples (Euler in t)")
-    ax.scatter(ifm.x[:, 0], ifm.x[:, 1], s=3, c="tab:orange", alpha=0.6, label="forward-only IFM samples (Euler in z)")
-    ax.set_title("samples of both models from the same source points")
-    ax.legend(markerscale=4, fontsize=8, loc="upper right")
-    ax.set_aspect("equal", adjustable="datalim")
-
-    ax = axes[0, 1]
-    tc, ti = cfm.trajectory[:, :n_lines], ifm.trajectory[:, :n_lines]
-    ax.plot(cfm.times.numpy(), tc[:, :, 0].numpy(), c="tab:blue", lw=1.2, alpha=0.8)
-    ax.plot((ifm.times / L).numpy(), ti[:, :, 0].numpy(), c="tab:orange", lw=1.0, ls="--", alpha=0.9)
-    ax.plot([], [], c="tab:blue", label="CFM trajectory x_1(t)")
-    ax.plot([], [], c="tab:orange", ls="--", label="IFM field line x_1(z), plotted at t = z/L")
-    ax.set_xlabel("t  (= z / L)")
-    ax.set_ylabel("$x_1$")
-    top = ax.secondary_xaxis("top", functions=(lambda t: t * L, lambda z: z / L))
-    top.set_xlabel("z")
-    ax.set_title("CFM trajectories vs forward-only IFM field lines", pad=28)
-    ax.legend(fontsize=8, loc="lower left")
-
-    ax = axes[1, 0]
-    for k in range(tc.shape[1]):
-        ax.plot(tc[:, k, 0].numpy(), tc[:, k, 1].numpy(), c="tab:blue", lw=1.2, alpha=0.7)
-        ax.plot(ti[:, k, 0].numpy(), ti[:, k, 1].numpy(), c="tab:orange", lw=1.0, ls="--", alpha=0.9)
-    ax.scatter(tc[0, :, 0], tc[0, :, 1], s=10, c="k", zorder=3, label="start (source)")
-    ax.scatter(target[:, 0], target[:, 1], s=2, c="0.8", zorder=0, label="target")
-    ax.set_title("the same paths in data space (solid: CFM, dashed: IFM)")
-    ax.legend(markerscale=3, fontsize=8, loc="upper right")
-    ax.set_aspect("equal", adjustable="datalim")
-
-    ax = axes[1, 1]
-    lines = efm_field_lines(efm["field"], efm["P"], efm["Q"], L)
-    for line in lines:
-        pts = line[:, [0, 1]].numpy()
-        dz = line[1:, 0] - line[:-1, 0]
-        moving = (line[1:] - line[:-1]).norm(dim=1) > 0
-        segs = [[pts[i], pts[i + 1]] for i in range(len(dz)) if moving[i]]
-        colors = ["tab:red" if float(dz[i]) < 0 else "tab:green" for i in range(len(dz)) if moving[i]]
-        ax.add_collection(LineCollection(segs, colors=colors, linewidths=0.9))
-    ax.scatter(torch.zeros(len(efm["P"])), efm["P"][:, 0], s=6, c="tab:blue", label="source charges (+), z = 0")
-    ax.scatter(torch.full((len(efm["Q"]),), L), efm["Q"][:, 0], s=6, c="tab:purple", label="target charges (-), z = L")
-    ax.axvline(0, c="k", lw=0.8, ls=":")
-    ax.axvline(L, c="k", lw=0.8, ls=":")
-    ax.axvspan(-1.5 * L, 0, color="0.93", zorder=-1)
-    ax.axvspan(L, 2.5 * L, color="0.93", zorder=-1)
-    ax.plot([], [], c="tab:green", label="moving forward in z")
-    ax.plot([], [], c="tab:red", label="moving backward in z (no CFM time)")
-    ax.set_xlim(-1.0 * L, 2.0 * L)
-    ax.set_ylim(-14, 14)
-    ax.set_xlabel("z")
-    ax.set_ylabel("$x_1$")
-    ax.set_title("EFM (exact Coulomb field of the same data): lines leave the slab\n"
-                 "(projection of 3-D lines onto the (z, $x_1$) plane; grey = behind the plates)")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-# -- report ----------------------------------------------------------------------------------------------------
-EXPLANATIONS = [
-    ("C1 divergence", "The field E = p_t(x|c) (1, u_t(x|c)/L) of one pair has zero divergence between the plates "
-                      "(autograd): the continuity equation of the path, read in (z, x) space, is Gauss's law with "
-                      "no charge. Value: the worst relative cancellation of the D + 1 derivative terms."),
-    ("C2 unit flux", "The flux of one pair's field through every slice z is 1 (quadrature): the z-component of "
-                     "the field is the probability density p_t, t = z/L."),
-    ("C4 round trip v->f->v", "Velocity -> normalised field direction -> velocity (u = L f_x / f_z) returns the "
-                              "velocity: the two parameterisations carry the same information."),
-    ("C4 round trip, learned v", "The same round trip on the trained CFM network's outputs at held-out points."),
-    ("C4 round trip, learned f", "The same round trip starting from the trained IFM network's outputs."),
-    ("C5 trajectories", "Field lines of Phi(path) stepped in z (Euler, dz) coincide with the CFM trajectories "
-                        "stepped in t (dt = dz/L): the two ODEs are one ODE."),
-    ("each Euler step", "From every point of the sampler's path, one Euler step in t and one in z (dz = L dt) land "
-                        "on the same point: the identity behind the conversion, for any network."),
-    ("C5 CFM -> VelocityAsField", "The trained CFM network, wrapped as a field model (f = sqrt(3) (1, v/L)/norm) "
-                                  "and sampled along its lines in z, gives the CFM's own Euler samples."),
-    ("C5 IFM -> FieldAsVelocity", "The trained forward-only IFM network, wrapped as a velocity model "
-                                  "(v = L f_x / f_z) and sampled in t, gives the IFM's own z-Euler samples."),
-    ("C9 guard of VelocityAsField", "Fraction of points where the field of the trained CFM points backward "
-                                    "(f_z <= 0): always 0, any velocity defines a forward-only field."),
-    ("C9 learned guard", "Fraction of points where the trained IFM network's f_z <= 0, i.e. where it cannot be "
-                         "read as a CFM velocity. Nothing forces a network to be forward-only; 0 means it is."),
-    ("C9 forward-only guard of Phi", "Fraction of this experiment's points (on and off the path, between the "
-                                     "plates) where the exact field of the path has E_z <= 0: must be 0."),
-    ("C9 forward-only guard", "Fraction of points where Phi(path) has E_z <= 0 (must be 0: E_z = p_t > 0)."),
-    ("C12 Poisson", "PFGM's single-charge field sends exactly half its flux through a plane above it (the Poisson "
-                    "kernel integrates to 1): the normalisation the EFM field uses."),
-    ("C3 superposition rate", "How fast the minibatch error falls with the batch size B (log-log slope; -1 "
-                              "expected, self-normalised importance sampling)."),
-    ("C3 superposition", "The field superposed over a minibatch of B pairs points like the closed-form marginal "
-                         "velocity (mean 1 - cos): IFM's superposition is CFM's marginalisation."),
-    ("C6 push-forward", "Lines started on p_0 end on p_1 (moments within Monte-Carlo error + an O(dz) allowance)."),
-    ("C7 slice marginal", "Lines stopped at the slice z = L/2 are distributed as p_{1/2} (z-scores)."),
-    ("C8 loss gap", "The conditional (CFM) and marginal (FM) losses differ by a constant that does not depend on "
-                    "the network: the same minimiser."),
-    ("C13 learned consistency (rel L2)", "Held-out relative L2 distance between the CFM network's velocity and "
-                                         "L f_x/f_z of the separately trained IFM network: two trainings, one "
-                                         "object. Compare with each model's own error (val/w2 rows)."),
-    ("C13 learned consistency (W2)", "W2 distance between the samples of the two trained models from the same "
-                                     "source points."),
-    ("val/w2", "W2 distance of the model's samples to held-out target samples (tolerance column: the larger of "
-               "0.3 and twice the W2 between two target samples, for scale only)."),
-    ("C9 EFM: E_z <= 0 behind", "Fraction of points behind the plates (z < 0, z > L) where the exact Coulomb "
-                                "field points backward in z: > 0 means Psi (u = L E_x/E_z) is undefined there."),
-    ("C9 EFM: E_z <= 0 between", "Inside the slab every source charge pushes and every target charge pulls "
-                                 "forward, so E_z > 0 there (0 expected): EFM breaks the duality outside the slab."),
-    ("EFM: flux leaving", "Fraction of the directions around a source charge in which the field starts backward "
-                          "(into z < 0): about half of each charge's flux leaves the slab, which no CFM can do."),
-    ("EFM: sample lines running", "Fraction of EFM sample lines (Euler from the source plate, continued by "
-                                  "arclength past z = L) that go more than 0.1 L behind the target plate before "
-                                  "coming back to it: their z is not a time."),
-]
-
-
-def explain(r: CheckResult) -> str:
-    text = next((text for key, text in EXPLANATIONS if r.name.startswith(key) or key in r.name), "")
-    if r.details.get("excluded"):
-        text += f" ({r.details['excluded']} points with f_z <= 1e-3 not held to the tolerance.)"
-    if r.details.get("ill_posed_lines"):
-        text += (f" ({r.details['ill_posed_lines']} of {r.details['lines']} lines are steep or not forward-only "
-                 "(an under-trained network): rounding is amplified, so this row is only a diagnostic here.)")
-    return text
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return _jsonable(value.tolist())
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, (int, str, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def _fmt(v: float) -> str:
-    if isinstance(v, float) and (v == 0 or not math.isfinite(v)):
-        return f"{v:g}"
-    return f"{v:.3g}" if 1e-2 <= abs(v) < 1e3 else f"{v:.2e}"
-
-
-def _verdict(r: CheckResult) -> str:
-    if r.kind == "exact":
-        return "**pass**" if r.passed else "**FAIL**"
-    return ("pass" if r.passed else "FAIL") if r.kind == "statistical" else ("as expected" if r.passed else "note")
-
-
-def write_report(out: Path, cfg: dict, rows: list[tuple[str, CheckResult]], fits: dict, extra: dict) -> None:
-    exact = [r for _, r in rows if r.kind == "exact"]
-    n_fail = sum(not r.passed for r in exact)
-    by_name = {r.name: r for _, r in rows}
-    c13 = [r for _, r in rows if r.name.startswith("C13")]
-    lines = [
-        "# Duality report: CFM and forward-only IFM are the same dynamics; EFM is not",
-        "",
-        f"Config: `{extra['config_file']}` | data: {cfg['data']['source']} -> {cfg['data']['target']} | path: "
-        f"`{extra['path']}` | coupling: `{extra['coupling']}` | L = {cfg['L']:g} | seed {cfg['seed']} | "
-        f"{fits['cfm']['steps']} + {fits['ifm']['steps']} training steps | wall time {extra['wall_seconds']:.0f} s",
-        "",
-        "## Verdict",
-        "",
-        f"* **Exact identities: {len(exact) - n_fail} of {len(exact)} hold** "
-        + ("(all of them)." if n_fail == 0 else f"({n_fail} FAIL: see the tables)."),
-        f"* Two separately trained networks, a CFM velocity and a forward-only IFM field, learned the same dynamics: "
-        + ", ".join(f"{r.name.split('(')[-1].rstrip(')')} = {_fmt(r.value)}" for r in c13)
-        + f" (their own val/w2: CFM {_fmt(fits['cfm']['val']['val/w2'])}, IFM {_fmt(fits['ifm']['val']['val/w2'])};"
-        f" noise floor {_fmt(fits['cfm']['val'].get('val/w2_floor', float('nan')))}).",
-        f"* EFM on the same data: {_fmt(by_name['C9 EFM: E_z <= 0 behind the plates'].value)} of the points behind "
-        f"the plates have E_z <= 0, so the map back to a CFM is undefined there (`path_from_field` says: "
-        f"\"{extra['psi'].split(':')[0]}\").",
-        "",
-        "## What is being checked (plain language)",
-        "",
-        "* **CFM** (conditional flow matching) moves samples from a source distribution (t = 0) to a target (t = 1) "
-        "along a learned velocity v(t, x). **IFM** (interaction field matching) puts the source on a plate z = 0 and "
-        "the target on a plate z = L in an augmented space (z, x) and moves samples along the lines of a learned "
-        "field E(z, x).",
-        "* **Phi** (CFM -> IFM) turns a CFM path into the field E = p_t(x) (1, u_t(x)/L) with t = z/L: the "
-        "space-time probability current. Its z-component is the probability density, its direction is the "
-        "velocity. **Psi** (IFM -> CFM) reads a velocity back from a field: u = L E_x / E_z, which needs E_z > 0.",
-        "* **Forward-only** means E_z > 0 everywhere between the plates and no line leaves the slab: every field line "
-        "moves forward in z, so z can serve as time. For exactly these fields Psi is defined and Phi, Psi are "
-        "inverse to each other: forward-only IFM *is* CFM.",
-        "* **EFM** (electrostatic field matching, a Coulomb capacitor) is an interaction field whose lines leave the "
-        "slab and run backward in z behind the plates. There E_z < 0, Psi is undefined, and no CFM reproduces those "
-        "dynamics: general IFM is strictly larger than CFM.",
-        "* Kinds: **exact** = an identity that must hold to floating-point precision (a failure is a bug); "
-        "**statistical** = holds in expectation, tested against Monte-Carlo error; **diagnostic** = a measured "
-        "number with an indicative scale, not a pass/fail test (\"as expected\" means it is on the expected side).",
-        "",
-    ]
-    for section in SECTIONS:
-        lines += [f"## {SECTION_TITLES[section]}", "", "| check | value | tolerance | kind | result | what it shows |",
-                  "|---|---|---|---|---|---|"]
-        for sec, r in rows:
-            if sec == section:
-                lines.append(f"| {r.name} | {_fmt(r.value)} | {_fmt(r.tolerance)} | {r.kind} | {_verdict(r)} | "
-                             f"{explain(r)} |")
-        lines.append("")
-    lines += [
-        "## Training",
-        "",
-        "| model | steps | fit time (s) | steps/s | val/w2 (EMA) | val/w2 floor | DualityCheck overhead | "
-        "exact failures during the fit |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, label in (("cfm", "CFM"), ("ifm", "forward-only IFM")):
-        f = fits[name]
-        lines.append(f"| {label} | {f['steps']} | {f['fit_seconds']:.1f} | {f['steps_per_second']:.1f} | "
-                     f"{_fmt(f['val']['val/w2'])} | {_fmt(f['val'].get('val/w2_floor', float('nan')))} | "
-                     f"{100 * f['callback_overhead']:.2f}% | {f['callback_exact_failures']} |")
-    lines += [
-        "",
-        "The DualityCheck callback ran its checks during both fits (after the first step, every "
-        f"{cfg['checks']['every_n_steps']} steps and after each validation; logged as `duality/*` in "
-        "`cfm/metrics.csv` and `ifm/metrics.csv`); the overhead column is the time it took divided by the fit time.",
-        "",
-        "## Figure",
-        "",
-        "![duality](duality.png)",
-        "",
-        "Top left: samples of both models from the same source points. Top right: CFM trajectories x_1(t) (solid) "
-        "and IFM field lines x_1(z) drawn at t = z/L (dashed) from the same starts: they nearly coincide (two "
-        "separately trained networks; their gap is what C13 measures, not a failure of the duality). Bottom left: "
-        "the same paths in data space. Bottom right: lines of the exact EFM (Coulomb) field of the same data in the "
-        "(z, x_1) plane; red parts move backward in z (behind the plates, grey), which a CFM cannot do.",
-        "",
-        f"Reproduce: `python -m lightning_fm duality -c {extra['config_file']}`. Timings (s): "
-        + ", ".join(f"{k} {v:.1f}" for k, v in extra["timings"].items()) + ".",
-        "",
-    ]
-    (out / "report.md").write_text("\n".join(lines))
-    payload = {
-        "config": cfg, "exact_all_passed": n_fail == 0, "n_exact": len(exact), "n_exact_failed": n_fail,
-        "checks": [{"section": sec, "name": r.name, "value": r.value, "tolerance": r.tolerance, "kind": r.kind,
-                    "passed": r.passed, "explanation": explain(r), "details": r.details} for sec, r in rows],
-        "models": {k: {kk: vv for kk, vv in v.items() if kk != "datamodule"} for k, v in fits.items()},
-        "efm_psi": extra["psi"], "timings": extra["timings"], "wall_seconds": extra["wall_seconds"],
-        "figure": "duality.png",
-    }
-    (out / "report.json").write_text(json.dumps(_jsonable(payload), indent=2))
 
 
 # -- main ------------------------------------------------------------------------------------------------------
