@@ -72,3 +72,13 @@ def test_lipman_path_needs_a_gaussian_source_before_training_starts():
 def test_backbone_of_the_wrong_shape_is_caught_before_training():
     with pytest.raises(ValueError, match="model.backbone cannot take data of shape"):
         _fit(CFMModule(backbone=MLP(3)), ToyDataModule(steps_per_epoch=2))
+
+
+def test_source_and_target_of_different_shapes_fail_before_training():
+    class Mismatched(ToyDataModule):
+        @property
+        def target_shape(self):
+            return (3,)
+
+    with pytest.raises(ValueError, match=r"source samples have shape \(2,\) but target samples \(3,\)"):
+        _fit(CFMModule(), Mismatched(steps_per_epoch=2))
