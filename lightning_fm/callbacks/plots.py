@@ -41,9 +41,16 @@ def _plot_2d(result: ValidationResult, title: str, max_points: int, max_lines: i
         ax = axes[0, 1]
         traj = result.trajectory[:, :max_lines].reshape(result.trajectory.shape[0], -1, 2)
         ax.plot(result.times.numpy(), traj[:, :, 0].numpy(), c="olive", lw=0.7, alpha=0.8)
+        if result.arcs is not None:  # lines continued beyond the target plate (EFM): they run backward in z
+            arcs = result.arcs[:, :max_lines]
+            moved = (arcs - arcs[:1]).abs().amax(dim=(0, 2)) > 0
+            ax.plot(arcs[:, moved, 0].numpy(), arcs[:, moved, 1].numpy(), c="tab:red", lw=0.7, alpha=0.8)
+            ax.axvline(float(result.times[-1]), c="0.5", ls=":", lw=0.8)
+            ax.set_title(f"field lines in the ({result.time_label}, $x_1$) plane; red: continued past the plate")
         ax.set_xlabel(result.time_label)
         ax.set_ylabel("$x_1$")
-        ax.set_title(f"trajectories in the ({result.time_label}, $x_1$) plane")
+        if result.arcs is None:
+            ax.set_title(f"trajectories in the ({result.time_label}, $x_1$) plane")
     fig.tight_layout()
     return fig
 

@@ -23,13 +23,15 @@ from lightning_fm.spec import build, to_spec
 @dataclass
 class SampleResult:
     """Samples ``x`` and the number of network evaluations ``nfe``; optionally the trajectory ``(K, B, *dims)`` at
-    ``times`` (K,) in the sampler's own time (t for CFM, z for IFM), and sampler diagnostics in ``info``."""
+    ``times`` (K,) in the sampler's own time (t for CFM, z for IFM), the continuation of lines beyond the target
+    plate ``arcs`` ``(M, B, 1 + D)`` in augmented ``(z, x)`` coordinates (EFM), and sampler diagnostics in ``info``."""
 
     x: Tensor
     nfe: int
     times: Tensor | None = None
     trajectory: Tensor | None = None
     info: dict[str, float] = field(default_factory=dict)
+    arcs: Tensor | None = None
 
 
 @dataclass
@@ -53,6 +55,7 @@ class ValidationResult:
     trajectory: Tensor | None
     time_label: str
     labels: Tensor | None = None
+    arcs: Tensor | None = None
 
 
 class FlowMatchingModule(LightningModule):
@@ -209,6 +212,7 @@ class FlowMatchingModule(LightningModule):
             trajectory=None if first.trajectory is None else first.trajectory[:, :k].cpu(),
             time_label=self.time_label,
             labels=cat("y1").cpu() if "y1" in outputs[0]["batch"] else None,
+            arcs=None if first.arcs is None else first.arcs[:, :k].cpu(),
         )
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:

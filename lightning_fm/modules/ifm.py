@@ -115,4 +115,4 @@ class IFMModule(FlowMatchingModule):
             eps=0.0,  # a learned field is smooth at the plate: start exactly on it, as CFM starts at t = 0
         )
         info = {"not_returned": float(lines.n_not_returned), "backward": float(lines.n_backward)}
-        return SampleResult(lines.x, lines.nfe, lines.z, lines.trajectory, info)
+        return SampleResult(lines.x, lines.nfe, lines.z, lines.trajectory, info, lines.arc_trajectory)
