@@ -109,7 +109,9 @@ def integrate_field_lines(
     max_arc_steps: int | None = None,
     record: bool = False,
     return_tol: float = 0.05,
+    cross_probe: float = 0.0,
     fz_min: float = 1e-7,
+    fz_min_rel: float = 0.0,
     z_end: float | None = None,
     atol: float = 1e-5,
     rtol: float = 1e-5,
@@ -125,13 +127,25 @@ def integrate_field_lines(
             singular on the plate; must be L with ``continue_outside``).
         continue_outside: run phase 2. arc_step: its arclength step (default ``L / steps``). max_arc_steps: its cap
             (default ``10 * steps``). return_tol: the return plane is ``z = L + return_tol``.
+        cross_probe: a line is continued when ``fz > 0`` at ``(L + cross_probe, x)``, just behind the plate
+            (default 0: on the plate itself). A learned field is smooth across the target plate, where the true
+            field jumps (by the plate's charge density); its sign at ``z = L`` is then an average of the two
+            sides, while ``E_z(L+)`` decides whether the line crosses or ends there (MATH.md §4.3).
         fz_min: ``fz`` is clamped to at least this in ``fx / fz``.
+        fz_min_rel: and to at least ``fz_min_rel * ||f||``: the slope ``||dx/dz||`` is then at most
+            ``sqrt(1 - r^2) / r`` (r = fz_min_rel; 0.05: 20). For fields whose ``E_z`` is known to be positive
+            inside the slab (EFM: both plates push upwards there), a learned ``fz <= 0`` is an error near a plate
+            where the field is nearly parallel to it; the guard keeps such a line moving along ``fx``, slowly
+            rising, instead of a step of length ``|fx| / fz_min``. Guarded lines are counted in ``n_backward``
+            when ``fz <= 0``.
         record: keep the trajectories (memory ``(steps + 1) B D``).
     """
     if method not in METHODS:
         raise ValueError(f"unknown field-line method {method!r}; choose one of {list(METHODS)}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if not 0 <= fz_min_rel < 1:
+        raise ValueError(f"fz_min_rel must be in [0, 1), got {fz_min_rel}")
     L = float(L)
     z_end = L if z_end is None else float(z_end)
     if not 0 <= eps < z_end <= L:
@@ -148,7 +162,11 @@ def integrate_field_lines(
         fz, fx = field_fn(zv, x)
         nfe += 1
         backward = backward | (fz <= 0)
-        return fx / pad_like(fz.clamp_min(fz_min), fx)
+        floor = torch.full_like(fz, fz_min)
+        if fz_min_rel > 0:
+            norm = torch.sqrt(fz.square() + fx.flatten(1).square().sum(1))
+            floor = torch.maximum(floor, fz_min_rel * norm)
+        return fx / pad_like(torch.maximum(fz, floor), fx)
 
     # -- phase 1: in z ------------------------------------------------------------------------------------------
     x = x_source
@@ -174,16 +192,20 @@ def integrate_field_lines(
                              n_backward=int(backward.sum()), returned=torch.ones_like(backward), z=grid,
                              trajectory=positions)
     if continue_outside:
-        _continue_outside(field_fn, result, L, method, steps, arc_step, max_arc_steps, return_tol, record)
+        _continue_outside(field_fn, result, L, method, steps, arc_step, max_arc_steps, return_tol, record,
+                          cross_probe)
     return result
 
 
 def _continue_outside(field_fn: FieldFn, result: FieldLineResult, L: float, method: str, steps: int,
-                      arc_step: float | None, max_arc_steps: int | None, return_tol: float, record: bool) -> None:
+                      arc_step: float | None, max_arc_steps: int | None, return_tol: float, record: bool,
+                      cross_probe: float = 0.0) -> None:
     """Phase 2, in place on ``result``."""
     x = result.x
     shape = x.shape[1:]
-    fz, _ = field_fn(torch.full((x.shape[0],), L, dtype=x.dtype, device=x.device), x)
+    if not cross_probe >= 0:
+        raise ValueError(f"cross_probe must be >= 0, got {cross_probe}")
+    fz, _ = field_fn(torch.full((x.shape[0],), L + float(cross_probe), dtype=x.dtype, device=x.device), x)
     result.nfe += 1
     crossing = fz > 0
     result.n_crossing = int(crossing.sum())

@@ -140,59 +140,61 @@ class SlabAndBeyondVolume(VolumeSampler):
     """Coverage for EFM (MATH.md §4.1-§4.3): the slab, and the half-space behind the target plate.
 
     The Coulomb capacitor's lines leave the slab through the target plate wherever the field there points forward
-    (``E_z(L+) > 0``: in the continuum limit ``E_z(L+, x) = (p_L(x) - q(x)) / 2`` with ``p_L`` the source density
-    smoothed by the Poisson kernel at distance L), and come back down onto the plate where ``q > p_L``. The
-    sampler (phase 2 of :func:`lightning_fm.field_lines.integrate_field_lines`) follows the learned field there,
-    so it must be trained there too (the reference EFM toy uses a mesh that also covers ``z > L``).
+    (in the continuum limit ``E_z(L+, x) = (p_L(x) - q(x)) / 2``, ``p_L`` = the source density smoothed by the
+    Poisson kernel at distance L), and come back down onto the plate where ``q > p_L``. The sampler (phase 2 of
+    :func:`lightning_fm.field_lines.integrate_field_lines`) follows the learned field there, so it must be trained
+    there too (the reference EFM toy uses a mesh that also covers ``z > L``).
 
     With probability ``1 - beyond`` a point is drawn in the slab as :class:`UniformVolume` (``eps``,
     ``tube_noise``), plus an isotropic Gaussian ``spread * sin(pi z / L) * N(0, I)``: when L is not small against
-    the data's spread, the lines bulge far out laterally in mid-slab (fringe field of a finite capacitor; on the
-    2-D toy with L = 14 the lines' mid-slab deviation from their chord has median ~3.4 and 90% quantile ~6.5), and
-    the network is then trained there. With probability ``beyond`` it is drawn behind the target plate, under an arc that joins the
-    pair's two ends on the plate ``z = L``: with ``s, u ~ U(0, 1)``, ``d = ||x1 - x0||``,
+    the data's spread the lines bulge far out laterally in mid-slab (the fringe field of a finite capacitor).
 
-        x = (1 - s) x0 + s x1 + beyond_noise * N(0, I),
-        z = L + height * d * sqrt(s (1 - s)) * u + |N(0, floor^2)|.
+    With probability ``beyond`` it is drawn behind the target plate, under an arc over the pair's chord extended
+    by ``extend * d`` beyond both ends (``d = ||x1 - x0||``): with ``s, u ~ U(0, 1)`` and
+    ``c = (1 + 2 extend) s - extend`` (the position along the chord: 0 at x0, 1 at x1),
 
-    ``height = 1`` is the half-disc of diameter ``[x0, x1]`` (``d sqrt(s (1 - s))`` is the semicircle's height);
-    ``u`` fills it from the plate up; ``floor`` adds a thin layer above the whole plate (also above the pair's
-    ends, where the arc has no height) and ``beyond_noise`` widens it laterally (lines from the outer edge of the
-    source support first bulge outwards). Like every volume sampler it only chooses where the regression is
-    accurate; the target is the exact superposed field wherever the point is (MATH.md §7.5). Below ``z = 0``
-    nothing is drawn: the sampler starts on the source plate and never goes there.
+        x = (1 - c) x0 + c x1 + beyond_noise * N(0, I),
+        z = L + gap + height * (1 + 2 extend) d * sqrt(s (1 - s)) * u^power + |N(0, floor^2)|.
+
+    ``height = 1`` is the half-disc over the extended chord; ``u^power`` fills it from the plate up (uniformly in
+    height for ``power = 1``; ``power > 1`` puts more points near the plate, where most lines travel). ``extend`` and
+    ``beyond_noise`` reach the lines that leave the outer edge of the source support outwards and come back from
+    high above; ``floor`` adds a layer above the whole plate; ``gap`` (default ``eps``) leaves out a layer just
+    behind it. Like every volume sampler this only chooses where the regression is accurate: the target is the
+    exact superposed field wherever the point is (MATH.md §7.5). Nothing is drawn below ``z = 0``: the sampler
+    starts on the source plate and never goes there.
     """
 
     def __init__(self, eps: float = 1e-3, tube_noise: float = 0.0, spread: float = 0.0, beyond: float = 0.5,
-                 height: float = 1.0, beyond_noise: float = 0.5, floor: float = 0.1) -> None:
-        if not (eps >= 0 and tube_noise >= 0 and spread >= 0 and 0 <= beyond <= 1 and height >= 0
-                and beyond_noise >= 0 and floor >= 0):
-            raise ValueError("SlabAndBeyondVolume needs eps, tube_noise, spread, height, beyond_noise, floor >= 0 "
-                             f"and 0 <= beyond <= 1; got {eps}, {tube_noise}, {spread}, {beyond}, {height}, "
-                             f"{beyond_noise}, {floor}")
+                 height: float = 1.0, extend: float = 0.0, power: float = 1.0, beyond_noise: float = 0.5,
+                 floor: float = 0.1, gap: float | None = None) -> None:
+        values = dict(eps=eps, tube_noise=tube_noise, spread=spread, height=height, extend=extend, power=power,
+                      beyond_noise=beyond_noise, floor=floor, gap=eps if gap is None else gap)
+        bad = {k: v for k, v in values.items() if not v >= 0}
+        if bad or not 0 <= beyond <= 1:
+            raise ValueError(f"SlabAndBeyondVolume needs 0 <= beyond <= 1 (got {beyond}) and non-negative {bad}")
         self.slab = UniformVolume(eps, tube_noise)
-        self.spread = float(spread)
-        self.beyond, self.height, self.beyond_noise, self.floor = float(beyond), float(height), float(beyond_noise), \
-            float(floor)
+        self.spread, self.beyond, self.height, self.extend = float(spread), float(beyond), float(height), float(extend)
+        self.beyond_noise, self.floor, self.gap = float(beyond_noise), float(floor), float(values["gap"])
+        self.power = float(power)
 
     def __call__(self, x0, x1, L, generator=None):
         z, x = self.slab(x0, x1, L, generator)
+        L = float(L)
         if self.spread > 0:
-            sigma = self.spread * torch.sin(math.pi * z / float(L))
+            sigma = self.spread * torch.sin(math.pi * z / L)
             x = x + pad_like(sigma, x) * torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         n = x0.shape[0]
         outside = _uniform(n, x0, generator) < self.beyond
         s, u = _uniform(n, x0, generator), _uniform(n, x0, generator)
+        span = 1 + 2 * self.extend
         d = (x1 - x0).flatten(1).norm(dim=1)
-        up = self.height * d * torch.sqrt(s * (1 - s)) * u
+        up = self.height * span * d * torch.sqrt(s * (1 - s)) * u.pow(self.power)
         up = up + self.floor * torch.randn(n, generator=generator, device=x0.device, dtype=x0.dtype).abs()
-        xb = segment(x0, x1, s * float(L), float(L))
+        xb = segment(x0, x1, (span * s - self.extend) * L, L)
         if self.beyond_noise > 0:
-            xb = xb + self.beyond_noise * torch.randn(x0.shape, generator=generator, device=x0.device,
-                                                      dtype=x0.dtype)
-        z = torch.where(outside, float(L) + up, z)
-        x = torch.where(pad_like(outside, x), xb, x)
-        return z, x
+            xb = xb + self.beyond_noise * torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        return torch.where(outside, L + self.gap + up, z), torch.where(pad_like(outside, x), xb, x)
 
 
 VOLUMES = {"uniform": UniformVolume, "pfgm_mixing": PFGMMixing, "path": PathVolume,
