@@ -31,17 +31,10 @@ import torch
 from torch import Tensor
 
 from lightning_fm.paths import pad_like
+from lightning_fm.solvers import METHODS, integrate, step
 
 FieldFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
-# Butcher tableaus (c, A, b) of the fixed-step explicit methods.
-TABLEAUS: dict[str, tuple[list[float], list[list[float]], list[float]]] = {
-    "euler": ([0.0], [[]], [1.0]),
-    "midpoint": ([0.0, 0.5], [[], [0.5]], [0.0, 1.0]),
-    "heun": ([0.0, 1.0], [[], [1.0]], [0.5, 0.5]),
-    "rk4": ([0.0, 0.5, 0.5, 1.0], [[], [0.5], [0.0, 0.5], [0.0, 0.0, 1.0]], [1 / 6, 1 / 3, 1 / 3, 1 / 6]),
-}
-METHODS = (*TABLEAUS, "dopri5")
 
 
 @dataclass
@@ -70,23 +63,6 @@ class FieldLineResult:
     z: Tensor | None = None
     trajectory: Tensor | None = None
     arc_trajectory: Tensor | None = None
-
-
-def rk_step(f: Callable[[float, Tensor], Tensor], s: float, y: Tensor, h: float, method: str) -> Tensor:
-    """One explicit Runge-Kutta step of ``dy/ds = f(s, y)``."""
-    c, A, b = TABLEAUS[method]
-    ks: list[Tensor] = []
-    for i, ci in enumerate(c):
-        yi = y
-        for aij, kj in zip(A[i], ks):
-            if aij:
-                yi = yi + (h * aij) * kj
-        ks.append(f(s + ci * h, yi))
-    out = y
-    for bi, ki in zip(b, ks):
-        if bi:
-            out = out + (h * bi) * ki
-    return out
 
 
 def _unit(ez: Tensor, ex: Tensor) -> Tensor:
@@ -172,7 +148,6 @@ def integrate_field_lines(
     x = x_source
     grid, positions = None, None
     if method == "dopri5":
-        from lightning_fm.solvers import integrate  # lazy: the solver module is optional for fixed-step methods
 
         solution = integrate(slope, x, eps, z_end, method="dopri5", steps=steps, atol=atol, rtol=rtol, record=record)
         x = solution.x
@@ -182,7 +157,7 @@ def integrate_field_lines(
         h = (z_end - eps) / steps
         traj = [x] if record else None
         for k in range(steps):
-            x = rk_step(slope, eps + k * h, x, h, method)
+            x = step(slope, eps + k * h, x, h, method)
             if traj is not None:
                 traj.append(x)
         if record:
@@ -231,7 +206,7 @@ def _continue_outside(field_fn: FieldFn, result: FieldLineResult, L: float, meth
     for _ in range(cap):
         if idx.numel() == 0:
             break
-        y_new = rk_step(unit_field, 0.0, y, h, step_method)
+        y_new = step(unit_field, 0.0, y, h, step_method)
         level = torch.where(above, torch.full_like(y[:, 0], L + return_tol), torch.full_like(y[:, 0], L))
         back = y_new[:, 0] <= level
         # a step that reverses the previous one (a turn of more than 90 degrees within one step) has reached a

@@ -61,8 +61,9 @@ def _validate(method: str, steps: int, t0: float, t1: float, atol: float, rtol: 
             raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
 
 
-def _fixed_step(f: VectorField, t: float, x: Tensor, h: float, method: str) -> Tensor:
-    """One step of a fixed-step method (``f`` takes a python float time here)."""
+def step(f: VectorField, t: float, x: Tensor, h: float, method: str) -> Tensor:
+    """One step ``t -> t + h`` of the fixed-step method ``method`` for ``dx/dt = f(t, x)`` (``f`` takes a python
+    float time here). Shared by :func:`integrate` and the field-line sampler."""
     if method == "euler":
         return x + h * f(t, x)
     if method == "midpoint":
@@ -145,7 +146,7 @@ def integrate(
     h = (t1 - t0) / steps
     trajectory = [x] if record else None
     for k in range(steps):
-        x = _fixed_step(counted, t0 + k * h, x, h, method)
+        x = step(counted, t0 + k * h, x, h, method)
         if trajectory is not None:
             trajectory.append(x)
     if trajectory is not None:

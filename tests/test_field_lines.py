@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from lightning_fm.field_lines import integrate_field_lines, rk_step
+from lightning_fm.field_lines import integrate_field_lines
+from lightning_fm.solvers import step
 from lightning_fm.fields import CoulombField, ForwardOnlyField
 from lightning_fm.paths import BrownianBridgePath, LinearPath, LipmanPath, TrigPath
 from lightning_fm.volume import PathVolume, PFGMMixing, UniformVolume
@@ -41,7 +42,7 @@ def test_z_stepping_on_forward_only_field_is_cfm_in_t(method):
 
     x, dt = source, 1.0 / steps
     for k in range(steps):
-        x = rk_step(velocity, k * dt, x, dt, method)
+        x = step(velocity, k * dt, x, dt, method)
     assert (lines.x - x).abs().max() < 1e-12
     stages = {"euler": 1, "rk4": 4}[method]
     assert lines.nfe == steps * stages and lines.n_backward == 0 and lines.n_crossing == 0
