@@ -7,8 +7,8 @@ Phase 1 (every field): from ``z = eps`` (source plate) to ``z = L`` (target plat
 fixed-step Runge-Kutta method in z (``euler``, ``midpoint``, ``heun``, ``rk4``) or adaptive ``dopri5`` through
 :func:`lightning_fm.solvers.integrate`. For a forward-only field this is exactly the CFM ODE in ``t = z / L``
 (MATH.md §6.3: Euler in z with step dz = Euler in t with dt = dz / L). ``fz <= 0`` cannot be followed in z: such
-evaluations are guarded (``fz`` is clamped to ``fz_min``, never a silent division by 0) and the lines where it
-happened are counted in ``n_backward`` (MATH.md C9: 0 for a forward-only field).
+evaluations are guarded (``fz`` is clamped to ``fz_min`` and optionally to ``fz_min_rel * ||f||``, never a silent
+division by 0) and the lines where it happened are counted in ``n_backward`` (MATH.md C9: 0 for a forward-only field).
 
 Phase 2 (``continue_outside``, for fields that are not forward-only, e.g. EFM): lines whose field still points
 forward at ``z = L`` (``fz > 0``: they would cross the target plate) are continued by arclength steps
@@ -21,6 +21,13 @@ of the target plate, and ends there (``n_absorbed``). With finitely many point c
 every line reaching ``z = L`` off a charge has ``E_z > 0`` there and is continued; methods whose last stage evaluates
 the field on the plate itself (heun, rk4) meet the charges' singularity: prefer euler/midpoint, or ``z_end < L``
 without phase 2. Learned (smooth) fields have no such singularity.
+
+Learned EFM fields (an approximation, documented here): the true field jumps across the target plate (by its charge
+density), a network is smooth there, so the crossing is decided by the sign of ``fz`` at ``z = L + cross_probe``
+(``E_z(L+)``), and with ``return_tol`` of the same size the returning lines end before the layer where a finite-batch
+regression target is dominated by single charges (its self-normalised direction is biased there). The end point is
+then the line's position on the plane ``z = L + return_tol``: a straight vertical projection onto the plate. On the
+2-D toy (exact field, 2000 + 2000 charges, L = 0.3) W2 goes from 0.30 (reference: 0, 0.05) to 0.34 (0.2, 0.2).
 """
 from __future__ import annotations
 

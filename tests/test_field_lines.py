@@ -10,7 +10,7 @@ from lightning_fm.field_lines import integrate_field_lines
 from lightning_fm.solvers import step
 from lightning_fm.fields import CoulombField, ForwardOnlyField
 from lightning_fm.paths import BrownianBridgePath, LinearPath, LipmanPath, TrigPath
-from lightning_fm.volume import PathVolume, PFGMMixing, UniformVolume
+from lightning_fm.volume import PathVolume, PFGMMixing, SlabAndBeyondVolume, UniformVolume
 
 F64 = torch.float64
 
@@ -115,6 +115,62 @@ def test_backward_evaluations_are_guarded_and_counted():
     assert torch.isfinite(lines.x).all()
 
 
+def test_relative_fz_floor_bounds_the_slope():
+    """fz_min_rel = r clamps fz to at least r ||f||: with fz = -1, fx = 1 everywhere the slope is 1 / (r sqrt 2)
+    (not 1 / fz_min), and every line is counted as backward."""
+    source = torch.zeros(4, 1, dtype=F64)
+
+    def field_fn(z, x):
+        return -torch.ones_like(z), torch.ones_like(x)
+
+    r, L = 0.05, 0.3
+    lines = integrate_field_lines(field_fn, source, L, steps=30, eps=0.0, fz_min_rel=r)
+    assert lines.n_backward == 4
+    assert torch.allclose(lines.x, torch.full_like(source, L / (r * math.sqrt(2))), rtol=1e-12)
+    plain = integrate_field_lines(field_fn, source, L, steps=30, eps=0.0)
+    assert plain.x.abs().min() > 1e6  # the absolute floor fz_min = 1e-7 alone: steps of |fx| / 1e-7
+    # a positive fz above the floor is untouched: the forward-only result is unchanged
+    x0, x1, src = gaussian_toy(2, n_lines=20)
+    field = ForwardOnlyField(LinearPath(0.3), 2.0)
+    fn = lambda z, x: field.direction(z, x, x0, x1)  # noqa: E731
+    a = integrate_field_lines(fn, src, 2.0, steps=20, eps=0.0)
+    b = integrate_field_lines(fn, src, 2.0, steps=20, eps=0.0, fz_min_rel=1e-3)
+    assert torch.equal(a.x, b.x)
+    with pytest.raises(ValueError, match="fz_min_rel"):
+        integrate_field_lines(fn, src, 2.0, fz_min_rel=1.0)
+
+
+def test_cross_probe_decides_the_crossing_behind_the_plate():
+    """A field that points up below z = L + 0.05 and down above it (a smoothed plate): probed on the plate every line
+    crosses, goes up and comes back; probed at L + 0.1 none crosses and the lines end on the plate."""
+    L = 1.0
+    source = torch.linspace(-1, 1, 7, dtype=F64)[:, None]
+
+    def field_fn(z, x):
+        return torch.where(z < L + 0.05, 1.0, -1.0).to(F64), 0.2 * torch.ones_like(x)
+
+    on_plate = integrate_field_lines(field_fn, source, L, steps=10, eps=0.0, continue_outside=True, arc_step=0.01,
+                                     max_arc_steps=100)
+    assert on_plate.n_crossing == 7 and on_plate.n_not_returned == 0
+    assert (on_plate.x > source + 1.0 * 0.2).all()  # moved on during the excursion
+    probed = integrate_field_lines(field_fn, source, L, steps=10, eps=0.0, continue_outside=True, arc_step=0.01,
+                                   max_arc_steps=100, cross_probe=0.1)
+    assert probed.n_crossing == 0 and probed.nfe == 10 + 1
+    assert torch.allclose(probed.x, source + 0.2 * L) and torch.equal(probed.z_end, torch.full((7,), L, dtype=F64))
+    with pytest.raises(ValueError, match="cross_probe"):
+        integrate_field_lines(field_fn, source, L, continue_outside=True, cross_probe=-0.1)
+
+
+def test_return_tol_ends_lines_on_the_raised_return_plane():
+    """Exact EFM toy: lines that went above L + return_tol end on that plane, the others on z = L."""
+    fn, source, x1, eps = efm_toy()
+    lines = integrate_field_lines(fn, source, 1.0, steps=100, eps=eps, continue_outside=True, arc_step=0.02,
+                                  max_arc_steps=1500, return_tol=0.1, cross_probe=0.1)
+    assert lines.n_not_returned == 0
+    assert ((lines.z_end >= 1.0 - 1e-12) & (lines.z_end <= 1.1 + 1e-12)).all()
+    assert ((lines.z_end - 1.1).abs() < 1e-9).sum() > 0  # came back from above L + 0.1, through that plane
+
+
 def test_record_shapes_and_validation():
     x0, x1, source = gaussian_toy(2, n_lines=7)
     field = ForwardOnlyField(BrownianBridgePath(1.0), 1.0)
@@ -188,3 +244,68 @@ def test_path_volume_draws_from_the_path(path):
         return
     eps = (x - path.mean(x0, x1, t)) / path.sigma(t)[:, None]
     assert eps.mean().abs() < 0.03 and (eps.var() - 1).abs() < 0.03
+
+
+def test_slab_and_beyond_volume_without_beyond_is_the_uniform_volume():
+    g = gen(8)
+    x0, x1 = torch.randn(300, 3, generator=g, dtype=F64), torch.randn(300, 3, generator=g, dtype=F64)
+    z, x = SlabAndBeyondVolume(eps=0.01, tube_noise=0.2, beyond=0.0)(x0, x1, 2.0, generator=gen(9))
+    zu, xu = UniformVolume(eps=0.01, tube_noise=0.2)(x0, x1, 2.0, generator=gen(9))
+    assert torch.equal(z, zu) and torch.equal(x, xu)
+
+
+def test_slab_and_beyond_volume_arcs_behind_the_plate():
+    """beyond = 1, no noise: every point lies behind the plate, under the half-disc over the extended chord."""
+    g, L, n = gen(10), 0.5, 4000
+    x0, x1 = torch.randn(n, 2, generator=g, dtype=F64), 3 + torch.randn(n, 2, generator=g, dtype=F64)
+    vol = SlabAndBeyondVolume(beyond=1.0, height=1.5, extend=0.5, power=1.0, beyond_noise=0.0, floor=0.0, gap=0.1)
+    z, x = vol(x0, x1, L, generator=g)
+    assert (z >= L + 0.1).all()
+    d, delta = (x1 - x0).norm(dim=1), x1 - x0
+    c = ((x - x0) * delta).sum(1) / d.square()  # position along the chord, 0 at x0, 1 at x1
+    assert torch.allclose(x, x0 + c[:, None] * delta, atol=1e-10)  # on the chord's line
+    assert (c >= -0.5 - 1e-12).all() and (c <= 1.5 + 1e-12).all() and c.min() < -0.45 and c.max() > 1.45
+    s = (c + 0.5) / 2.0
+    cap = 1.5 * 2.0 * d * torch.sqrt(s * (1 - s))
+    assert (z - L - 0.1 <= cap + 1e-10).all()
+    ratio = (z - L - 0.1) / cap  # = u, uniform on (0, 1) for power = 1
+    assert (ratio.mean() - 0.5).abs() < 0.02
+    zp, xp = SlabAndBeyondVolume(beyond=1.0, height=1.5, extend=0.5, power=3.0, beyond_noise=0.0, floor=0.0,
+                                 gap=0.1)(x0, x1, L, generator=gen(11))
+    cp = ((xp - x0) * delta).sum(1) / d.square()
+    sp = (cp + 0.5) / 2.0
+    # heights are now u^3 times the cap: mean 1/4
+    assert (((zp - L - 0.1) / (1.5 * 2.0 * d * torch.sqrt(sp * (1 - sp)))).mean() - 0.25).abs() < 0.02
+
+
+def test_slab_and_beyond_volume_fraction_spread_and_validation():
+    g, L, n = gen(12), 4.0, 20000
+    x0, x1 = torch.randn(n, 2, generator=g, dtype=F64), torch.randn(n, 2, generator=g, dtype=F64)
+    z, x = SlabAndBeyondVolume(eps=0.01, spread=2.0, beyond=0.3, floor=0.2)(x0, x1, L, generator=g)
+    inside = z < L
+    assert (inside.double().mean() - 0.7).abs() < 0.02 and (z[inside] > 0.01).all()
+    assert (z[~inside] >= L + 0.01).all()  # gap defaults to eps
+    s = (z[inside] / L)[:, None]
+    noise = (x[inside] - (1 - s) * x0[inside] - s * x1[inside]) / (2.0 * torch.sin(math.pi * z[inside] / L))[:, None]
+    assert noise.mean().abs() < 0.03 and (noise.var() - 1).abs() < 0.03  # spread * sin(pi z / L) * N(0, I)
+    for bad in ({"beyond": 1.5}, {"extend": -1.0}, {"power": -1.0}, {"gap": -0.1}, {"spread": -1.0}):
+        with pytest.raises(ValueError):
+            SlabAndBeyondVolume(**bad)
+    assert "SlabAndBeyondVolume(eps=" in repr(SlabAndBeyondVolume())
+
+
+def test_ifm_module_forwards_the_line_options():
+    """IFMModule(return_tol, cross_probe, fz_min_rel) samples exactly as integrate_field_lines with those options."""
+    from lightning_fm.models import MLP
+    from lightning_fm.modules import IFMModule
+
+    torch.manual_seed(0)
+    opts = {"return_tol": 0.2, "cross_probe": 0.2, "fz_min_rel": 0.05}
+    module = IFMModule(MLP(2, 16, 2, field_head=True), CoulombField(0.3), arc_step=0.05, max_arc_steps=50, **opts)
+    assert {k: module.hparams[k] for k in opts} == opts
+    source = torch.randn(32, 2, generator=gen(13))
+    got = module.sample(source, steps=20)
+    ref = integrate_field_lines(module.field_output, source, 0.3, steps=20, eps=0.0, continue_outside=True,
+                                arc_step=0.05, max_arc_steps=50, **opts)
+    assert torch.equal(got.x, ref.x) and got.nfe == ref.nfe
+    assert got.info["not_returned"] == ref.n_not_returned and got.info["backward"] == ref.n_backward

@@ -34,6 +34,11 @@ class IFMModule(FlowMatchingModule):
         n_points: training points per step (None = one per pair of the batch).
         continue_outside: continue lines past the target plate by arclength (default: when the field is not
             forward-only). max_arc_steps, arc_step: caps of that continuation.
+        return_tol, cross_probe, fz_min_rel: sampler options of
+            :func:`lightning_fm.field_lines.integrate_field_lines` (defaults: the reference EFM toy sampler).
+            For a learned EFM field, ``cross_probe`` decides the crossing by the sign of ``f_z`` just behind the
+            plate (where the true field jumps), ``return_tol`` ends returning lines above the layer where a
+            finite-batch target is dominated by single charges, and ``fz_min_rel`` bounds phase-1 slopes.
     """
 
     component_names = ("backbone", "field", "coupling", "volume")
@@ -57,9 +62,14 @@ class IFMModule(FlowMatchingModule):
         sample_method: str = "euler",
         val_trajectories: int = 64,
         w2_max_samples: int = 5000,
+        return_tol: float = 0.05,
+        cross_probe: float = 0.0,
+        fz_min_rel: float = 0.0,
     ) -> None:
         super().__init__(lr, weight_decay, betas, warmup_steps, sample_steps, sample_method, val_trajectories,
                          w2_max_samples)
+        self.line_options = {"return_tol": float(return_tol), "cross_probe": float(cross_probe),
+                             "fz_min_rel": float(fz_min_rel)}
         parts = self._register_components(
             backbone=backbone if backbone is not None else MLP(field_head=True),
             field=field if field is not None else StrongInteractionField(L=1.0, scale=1.0),
@@ -113,6 +123,7 @@ class IFMModule(FlowMatchingModule):
             max_arc_steps=self.max_arc_steps,
             record=record,
             eps=0.0,  # a learned field is smooth at the plate: start exactly on it, as CFM starts at t = 0
+            **self.line_options,
         )
         info = {"not_returned": float(lines.n_not_returned), "backward": float(lines.n_backward)}
         return SampleResult(lines.x, lines.nfe, lines.z, lines.trajectory, info, lines.arc_trajectory)
