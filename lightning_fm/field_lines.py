@@ -152,24 +152,9 @@ def integrate_field_lines(
         return fx / pad_like(torch.maximum(fz, floor), fx)
 
     # -- phase 1: in z ------------------------------------------------------------------------------------------
-    x = x_source
-    grid, positions = None, None
-    if method == "dopri5":
-
-        solution = integrate(slope, x, eps, z_end, method="dopri5", steps=steps, atol=atol, rtol=rtol, record=record)
-        x = solution.x
-        if record:
-            grid, positions = solution.times, solution.trajectory
-    else:
-        h = (z_end - eps) / steps
-        traj = [x] if record else None
-        for k in range(steps):
-            x = step(slope, eps + k * h, x, h, method)
-            if traj is not None:
-                traj.append(x)
-        if record:
-            grid = torch.linspace(eps, z_end, steps + 1, dtype=x.dtype, device=x.device)
-            positions = torch.stack(traj)
+    solution = integrate(slope, x_source, eps, z_end, method=method, steps=steps, atol=atol, rtol=rtol,
+                         record=record)
+    x, grid, positions = solution.x, solution.times, solution.trajectory
     result = FieldLineResult(x=x, z_end=torch.full((n_lines,), z_end, dtype=x.dtype, device=x.device), nfe=nfe,
                              n_backward=int(backward.sum()), returned=torch.ones_like(backward), z=grid,
                              trajectory=positions)
