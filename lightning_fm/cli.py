@@ -1,22 +1,26 @@
 """``python -m lightning_fm {fit,validate,test,predict} [-c config.yaml] [--model.x ...]``: a LightningCLI.
 
 ``python -m lightning_fm duality -c configs/toy/duality.yaml`` runs the duality experiment (see
-:mod:`lightning_fm.duality_experiment`).
+:mod:`lightning_fm.experiments.duality.run`).
 
 Model and data are chosen by class (``--model CFMModule``, ``--data DigitsDataModule``, or ``class_path`` in YAML).
-With no arguments, ``fit`` runs the default embedded job: OT-CFM on the 2-D toy 8gaussians -> moons (the same settings
-as ``configs/toy/otcfm.yaml``), leaving a checkpoint with EMA weights, the resolved config, metrics and sample plots in
-``runs/<name>/version_<n>/``.
+The data shape is given once, by the data: a backbone whose ``data_shape`` is left out takes ``data.data_shape``
+(also through wrappers such as ``FieldHead``). With no arguments, ``fit`` runs the default embedded job: OT-CFM on
+the 2-D toy 8gaussians -> moons (the same settings as ``configs/toy/otcfm.yaml``), leaving a checkpoint with EMA
+weights, the resolved config, metrics and sample plots in ``runs/<name>/version_<n>/``.
 """
 from __future__ import annotations
 
 import sys
+from typing import Any
 
+from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
 import lightning_fm.data  # noqa: F401  (registers the DataModules for class-name lookup)
 from lightning_fm.modules import FlowMatchingModule
+from lightning_fm.utils.spec import build
 
 
 def _spec(class_path: str, **init_args) -> dict:
@@ -29,11 +33,13 @@ TRAINER_DEFAULTS = {"max_steps": 5000, "log_every_n_steps": 50, "gradient_clip_v
 PARSER_DEFAULTS = {
     "model": _spec(
         "lightning_fm.modules.CFMModule",
-        backbone=_spec("lightning_fm.models.MLP", data_shape=[2], width=64, depth=3, activation="selu"),
+        backbone=_spec("lightning_fm.models.MLP", width=64, depth=3, activation="selu"),
         path=_spec("lightning_fm.paths.LinearPath", sigma=0.1),
         coupling=_spec("lightning_fm.couplings.OTCoupling", method="exact"),
+        sampler=_spec("lightning_fm.sampling.ODESampler", method="euler", steps=100),
+        optimizer=_spec("torch.optim.Adam", lr=1e-3),
     ),
-    "data": {"class_path": "lightning_fm.data.ToyDataModule"},
+    "data": _spec("lightning_fm.data.ToyDataModule", source="8gaussians", target="moons", batch_size=256),
     "trainer.logger": _spec("lightning.pytorch.loggers.CSVLogger", save_dir="runs", name="toy_otcfm"),
     "trainer.callbacks": [
         _spec("lightning.pytorch.callbacks.EMAWeightAveraging", decay=0.999),
@@ -44,15 +50,38 @@ PARSER_DEFAULTS = {
     ],
 }
 
+
+def fill_data_shape(backbone: Namespace | None, data_shape: tuple[int, ...]) -> None:
+    """Give ``data_shape`` to the backbone config, or to the innermost backbone of wrappers such as ``FieldHead``
+    (``init_args.backbone``), where it is left out (None)."""
+    while isinstance(backbone, Namespace) and isinstance(backbone.get("init_args"), Namespace):
+        args = backbone.init_args
+        if "data_shape" in args:
+            if args.data_shape is None:
+                args.data_shape = list(data_shape)
+            return
+        backbone = args.get("backbone")
+
+
 class FlowMatchingCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.set_defaults(PARSER_DEFAULTS)
+
+    def before_instantiate_classes(self) -> None:
+        """Link the data's shape to the backbone (``link_arguments`` cannot reach through a ``FieldHead``)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        datamodule = build(_as_dict(config.data))
+        fill_data_shape(config.model.init_args.get("backbone"), tuple(datamodule.data_shape))
+
+
+def _as_dict(namespace: Namespace) -> dict[str, Any]:
+    return namespace.as_dict() if isinstance(namespace, Namespace) else dict(namespace)
 
 
 def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else args
     if argv[:1] == ["duality"]:  # trains a CFM and its dual forward-only IFM, checks the duality, reports
-        from lightning_fm.duality_experiment import main as duality_main
+        from lightning_fm.experiments.duality.run import main as duality_main
 
         return duality_main(argv[1:])
     FlowMatchingCLI(
@@ -63,5 +92,6 @@ def main(args: list[str] | None = None) -> None:
         trainer_defaults=TRAINER_DEFAULTS,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,  # the optimiser and schedule are the model's own arguments
         args=None if (args is None and argv) else (argv or ["fit"]),  # no arguments at all: the default job
     )

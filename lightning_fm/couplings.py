@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_fm.spec import Buildable
+from lightning_fm.utils.spec import Buildable
 
 
 class Coupled(NamedTuple):
@@ -42,10 +42,12 @@ def _check_batches(x0: Tensor, x1: Tensor, y0: Tensor | None, y1: Tensor | None)
 
 
 class Coupling(Buildable, ABC):
-    """Base class: ``coupling(x0, x1, y0=None, y1=None) -> Coupled`` (labels follow their samples)."""
+    """Base class: ``coupling(x0, x1, y0=None, y1=None, generator=None) -> Coupled`` (labels follow their samples;
+    random draws, if any, use ``generator``, a CPU ``torch.Generator``)."""
 
     @abstractmethod
-    def __call__(self, x0: Tensor, x1: Tensor, y0: Tensor | None = None, y1: Tensor | None = None) -> Coupled:
+    def __call__(self, x0: Tensor, x1: Tensor, y0: Tensor | None = None, y1: Tensor | None = None,
+                 generator: torch.Generator | None = None) -> Coupled:
         """Pair the rows of ``x0`` with rows of ``x1``."""
 
     def __repr__(self) -> str:
@@ -59,7 +61,9 @@ class IndependentCoupling(Coupling):
     def __init__(self) -> None:
         pass
 
-    def __call__(self, x0: Tensor, x1: Tensor, y0: Tensor | None = None, y1: Tensor | None = None) -> Coupled:
+    def __call__(self, x0: Tensor, x1: Tensor, y0: Tensor | None = None, y1: Tensor | None = None,
+                 generator: torch.Generator | None = None) -> Coupled:
+        _check_batches(x0, x1, y0, y1)
         return Coupled(x0, x1, y0, y1)
 
 
@@ -83,18 +87,25 @@ class OTCoupling(Coupling):
       ``reg -> inf`` the independent coupling. SB-CFM with ``BrownianBridgePath(sigma)`` uses ``reg = 2 sigma^2``
       (with ``normalize_cost=False``).
 
+    ``within_class=True`` pairs samples only inside a class: the plan above is computed separately for each class
+    c between the source rows of class c and the target rows of class c (``y1`` is required; with ``y0=None``, a
+    source without classes such as noise, the source rows are split into consecutive groups with the class counts
+    of ``y1``: class-conditional OT-CFM, each class transported from its own share of the noise). A source class
+    with no target sample in the batch raises an error.
+
     Args:
         method: "exact" or "sinkhorn".
         reg: entropic regularisation (sinkhorn only; > 0), in units of the (possibly normalised) cost.
         normalize_cost: divide the cost matrix by its maximum (makes ``reg`` scale-free).
         max_iter, stop_thr: Sinkhorn stops after ``max_iter`` iterations (POT's ``numItermax``, with a warning) or once
             the marginal error is below ``stop_thr`` (POT's ``stopThr``).
+        within_class: pair only samples of the same class (see above).
 
     Random draws use ``generator`` (a CPU ``torch.Generator``) when one is passed to ``__call__``.
     """
 
     def __init__(self, method: str = "exact", reg: float = 0.05, normalize_cost: bool = False,
-                 max_iter: int = 1000, stop_thr: float = 1e-6) -> None:
+                 max_iter: int = 1000, stop_thr: float = 1e-6, within_class: bool = False) -> None:
         if method not in OT_METHODS:
             raise ValueError(f"OTCoupling.method must be one of {list(OT_METHODS)}, got {method!r}")
         reg = float(reg)
@@ -106,6 +117,7 @@ class OTCoupling(Coupling):
             raise ValueError(f"OTCoupling.stop_thr must be > 0, got {stop_thr}")
         self.method, self.reg, self.normalize_cost = method, reg, bool(normalize_cost)
         self.max_iter, self.stop_thr = int(max_iter), float(stop_thr)
+        self.within_class = bool(within_class)
 
     # -- the plan ------------------------------------------------------------------------------------------------
     def cost_matrix(self, x0: Tensor, x1: Tensor) -> Tensor:
@@ -154,6 +166,39 @@ class OTCoupling(Coupling):
         return torch.multinomial(plan, 1, generator=generator).squeeze(1)
 
     # -- pairing -------------------------------------------------------------------------------------------------
+    def partners(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """For each row i of ``x0`` its partner ``j(i)`` in ``x1`` (CPU int64 ``(B0,)``): a permutation from the
+        exact plan of equal batches, else a draw from each row of the plan."""
+        cost = self.cost_matrix(x0, x1)
+        if self.method == "exact" and x0.shape[0] == x1.shape[0]:
+            from scipy.optimize import linear_sum_assignment
+
+            rows, cols = linear_sum_assignment(cost.numpy())
+            j = torch.empty(x0.shape[0], dtype=torch.int64)
+            j[torch.from_numpy(rows)] = torch.from_numpy(cols).to(torch.int64)
+            return j
+        return self._draw(self.plan(cost), generator)
+
+    def _partners_within_class(self, x0: Tensor, x1: Tensor, y0: Tensor | None, y1: Tensor | None,
+                               generator: torch.Generator | None) -> Tensor:
+        if y1 is None:
+            raise ValueError("OTCoupling(within_class=True) needs the target labels y1 (the batch has none)")
+        y1 = y1.detach().cpu()
+        if y0 is None:  # a source without classes (noise): consecutive groups with the class counts of y1
+            if x0.shape[0] != x1.shape[0]:
+                raise ValueError("OTCoupling(within_class=True) without source labels needs equal batch sizes, got "
+                                 f"{x0.shape[0]} source and {x1.shape[0]} target samples")
+            y0 = torch.sort(y1).values
+        y0 = y0.detach().cpu()
+        j = torch.empty(x0.shape[0], dtype=torch.int64)
+        for c in torch.unique(y0).tolist():
+            rows, cols = (y0 == c).nonzero().squeeze(1), (y1 == c).nonzero().squeeze(1)
+            if cols.numel() == 0:
+                raise ValueError(f"OTCoupling(within_class=True): class {c} has {rows.numel()} source samples but no "
+                                 "target sample in this batch (use larger batches or within_class=False)")
+            j[rows] = cols[self.partners(x0[rows.to(x0.device)], x1[cols.to(x1.device)], generator)]
+        return j
+
     def __call__(self, x0: Tensor, x1: Tensor, y0: Tensor | None = None, y1: Tensor | None = None,
                  generator: torch.Generator | None = None) -> Coupled:
         """Pair each ``x0[i]`` with ``x1[j(i)]`` according to the plan (x0 and y0 stay in order)."""
@@ -162,18 +207,12 @@ class OTCoupling(Coupling):
             if x0.shape[0] != x1.shape[0]:
                 raise ValueError(f"cannot pair {x0.shape[0]} source with {x1.shape[0]} target samples")
             return Coupled(x0, x1, y0, y1)
-        cost = self.cost_matrix(x0, x1)
-        if self.method == "exact" and x0.shape[0] == x1.shape[0]:
-            from scipy.optimize import linear_sum_assignment
-
-            rows, cols = linear_sum_assignment(cost.numpy())
-            j = torch.empty(x0.shape[0], dtype=torch.int64)
-            j[torch.from_numpy(rows)] = torch.from_numpy(cols).to(torch.int64)
+        if self.within_class:
+            j = self._partners_within_class(x0, x1, y0, y1, generator)
         else:
-            j = self._draw(self.plan(cost), generator)
-        j1 = j.to(x1.device)
+            j = self.partners(x0, x1, generator)
         yj = None if y1 is None else y1[j.to(y1.device)]
-        return Coupled(x0, x1[j1], y0, yj)
+        return Coupled(x0, x1[j.to(x1.device)], y0, yj)
 
 
 COUPLINGS = {"independent": IndependentCoupling, "ot": OTCoupling}

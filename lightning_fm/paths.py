@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lightning_fm.spec import Buildable
+from lightning_fm.utils.spec import Buildable
+from lightning_fm.utils.tensors import as_time, pad_like
 
 # sigma'(t)/sigma(t) diverges where a bridge pins the path (sigma(0) = sigma(1) = 0): evaluate it inside [EPS, 1-EPS].
 BRIDGE_T_EPS = 1e-5
@@ -46,21 +47,6 @@ class Posterior:
 
     velocity: Tensor
     log_density: Tensor
-
-
-def as_time(t: Tensor | float, x: Tensor) -> Tensor:
-    """``t`` as a ``(B,)`` tensor on x's device and dtype."""
-    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-    if t.dim() == 0:
-        t = t.expand(x.shape[0])
-    if t.shape != (x.shape[0],):
-        raise ValueError(f"t must have shape ({x.shape[0]},) to match x of shape {tuple(x.shape)}, got {tuple(t.shape)}")
-    return t
-
-
-def pad_like(t: Tensor, x: Tensor) -> Tensor:
-    """Reshape ``(B,)`` to ``(B, 1, ..., 1)`` so it broadcasts against ``x`` of shape ``(B, *dims)``."""
-    return t.reshape(t.shape[0], *([1] * (x.dim() - 1)))
 
 
 def _check_pair(x0: Tensor, x1: Tensor) -> None:

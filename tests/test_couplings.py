@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lightning_fm.couplings import COUPLINGS, Coupled, Coupling, IndependentCoupling, OTCoupling
-from lightning_fm.spec import build, to_spec
+from lightning_fm.utils.spec import build, to_spec
 
 F64 = torch.float64
 

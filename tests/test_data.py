@@ -1,4 +1,5 @@
-"""lightning_fm.data: toy samplers against their closed forms, DataModule batch contract, determinism, digits."""
+"""lightning_fm.data: toy samplers against their closed forms, the DataModule base and batch contract, determinism,
+evaluation sharded across processes, digits. (The published toy constructions: tests/test_toy_distributions.py.)"""
 from __future__ import annotations
 
 import math
@@ -10,7 +11,6 @@ import torch
 
 from lightning_fm.data import TOY_DISTRIBUTIONS, DigitsDataModule, ToyDataModule, sample_toy
 from lightning_fm.data.digits import stratified_split
-from lightning_fm.data.toy import EIGHT_GAUSSIANS_STD, RINGS_RADII
 
 N = 40_000
 Z = 5.0  # MC tolerances: Z standard errors
@@ -30,8 +30,8 @@ def se_std(std: float, n: int) -> float:  # standard error of a sample std (Gaus
 
 # -- toy samplers -----------------------------------------------------------------------------------------------
 def test_every_toy_has_shapes_dtypes_and_is_deterministic():
-    assert {"gaussian", "8gaussians", "moons", "circles", "checkerboard", "swissroll", "scurve", "spirals",
-            "pinwheel", "rings"} <= set(TOY_DISTRIBUTIONS)
+    assert {"gaussian", "8gaussians", "moons", "noisy_moons", "circles", "checkerboard", "swissroll", "scurve",
+            "spirals", "pinwheel", "rings"} <= set(TOY_DISTRIBUTIONS)
     for name in TOY_DISTRIBUTIONS:
         x, y = draw(name, 257)
         assert x.shape == (257, 2) and x.dtype == torch.float32 and torch.isfinite(x).all(), name
@@ -54,33 +54,6 @@ def test_gaussian_mean_zero_cov_identity():
     # entries of the sample covariance of N(0, I) have standard error <= sqrt(2/n)
     assert (cov - torch.eye(2, dtype=torch.float64)).abs().max() < Z * math.sqrt(2 / N)
     assert (y == 0).all()
-
-
-def test_8gaussians_centres_on_radius_5_with_torchcfm_std():
-    x, y = draw("8gaussians")
-    std = 0.1**0.25
-    assert EIGHT_GAUSSIANS_STD == pytest.approx(std)
-    assert set(y.tolist()) == set(range(8))
-    for k in range(8):
-        xk = x[y == k]
-        centre = torch.tensor([math.cos(k * math.pi / 4), math.sin(k * math.pi / 4)]) * 5
-        assert (xk.mean(0) - centre).abs().max() < se_mean(std, len(xk))
-        assert (xk.std(0) - std).abs().max() < se_std(std, len(xk))
-        assert len(xk) / N == pytest.approx(1 / 8, abs=Z * math.sqrt(1 / 8 * 7 / 8 / N))
-    centres = torch.stack([x[y == k].mean(0) for k in range(8)])
-    assert centres.norm(dim=1) == pytest.approx(torch.full((8,), 5.0), abs=0.05)
-
-
-def test_moons_scaled_by_3_minus_1():
-    x, y = draw("moons")
-    # before *3-1: upper moon (cos, sin) on [0, pi], lower moon (1 - cos, 1/2 - sin); noise std 0.2 -> 0.6
-    assert x.mean(0) == pytest.approx(torch.tensor([0.5, -0.25]), abs=Z * 2.7 / math.sqrt(N))
-    upper, lower = x[y == 0], x[y == 1]
-    assert upper[:, 0].mean() == pytest.approx(-1.0, abs=0.05) and lower[:, 0].mean() == pytest.approx(2.0, abs=0.05)
-    # support of the noiseless moons, widened by 6 noise stds (0.6 each)
-    assert x[:, 0].min() > -4 - 3.6 and x[:, 0].max() < 5 + 3.6
-    assert x[:, 0].quantile(0.001) < -3.5 and x[:, 0].quantile(0.999) > 4.5  # the range [-4, 5] is filled
-    assert x[:, 1].min() > -2.5 - 3.6 and x[:, 1].max() < 2 + 3.6
 
 
 def test_circles_radii_3_and_1p5():
@@ -119,29 +92,6 @@ def test_scurve_moments():
     assert x[:, 0].abs().max() < 2 + 1.2 and x[:, 1].abs().max() < 4 + 1.2
 
 
-def test_spirals_two_symmetric_arms():
-    x, y = draw("spirals")
-    r = x.norm(dim=1)
-    # radius ~ s / 3 with s = 3 pi sqrt(U): mean 2 pi / 3, at most pi (+ the uniform offset and the noise)
-    assert r.mean() == pytest.approx(2 * math.pi / 3, abs=0.06)
-    assert r.max() < math.pi + 0.25 + 0.6
-    assert x.mean(0).abs().max() < 0.05
-    # the arms are point reflections of each other
-    assert x[y == 0].mean(0) == pytest.approx(-x[y == 1].mean(0), abs=0.06)
-
-
-def test_pinwheel_and_rings():
-    x, y = draw("pinwheel")
-    assert set(y.tolist()) == set(range(5))
-    assert x.norm(dim=1).mean() == pytest.approx(2 * 1.005, abs=0.02)  # 2 E|(1 + 0.3 N, 0.1 N)|
-    assert x.mean(0).abs().max() < 0.05
-    x, y = draw("rings")
-    r = x.norm(dim=1)
-    for k, radius in enumerate(RINGS_RADII):
-        assert r[y == k].mean() == pytest.approx(radius, abs=0.01)
-        assert r[y == k].std() == pytest.approx(0.08, abs=0.01)
-
-
 # -- ToyDataModule ------------------------------------------------------------------------------------------------
 def batches(dm, n=None):
     return list(dm.train_dataloader())[:n]
@@ -151,13 +101,15 @@ def test_toy_datamodule_batch_contract():
     dm = ToyDataModule("gaussian", "moons", batch_size=32, steps_per_epoch=5, n_val=100, n_test=60, n_predict=70)
     assert dm.data_shape == dm.source_shape == dm.target_shape == (2,)
     assert dm.source_is_standard_normal and not ToyDataModule().source_is_standard_normal
-    assert dm.hparams.target == "moons"
+    assert dm.hparams.target == "moons" and dm.hparams.batch_size == 32 and dm.num_classes == 2
     loader = dm.train_dataloader()
     assert len(loader) == 5
     train = list(loader)
     assert len(train) == 5
+    assert set(batches(ToyDataModule("8gaussians", "moons", batch_size=4, steps_per_epoch=1))[0]) == {
+        "x0", "x1", "y0", "y1"}  # source labels where the source has components
     for b in train:
-        assert set(b) == {"x0", "x1", "y0", "y1"}
+        assert set(b) == {"x0", "x1", "y1"}
         assert b["x0"].shape == b["x1"].shape == (32, 2) and b["x0"].dtype == torch.float32
         assert b["y1"].shape == (32,) and b["y1"].dtype == torch.int64
     assert not torch.equal(train[0]["x1"], train[1]["x1"])  # fresh data every step
@@ -175,9 +127,26 @@ def test_toy_datamodule_batch_contract():
     assert not any(torch.equal(val["x1"][:32], b["x1"]) for b in train)
 
 
+def test_evaluation_sets_come_in_batches_shared_out_between_processes():
+    dm = ToyDataModule(n_val=2500, eval_batch_size=1000)
+    whole = dm.eval_set("val")
+    single = list(dm.val_dataloader())
+    assert [len(b["x0"]) for b in single] == [1000, 1000, 500]
+    assert all(torch.equal(torch.cat([b[k] for b in single]), whole[k]) for k in whole)
+    shards = []
+    for rank in range(2):  # rank r of 2 takes batches r, r + 2, ...: every sample exactly once
+        dm.trainer = SimpleNamespace(current_epoch=0, global_rank=rank, world_size=2)
+        shards.append(list(dm.val_dataloader()))
+    assert [len(s) for s in shards] == [2, 1]
+    assert torch.equal(shards[0][0]["x1"], single[0]["x1"]) and torch.equal(shards[0][1]["x1"], single[2]["x1"])
+    assert torch.equal(shards[1][0]["x1"], single[1]["x1"])
+    dm.trainer = SimpleNamespace(current_epoch=0, global_rank=3, world_size=4)  # more processes than batches
+    assert list(dm.val_dataloader()) == []
+
+
 def test_toy_validation_reference_is_independent_of_the_target_set():
     dm = ToyDataModule("gaussian", "gaussian", n_val=20_000)
-    (val,) = list(dm.val_dataloader())
+    val = dm.eval_set("val")
     x1, ref = val["x1"], val["x1_ref"]
     corr = ((x1 - x1.mean(0)) * (ref - ref.mean(0))).mean(0) / (x1.std(0) * ref.std(0))
     assert corr.abs().max() < Z / math.sqrt(20_000)
@@ -259,9 +228,16 @@ def digits():
     return DigitsDataModule(batch_size=100)
 
 
+def split(dm):
+    (train_images, train_labels), (val_images, val_labels) = dm.splits["train"], dm.splits["val"]
+    return SimpleNamespace(train_images=train_images, train_labels=train_labels, val_images=val_images,
+                           val_labels=val_labels)
+
+
 def test_digits_shapes_range_and_split(digits):
-    dm = digits
-    assert dm.data_shape == dm.source_shape == dm.target_shape == (1, 8, 8) and dm.source_is_standard_normal
+    dm = split(digits)
+    assert digits.data_shape == digits.source_shape == digits.target_shape == (1, 8, 8)
+    assert digits.source_is_standard_normal and digits.num_classes == 10
     n_train, n_val = len(dm.train_images), len(dm.val_images)
     assert n_train + n_val == 1797 and n_val == pytest.approx(0.2 * 1797, abs=10)
     for images in (dm.train_images, dm.val_images):
@@ -276,17 +252,17 @@ def test_digits_shapes_range_and_split(digits):
     for c in range(10):
         nv, nt = int((dm.val_labels == c).sum()), int((dm.train_labels == c).sum())
         assert abs(nv - 0.2 * (nv + nt)) <= 1
-    again = DigitsDataModule(batch_size=100)
+    again = split(DigitsDataModule(batch_size=100))
     assert torch.equal(again.val_images, dm.val_images)
-    other = DigitsDataModule(batch_size=100, seed=1)
+    other = split(DigitsDataModule(batch_size=100, seed=1))
     assert not torch.equal(other.val_images, dm.val_images)
 
 
 def test_digits_batches(digits):
-    dm = digits
-    train = list(dm.train_dataloader())
+    dm = split(digits)
+    train = list(digits.train_dataloader())
     n_train = len(dm.train_images)
-    assert len(train) == math.ceil(n_train / 100) == len(dm.train_dataloader())
+    assert len(train) == math.ceil(n_train / 100) == len(digits.train_dataloader())
     assert sum(len(b["x1"]) for b in train) == n_train
     b = train[0]
     assert set(b) == {"x0", "x1", "y1"} and b["x0"].shape == b["x1"].shape == (100, 1, 8, 8)
@@ -296,9 +272,9 @@ def test_digits_batches(digits):
     assert torch.equal(seen.sort(0).values, dm.train_images.flatten(1).sort(0).values)
     noise = torch.cat([t["x0"] for t in train])
     assert abs(float(noise.mean())) < 0.02 and abs(float(noise.std()) - 1) < 0.02
-    train2 = list(dm.train_dataloader())  # next epoch: new order, new noise
+    train2 = list(digits.train_dataloader())  # next epoch: new order, new noise
     assert not torch.equal(train2[0]["x0"], b["x0"]) and not torch.equal(train2[0]["x1"], b["x1"])
-    (val,) = list(dm.val_dataloader())
+    (val,) = list(digits.val_dataloader())
     n_val = len(dm.val_images)
     assert set(val) == {"x0", "x1", "x1_ref", "y1"}
     assert val["x0"].shape == val["x1"].shape == val["x1_ref"].shape == (n_val, 1, 8, 8)
@@ -306,11 +282,11 @@ def test_digits_batches(digits):
     ref = val["x1_ref"].flatten(1)
     assert torch.cdist(ref, dm.train_images.flatten(1)).min(1).values.max() == 0
     assert not torch.equal(val["x1_ref"], val["x1"])
-    (val2,) = list(dm.val_dataloader())
+    (val2,) = list(digits.val_dataloader())
     assert torch.equal(val2["x0"], val["x0"]) and torch.equal(val2["x1_ref"], val["x1_ref"])
-    (test,) = list(dm.test_dataloader())
+    (test,) = list(digits.test_dataloader())
     assert torch.equal(test["x1"], val["x1"]) and not torch.equal(test["x0"], val["x0"])
-    (pred,) = list(dm.predict_dataloader())
+    (pred,) = list(digits.predict_dataloader())
     assert pred["x0"].shape == (1000, 1, 8, 8)
 
 
@@ -320,23 +296,23 @@ def test_digits_ddp_ranks_get_disjoint_slices_of_the_same_permutation(digits):
     for rank in range(3):
         dm.trainer = SimpleNamespace(current_epoch=4, global_rank=rank, world_size=3)
         shards.append(list(dm.train_dataloader()))
-    n_train = len(dm.train_images)
+    n_train = len(dm.splits["train"][0])
     assert len({len(s) for s in shards}) == 1 and len(shards[0]) == math.ceil(math.ceil(n_train / 3) / 64)
     images = torch.cat([b["x1"] for s in shards for b in s]).flatten(1)
     assert len(images) == 3 * math.ceil(n_train / 3)  # padded like DistributedSampler
-    assert len(torch.unique(images, dim=0)) == len(torch.unique(dm.train_images.flatten(1), dim=0))
+    assert len(torch.unique(images, dim=0)) == len(torch.unique(dm.splits["train"][0].flatten(1), dim=0))
     assert not torch.equal(shards[0][0]["x0"][:10], shards[1][0]["x0"][:10])
 
 
-def test_digits_classes_and_flatten():
-    dm = DigitsDataModule(classes=[3, 7], flatten=True)
-    assert dm.data_shape == (64,)
-    labels = torch.cat([dm.train_labels, dm.val_labels])
-    assert set(labels.tolist()) == {3, 7} and len(labels) == 183 + 179
+def test_digits_classes():
+    dm = DigitsDataModule(classes=[3, 7])
+    parts = split(dm)
+    labels = torch.cat([parts.train_labels, parts.val_labels])
+    assert set(labels.tolist()) == {3, 7} and len(labels) == 183 + 179 and dm.num_classes == 10
     b = next(iter(dm.train_dataloader()))
-    assert b["x0"].shape == b["x1"].shape == (128, 64) and set(b["y1"].tolist()) <= {3, 7}
+    assert b["x0"].shape == b["x1"].shape == (128, 1, 8, 8) and set(b["y1"].tolist()) <= {3, 7}
     (val,) = list(dm.val_dataloader())
-    assert val["x1_ref"].shape == val["x1"].shape == (len(dm.val_images), 64)
+    assert val["x1_ref"].shape == val["x1"].shape == (len(parts.val_images), 1, 8, 8)
 
 
 @pytest.mark.parametrize(
@@ -353,4 +329,4 @@ def test_digits_classes_and_flatten():
 )
 def test_digits_bad_inputs(kwargs, key):
     with pytest.raises(ValueError, match=key):
-        DigitsDataModule(**kwargs)
+        DigitsDataModule(**kwargs).setup("fit")  # the split's sizes are checked when the data is loaded

@@ -34,7 +34,7 @@ from lightning_fm.duality import (
 )
 from lightning_fm.fields import CoulombField, ForwardOnlyField, StrongInteractionField
 from lightning_fm.paths import BrownianBridgePath, LinearPath, LipmanPath, SineBridgePath, TrigPath
-from lightning_fm.solvers import integrate
+from lightning_fm.sampling.ode import integrate
 
 F64 = torch.float64
 PATHS = [LinearPath(0.3), BrownianBridgePath(0.7), TrigPath(0.3), LipmanPath(1e-2), SineBridgePath(0.5)]

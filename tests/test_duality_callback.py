@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning_fm.callbacks import DualityCheck
 from lightning_fm.data import ToyDataModule
 from lightning_fm.duality import VelocityAsField
-from lightning_fm.models import MLP
+from lightning_fm.models import MLP, FieldHead
 from lightning_fm.modules import CFMModule, ForwardOnlyIFMModule
 from lightning_fm.paths import LinearPath
 
@@ -39,7 +39,7 @@ def fit(module, max_steps: int, callbacks=(), logger=False, steps_per_epoch: int
 
 MODULES = {
     "cfm": lambda: CFMModule(path=LinearPath(0.1)),
-    "forward_only_ifm": lambda: ForwardOnlyIFMModule(MLP(field_head=True), path=LinearPath(0.1), L=5.0),
+    "forward_only_ifm": lambda: ForwardOnlyIFMModule(FieldHead(MLP([2])), path=LinearPath(0.1), L=5.0),
 }
 
 

@@ -1,4 +1,4 @@
-"""Numbers for lightning_fm.field_lines and lightning_fm.volume (MATH.md §4.3, §6.3 C5, §8)."""
+"""Numbers for lightning_fm.sampling.field_lines and lightning_fm.fields.volume (MATH.md §4.3, §6.3 C5, §8)."""
 from __future__ import annotations
 
 import math
@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from lightning_fm.field_lines import integrate_field_lines
-from lightning_fm.solvers import step
+from lightning_fm.sampling.field_lines import integrate_field_lines
+from lightning_fm.sampling.ode import step
 from lightning_fm.fields import CoulombField, ForwardOnlyField
 from lightning_fm.paths import BrownianBridgePath, LinearPath, LipmanPath, TrigPath
-from lightning_fm.volume import PathVolume, PFGMMixing, SlabAndBeyondVolume, UniformVolume
+from lightning_fm.fields.volume import PathVolume, PFGMMixing, SlabAndBeyondVolume, UniformVolume
 
 F64 = torch.float64
 
@@ -45,8 +45,8 @@ def test_z_stepping_on_forward_only_field_is_cfm_in_t(method):
         x = step(velocity, k * dt, x, dt, method)
     assert (lines.x - x).abs().max() < 1e-12
     stages = {"euler": 1, "rk4": 4}[method]
-    assert lines.nfe == steps * stages and lines.n_backward == 0 and lines.n_crossing == 0
-    assert bool(lines.returned.all()) and torch.equal(lines.z_end, torch.full((100,), L, dtype=F64))
+    assert lines.nfe == steps * stages and lines.info["backward"] == 0 and lines.info["crossing"] == 0
+    assert bool(lines.returned.all()) and torch.equal(lines.end_z, torch.full((100,), L, dtype=F64))
     # and it transports the source Gaussian onto the target one (C6, coarse)
     assert (lines.x.mean(0) - torch.tensor([4.0, 1.0], dtype=F64)).abs().max() < 0.25
 
@@ -81,11 +81,11 @@ def test_continue_outside_brings_efm_lines_back_to_the_target_plate():
     assert gap.max() > 0.3  # without phase 2 some lines stop between the charges
     lines = integrate_field_lines(fn, source, 1.0, steps=100, eps=eps, continue_outside=True, arc_step=0.02,
                                   max_arc_steps=1500)
-    assert lines.n_backward == 0  # E_z > 0 everywhere inside the slab for EFM
-    assert lines.n_crossing == 27 and lines.n_not_returned == 0 and bool(lines.returned.all())
-    assert ((lines.z_end >= 1.0 - 1e-12) & (lines.z_end <= 1.05 + 1e-12)).all()
+    assert lines.info["backward"] == 0  # E_z > 0 everywhere inside the slab for EFM
+    assert lines.info["crossing"] == 27 and lines.info["not_returned"] == 0 and bool(lines.returned.all())
+    assert ((lines.end_z >= 1.0 - 1e-12) & (lines.end_z <= 1.05 + 1e-12)).all()
     assert (lines.x - x1.T).abs().min(1).values.max() < 0.06
-    assert lines.n_absorbed > 0  # lines that converged onto a charge in phase 1 end there
+    assert lines.info["absorbed"] > 0  # lines that converged onto a charge in phase 1 end there
     assert lines.nfe < 100 + 1 + 1500
 
 
@@ -94,10 +94,10 @@ def test_arc_step_cap_is_respected_and_reported():
     lines = integrate_field_lines(fn, source, 1.0, steps=100, eps=eps, continue_outside=True, arc_step=0.02,
                                   max_arc_steps=2, record=True)
     assert lines.nfe == 100 + 1 + 2  # euler: one evaluation per step
-    assert lines.n_not_returned > 0
-    assert lines.n_not_returned == int((~lines.returned).sum())
-    assert (lines.z_end[~lines.returned] > 1.0).all()
-    assert lines.arc_trajectory.shape == (3, 27, 2)
+    assert lines.info["not_returned"] > 0
+    assert lines.info["not_returned"] == int((~lines.returned).sum())
+    assert (lines.end_z[~lines.returned] > 1.0).all()
+    assert lines.arcs.shape == (3, 27, 2)
     heun = integrate_field_lines(fn, source, 1.0, method="heun", steps=10, eps=eps, continue_outside=True,
                                  arc_step=0.02, max_arc_steps=3)
     assert heun.nfe <= 10 * 2 + 1 + 3 * 2
@@ -111,7 +111,7 @@ def test_backward_evaluations_are_guarded_and_counted():
         return x[:, 0], torch.ones_like(x)  # fz = x: backward where x <= 0
 
     lines = integrate_field_lines(field_fn, source, 1.0, steps=20, fz_min=0.5)
-    assert lines.n_backward == int((source[:, 0] <= 0).sum()) == 6
+    assert lines.info["backward"] == int((source[:, 0] <= 0).sum()) == 6
     assert torch.isfinite(lines.x).all()
 
 
@@ -125,7 +125,7 @@ def test_relative_fz_floor_bounds_the_slope():
 
     r, L = 0.05, 0.3
     lines = integrate_field_lines(field_fn, source, L, steps=30, eps=0.0, fz_min_rel=r)
-    assert lines.n_backward == 4
+    assert lines.info["backward"] == 4
     assert torch.allclose(lines.x, torch.full_like(source, L / (r * math.sqrt(2))), rtol=1e-12)
     plain = integrate_field_lines(field_fn, source, L, steps=30, eps=0.0)
     assert plain.x.abs().min() > 1e6  # the absolute floor fz_min = 1e-7 alone: steps of |fx| / 1e-7
@@ -151,12 +151,12 @@ def test_cross_probe_decides_the_crossing_behind_the_plate():
 
     on_plate = integrate_field_lines(field_fn, source, L, steps=10, eps=0.0, continue_outside=True, arc_step=0.01,
                                      max_arc_steps=100)
-    assert on_plate.n_crossing == 7 and on_plate.n_not_returned == 0
+    assert on_plate.info["crossing"] == 7 and on_plate.info["not_returned"] == 0
     assert (on_plate.x > source + 1.0 * 0.2).all()  # moved on during the excursion
     probed = integrate_field_lines(field_fn, source, L, steps=10, eps=0.0, continue_outside=True, arc_step=0.01,
                                    max_arc_steps=100, cross_probe=0.1)
-    assert probed.n_crossing == 0 and probed.nfe == 10 + 1
-    assert torch.allclose(probed.x, source + 0.2 * L) and torch.equal(probed.z_end, torch.full((7,), L, dtype=F64))
+    assert probed.info["crossing"] == 0 and probed.nfe == 10 + 1
+    assert torch.allclose(probed.x, source + 0.2 * L) and torch.equal(probed.end_z, torch.full((7,), L, dtype=F64))
     with pytest.raises(ValueError, match="cross_probe"):
         integrate_field_lines(field_fn, source, L, continue_outside=True, cross_probe=-0.1)
 
@@ -166,9 +166,9 @@ def test_return_tol_ends_lines_on_the_raised_return_plane():
     fn, source, x1, eps = efm_toy()
     lines = integrate_field_lines(fn, source, 1.0, steps=100, eps=eps, continue_outside=True, arc_step=0.02,
                                   max_arc_steps=1500, return_tol=0.1, cross_probe=0.1)
-    assert lines.n_not_returned == 0
-    assert ((lines.z_end >= 1.0 - 1e-12) & (lines.z_end <= 1.1 + 1e-12)).all()
-    assert ((lines.z_end - 1.1).abs() < 1e-9).sum() > 0  # came back from above L + 0.1, through that plane
+    assert lines.info["not_returned"] == 0
+    assert ((lines.end_z >= 1.0 - 1e-12) & (lines.end_z <= 1.1 + 1e-12)).all()
+    assert ((lines.end_z - 1.1).abs() < 1e-9).sum() > 0  # came back from above L + 0.1, through that plane
 
 
 def test_record_shapes_and_validation():
@@ -176,9 +176,9 @@ def test_record_shapes_and_validation():
     field = ForwardOnlyField(BrownianBridgePath(1.0), 1.0)
     lines = integrate_field_lines(lambda z, x: field.direction(z, x, x0, x1), source, 1.0, method="midpoint",
                                   steps=8, eps=0.01, z_end=0.99, record=True)
-    assert lines.trajectory.shape == (9, 7, 2) and lines.z.shape == (9,)
+    assert lines.trajectory.shape == (9, 7, 2) and lines.times.shape == (9,)
     assert torch.equal(lines.trajectory[0], source) and torch.equal(lines.trajectory[-1], lines.x)
-    assert float(lines.z[0]) == pytest.approx(0.01) and float(lines.z[-1]) == pytest.approx(0.99)
+    assert float(lines.times[0]) == pytest.approx(0.01) and float(lines.times[-1]) == pytest.approx(0.99)
     with pytest.raises(ValueError, match="unknown field-line method"):
         integrate_field_lines(lambda z, x: (z, x), source, 1.0, method="rk45")
     with pytest.raises(ValueError, match="leave z_end = L"):
@@ -186,7 +186,7 @@ def test_record_shapes_and_validation():
 
 
 def test_dopri5_through_the_solvers_module():
-    pytest.importorskip("lightning_fm.solvers")
+    pytest.importorskip("lightning_fm.sampling.ode")
     x0, x1, source = gaussian_toy(3, n_lines=20)
     field = ForwardOnlyField(LinearPath(0.3), 4.0)
     fn = lambda z, x: field.direction(z, x, x0, x1)  # noqa: E731
@@ -294,18 +294,21 @@ def test_slab_and_beyond_volume_fraction_spread_and_validation():
     assert "SlabAndBeyondVolume(eps=" in repr(SlabAndBeyondVolume())
 
 
-def test_ifm_module_forwards_the_line_options():
-    """IFMModule(return_tol, cross_probe, fz_min_rel) samples exactly as integrate_field_lines with those options."""
-    from lightning_fm.models import MLP
+def test_ifm_module_samples_with_its_field_line_sampler():
+    """IFMModule(sampler=FieldLineSampler(...)) samples exactly as integrate_field_lines with those options, stores
+    them, and takes per-call overrides."""
+    from lightning_fm.models import MLP, FieldHead
     from lightning_fm.modules import IFMModule
+    from lightning_fm.sampling import FieldLineSampler
 
     torch.manual_seed(0)
     opts = {"return_tol": 0.2, "cross_probe": 0.2, "fz_min_rel": 0.05}
-    module = IFMModule(MLP(2, 16, 2, field_head=True), CoulombField(0.3), arc_step=0.05, max_arc_steps=50, **opts)
-    assert {k: module.hparams[k] for k in opts} == opts
+    sampler = FieldLineSampler(steps=100, arc_step=0.05, max_arc_steps=50, **opts)
+    module = IFMModule(FieldHead(MLP(2, 16, 2)), CoulombField(0.3), sampler=sampler)
+    assert {k: module.hparams["sampler"]["init_args"][k] for k in opts} == opts
     source = torch.randn(32, 2, generator=gen(13))
     got = module.sample(source, steps=20)
     ref = integrate_field_lines(module.field_output, source, 0.3, steps=20, eps=0.0, continue_outside=True,
                                 arc_step=0.05, max_arc_steps=50, **opts)
     assert torch.equal(got.x, ref.x) and got.nfe == ref.nfe
-    assert got.info["not_returned"] == ref.n_not_returned and got.info["backward"] == ref.n_backward
+    assert got.info["not_returned"] == ref.info["not_returned"] and got.info["backward"] == ref.info["backward"]

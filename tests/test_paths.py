@@ -13,7 +13,7 @@ from lightning_fm.paths import (
     SineBridgePath,
     TrigPath,
 )
-from lightning_fm.spec import build, to_spec
+from lightning_fm.utils.spec import build, to_spec
 
 F64 = torch.float64
 PI = math.pi

@@ -1,4 +1,5 @@
 """Validation figures: 2-D panels (with EFM continuation arcs) and image grids render and say what they show."""
+import numpy as np
 import torch
 
 from lightning_fm.callbacks import plot_validation
@@ -7,7 +8,7 @@ from lightning_fm.modules import ValidationResult
 
 def _result(data_shape, with_arcs=False):
     n, k = 50, 11
-    x = torch.randn(n, *data_shape)
+    x = torch.randn(n, *data_shape, generator=torch.Generator().manual_seed(0))
     arcs = None
     if with_arcs:  # 3 lines continued past z = 1, one of them did not move
         arcs = torch.zeros(7, 8, 3)
@@ -27,6 +28,20 @@ def test_2d_figure_has_samples_and_line_panels_and_marks_continued_lines(tmp_pat
     assert (tmp_path / "f.png").stat().st_size > 5000
 
 
-def test_image_results_become_a_grid():
+def test_image_results_become_grids_of_samples_and_held_out_images():
     fig = plot_validation(_result((1, 8, 8)), title="digits")
-    assert len([ax for ax in fig.axes if ax.images]) == 50
+    panels = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in panels] == ["samples", "held-out data"]
+    # 50 images of 8x8 in 8 columns and 7 rows with 1-pixel borders, grey shown as equal RGB channels
+    grid = panels[0].images[0].get_array()
+    assert grid.shape == (1 + 7 * 9, 1 + 8 * 9, 3) and (grid[..., 0] == grid[..., 2]).all()
+    generated = _result((1, 8, 8)).generated  # the same draw (seeded in _result)
+    expected = ((generated[0, 0].clamp(-1, 1) + 1) / 2).numpy()
+    assert abs(np.asarray(grid[1:9, 1:9, 0]) - expected).max() < 1e-6
+    rgb = plot_validation(_result((3, 4, 4)))
+    assert rgb.axes[0].images[0].get_array().shape == (1 + 7 * 5, 1 + 8 * 5, 3)
+
+
+def test_other_shapes_plot_their_first_two_coordinates():
+    fig = plot_validation(_result((5,)), title="5-D")
+    assert "first two of (5,) coordinates" in fig.axes[0].get_title()

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from lightning_fm.solvers import FIXED_STEP_STAGES, METHODS, ODESolution, integrate
+from lightning_fm.sampling import FIXED_STEP_STAGES, METHODS, SampleResult, integrate
 
 F64 = torch.float64
 ORDERS = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
@@ -60,7 +60,7 @@ def test_fixed_step_order_and_nfe(method, problem):
     ratio = e1 / e2
     assert 2 ** order * 0.85 < ratio < 2 ** order * 1.15, (method, ratio)
     assert sol1.nfe == FIXED_STEP_STAGES[method] * n and sol2.nfe == FIXED_STEP_STAGES[method] * 2 * n
-    assert isinstance(sol1, ODESolution) and sol1.times is None and sol1.trajectory is None
+    assert isinstance(sol1, SampleResult) and sol1.times is None and sol1.trajectory is None
 
 
 def test_fixed_step_values_are_accurate():

@@ -1,4 +1,5 @@
-"""Validation figures: samples over the target with trajectories (2-D data) or a sample grid (images)."""
+"""Validation figures, drawn from the data's real shape: 2-D samples over the target with trajectories (toys),
+image grids of samples beside held-out images (``(C, H, W)`` data), or the first two coordinates otherwise."""
 from __future__ import annotations
 
 import shutil
@@ -11,27 +12,39 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from lightning.pytorch import Callback, LightningModule, Trainer  # noqa: E402
 
-from lightning_fm.modules.base import ValidationResult  # noqa: E402
+from lightning_fm.modules.evaluation import ValidationResult  # noqa: E402
 
 
-def plot_validation(result: ValidationResult, title: str = "", max_points: int = 2000, max_lines: int = 32):
-    """Return a matplotlib figure of a validation result."""
-    data_dim = result.generated[0].numel()
-    if data_dim == 2:
-        return _plot_2d(result, title, max_points, max_lines)
-    return _plot_grid(result, title)
+def is_image_shape(shape: tuple[int, ...]) -> bool:
+    """``(C, H, W)`` with 1 (grey) or 3 (RGB) channels."""
+    return len(shape) == 3 and shape[0] in (1, 3)
 
 
-def _plot_2d(result: ValidationResult, title: str, max_points: int, max_lines: int):
+def plot_validation(result: ValidationResult, title: str = "", max_points: int = 2000, max_lines: int = 32,
+                    max_images: int = 64):
+    """A matplotlib figure of a validation result, chosen by the shape of one sample."""
+    shape = tuple(result.generated.shape[1:])
+    if is_image_shape(shape):
+        return _plot_images(result, title, max_images)
+    note = "" if shape == (2,) else f" (first two of {shape} coordinates)"
+    return _plot_points(result, title + note, max_points, max_lines)
+
+
+def _xy(v: torch.Tensor, lead: int) -> torch.Tensor:
+    """The first two coordinates of samples with ``lead`` leading axes (``(N, *dims)``: 1, ``(K, N, *dims)``: 2)."""
+    return v.flatten(lead)[..., :2]
+
+
+def _plot_points(result: ValidationResult, title: str, max_points: int, max_lines: int):
     has_traj = result.trajectory is not None and result.times is not None
     fig, axes = plt.subplots(1, 2 if has_traj else 1, figsize=(11 if has_traj else 5.5, 5), squeeze=False)
     ax = axes[0, 0]
-    tgt, gen, src = (v[:max_points].reshape(-1, 2) for v in (result.target, result.generated, result.source))
+    tgt, gen, src = (_xy(v[:max_points], 1) for v in (result.target, result.generated, result.source))
     ax.scatter(src[:, 0], src[:, 1], s=2, c="0.75", alpha=0.5, label="source")
     ax.scatter(tgt[:, 0], tgt[:, 1], s=2, c="tab:orange", alpha=0.5, label="target (held out)")
     ax.scatter(gen[:, 0], gen[:, 1], s=2, c="tab:blue", alpha=0.6, label="samples")
     if has_traj:
-        traj = result.trajectory[:, :max_lines].reshape(result.trajectory.shape[0], -1, 2)
+        traj = _xy(result.trajectory[:, :max_lines], 2)
         ax.plot(traj[:, :, 0], traj[:, :, 1], c="olive", lw=0.7, alpha=0.8)
         ax.scatter(traj[0, :, 0], traj[0, :, 1], s=6, c="black", zorder=3)
     ax.set_aspect("equal", adjustable="datalim")
@@ -39,8 +52,9 @@ def _plot_2d(result: ValidationResult, title: str, max_points: int, max_lines: i
     ax.set_title(title or "samples")
     if has_traj:
         ax = axes[0, 1]
-        traj = result.trajectory[:, :max_lines].reshape(result.trajectory.shape[0], -1, 2)
+        traj = _xy(result.trajectory[:, :max_lines], 2)
         ax.plot(result.times.numpy(), traj[:, :, 0].numpy(), c="olive", lw=0.7, alpha=0.8)
+        ax.set_title(f"trajectories in the ({result.time_label}, $x_1$) plane")
         if result.arcs is not None:  # lines continued beyond the target plate (EFM): they run backward in z
             arcs = result.arcs[:, :max_lines]
             moved = (arcs - arcs[:1]).abs().amax(dim=(0, 2)) > 0
@@ -49,26 +63,29 @@ def _plot_2d(result: ValidationResult, title: str, max_points: int, max_lines: i
             ax.set_title(f"field lines in the ({result.time_label}, $x_1$) plane; red: continued past the plate")
         ax.set_xlabel(result.time_label)
         ax.set_ylabel("$x_1$")
-        if result.arcs is None:
-            ax.set_title(f"trajectories in the ({result.time_label}, $x_1$) plane")
     fig.tight_layout()
     return fig
 
 
-def _plot_grid(result: ValidationResult, title: str, n: int = 64):
-    images = result.generated[:n]
-    if images.dim() == 2:  # flattened square images
-        side = int(round(images.shape[1] ** 0.5))
-        images = images.reshape(-1, 1, side, side) if side * side == images.shape[1] else images[:, None, None, :]
-    images = ((images.clamp(-1, 1) + 1) / 2).float()
-    cols = int(len(images) ** 0.5 + 0.999)
-    fig, axes = plt.subplots(cols, cols, figsize=(cols * 0.8, cols * 0.8), squeeze=False)
-    for ax in axes.ravel():
+def image_grid(images: torch.Tensor, columns: int | None = None) -> torch.Tensor:
+    """Images ``(N, C, H, W)`` in [-1, 1] as one ``(H', W', C)`` array in [0, 1] (one-pixel white borders)."""
+    from torchvision.utils import make_grid
+
+    columns = columns or max(1, int(len(images) ** 0.5 + 0.999))
+    grid = make_grid(((images.float().clamp(-1, 1) + 1) / 2), nrow=columns, padding=1, pad_value=1.0)
+    return grid.permute(1, 2, 0)
+
+
+def _plot_images(result: ValidationResult, title: str, max_images: int):
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
+    for ax, images, name in ((axes[0], result.generated, "samples"), (axes[1], result.target, "held-out data")):
+        grid = image_grid(images[:max_images])
+        ax.imshow(grid.squeeze(-1).numpy() if grid.shape[-1] == 1 else grid.numpy(), cmap="gray", vmin=0, vmax=1,
+                  interpolation="nearest")
+        ax.set_title(name)
         ax.axis("off")
-    for ax, img in zip(axes.ravel(), images):
-        img = img.permute(1, 2, 0).squeeze(-1) if img.shape[0] in (1, 3) else img[0]
-        ax.imshow(img.numpy(), cmap="gray" if img.dim() == 2 else None, vmin=0, vmax=1)
     fig.suptitle(title or "samples")
+    fig.tight_layout()
     return fig
 
 
@@ -86,12 +103,14 @@ class SamplePlotCallback(Callback):
 
     Args:
         every_n_validations: plot one validation in this many.
-        max_points, max_lines: scatter points and trajectories drawn for 2-D data.
+        max_points, max_lines: scatter points and trajectories drawn for point data.
+        max_images: images in each grid for image data.
     """
 
-    def __init__(self, every_n_validations: int = 1, max_points: int = 2000, max_lines: int = 32) -> None:
+    def __init__(self, every_n_validations: int = 1, max_points: int = 2000, max_lines: int = 32,
+                 max_images: int = 64) -> None:
         self.every_n_validations = max(1, every_n_validations)
-        self.max_points, self.max_lines = max_points, max_lines
+        self.max_points, self.max_lines, self.max_images = max_points, max_lines, max_images
         self._count = 0
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -105,7 +124,7 @@ class SamplePlotCallback(Callback):
         title = f"{type(pl_module).__name__}  step {trainer.global_step}"
         if w2 is not None:
             title += f"  val/w2 = {float(w2):.3f}"
-        fig = plot_validation(result, title, self.max_points, self.max_lines)
+        fig = plot_validation(result, title, self.max_points, self.max_lines, self.max_images)
         out_dir = run_dir(trainer) / "samples"
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"step_{trainer.global_step:07d}.png"
@@ -115,21 +134,3 @@ class SamplePlotCallback(Callback):
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):
                 logger.log_image(key="val/samples", images=[str(path)], step=trainer.global_step)
-
-
-class SampleWriter(Callback):
-    """On ``predict``, save all predicted samples to ``<log_dir>/predictions.pt`` as ``{"samples": (N, *dims)}``."""
-
-    def __init__(self, filename: str = "predictions.pt") -> None:
-        self.filename = filename
-
-    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        outputs = trainer.predict_loop.predictions
-        if not outputs:
-            return
-        batches = outputs[0] if isinstance(outputs[0], list) else outputs
-        samples = torch.cat([b.cpu() for b in batches])
-        path = run_dir(trainer) / self.filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"samples": samples}, path)
-        print(f"wrote {len(samples)} samples to {path}")

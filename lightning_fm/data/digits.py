@@ -1,13 +1,13 @@
 """``DigitsDataModule``: noise -> scikit-learn's 8x8 handwritten digits (1797 real images shipped in the wheel).
 
-Images are ``(1, 8, 8)`` float32 in [-1, 1] (``pixel / 8 - 1``; the raw pixels are 0..16), or ``(64,)`` with
-``flatten=True`` for MLP backbones. The source is N(0, I) noise of the same shape.
+Images are ``(1, 8, 8)`` float32 in [-1, 1] (``pixel / 8 - 1``; the raw pixels are 0..16); the source is N(0, I)
+noise of the same shape.
 
 * train: ``{"x0": fresh noise, "x1": images, "y1": labels}``, the training split reshuffled every epoch (the same
   permutation on every DDP rank, each rank taking its own slice, padded like ``DistributedSampler`` so that all
   ranks run the same number of steps); the noise is drawn fresh from a generator seeded by
   ``(seed, epoch, rank, step)``.
-* validation: one batch ``{"x0", "x1", "x1_ref", "y1"}``: all validation images ``x1`` with fixed noise ``x0``, and
+* validation: ``{"x0", "x1", "x1_ref", "y1"}``: all validation images ``x1`` with fixed noise ``x0``, and
   ``x1_ref``, as many images drawn without replacement from the *training* split: the W2 noise floor is
   W2(validation images, a training subset), the distance between two independent finite samples of the data.
 * test: the same validation images (the digits have no third split) with other fixed noise and another training
@@ -18,21 +18,30 @@ Labels keep their digit value (0..9) also when ``classes`` selects a subset.
 from __future__ import annotations
 
 import math
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader
 
-from lightning_fm.data.toy import derive_seed, make_generator
-from lightning_fm.data.toy_datamodule import (
-    PREDICT, TEST, TEST_REF, TRAIN, TRAIN_ORDER, VAL, VAL_REF, DataModuleClock, EpochDataLoader,
-    EpochIterableDataset, FixedBatches,
+from lightning_fm.data.base import (
+    PREDICT,
+    SPLIT,
+    TEST,
+    TEST_REF,
+    TRAIN,
+    TRAIN_ORDER,
+    VAL,
+    VAL_REF,
+    EpochIterableDataset,
+    FlowDataModule,
+    check_positive_int,
 )
+from lightning_fm.utils.seeding import derive_seed, make_generator
 
 NUM_CLASSES = 10
-SPLIT = 100  # seed stream of the train/validation split
+IMAGE_SHAPE = (1, 8, 8)
 
 
 def load_digit_images() -> tuple[Tensor, Tensor]:
@@ -59,7 +68,9 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
-class _NoisyImages(EpochIterableDataset):
+class NoisyImages(EpochIterableDataset):
+    """One pass over ``images`` in an epoch-seeded order, each rank its slice, with fresh N(0, I) noise."""
+
     def __init__(self, images: Tensor, labels: Tensor, batch_size: int, seed: int) -> None:
         super().__init__()
         self.images, self.labels, self.batch_size, self.seed = images, labels, batch_size, seed
@@ -81,39 +92,21 @@ class _NoisyImages(EpochIterableDataset):
         return {"x0": x0, "x1": x1, "y1": self.labels[index]}
 
 
-class DigitsDataModule(DataModuleClock, LightningDataModule):
-    """N(0, I) noise (t = 0) -> scikit-learn 8x8 digits (t = 1).
+class DigitsDataModule(FlowDataModule):
+    """N(0, I) noise (t = 0) -> scikit-learn 8x8 digits (t = 1), images ``(1, 8, 8)`` in [-1, 1].
 
     Args:
-        batch_size: images per training step.
         classes: keep only these digits (values in 0..9); ``None`` keeps all ten.
         val_fraction: fraction of each class held out for validation/test, in (0, 1); the training split must keep
             at least as many images as the validation split (the W2 floor's reference set comes from it).
-        seed: base seed (>= 0): the split, the epoch order, all noise.
-        num_workers: DataLoader workers for training (the data is in memory; 0 is usually fastest).
-        flatten: samples of shape ``(64,)`` instead of ``(1, 8, 8)``.
-        n_predict: noise samples in the predict batch.
+        n_predict: noise samples in the predict set.
+        **kwargs: ``batch_size`` (default 128 here), ``eval_batch_size``, ``seed``, ``num_workers`` of
+            :class:`~lightning_fm.data.base.FlowDataModule`.
     """
 
-    def __init__(
-        self,
-        batch_size: int = 128,
-        classes: list[int] | None = None,
-        val_fraction: float = 0.2,
-        seed: int = 0,
-        num_workers: int = 0,
-        flatten: bool = False,
-        n_predict: int = 1000,
-    ) -> None:
-        super().__init__()
-        if int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(f"data.batch_size must be an integer >= 1, got {batch_size!r}")
-        if int(n_predict) != n_predict or n_predict < 1:
-            raise ValueError(f"data.n_predict must be an integer >= 1, got {n_predict!r}")
-        if num_workers < 0:
-            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
-        if seed < 0:
-            raise ValueError(f"data.seed must be >= 0, got {seed}")
+    def __init__(self, classes: list[int] | None = None, val_fraction: float = 0.2, n_predict: int = 1000,
+                 batch_size: int = 128, **kwargs: Any) -> None:
+        check_positive_int(n_predict=n_predict)
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"data.val_fraction must lie in (0, 1), got {val_fraction}")
         if classes is not None and not (
@@ -125,16 +118,32 @@ class DigitsDataModule(DataModuleClock, LightningDataModule):
             raise ValueError(
                 f"data.classes must be a non-empty list of digits in 0..9 (or null for all), got {classes!r}"
             )
-        self.save_hyperparameters()
-        # Saved in checkpoints and in the CLI's config.yaml, but not merged into the logger's hparams: the data's
-        # ``source``/``target`` names would clash with the model's ``target`` (regression target) key.
-        self._log_hyperparams = False
+        super().__init__(batch_size=batch_size, **kwargs)
 
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        return IMAGE_SHAPE
+
+    @property
+    def source_is_standard_normal(self) -> bool:
+        return True
+
+    @property
+    def num_classes(self) -> int:
+        return NUM_CLASSES
+
+    def setup(self, stage: str) -> None:
+        self.splits  # noqa: B018 - load and check the split before any training step
+
+    @cached_property
+    def splits(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """``{"train": (images, labels), "val": (images, labels)}``."""
+        classes, val_fraction = self.hparams.classes, self.hparams.val_fraction
         images, labels = load_digit_images()
         if classes is not None:
             keep = torch.isin(labels, torch.tensor(sorted({int(c) for c in classes})))
             images, labels = images[keep], labels[keep]
-        train, val = stratified_split(labels.numpy(), val_fraction, seed)
+        train, val = stratified_split(labels.numpy(), val_fraction, self.hparams.seed)
         if len(val) < 1 or len(train) < len(val):
             raise ValueError(
                 f"data.classes={classes!r} with data.val_fraction={val_fraction} leaves {len(train)} training and "
@@ -142,45 +151,20 @@ class DigitsDataModule(DataModuleClock, LightningDataModule):
                 "same size drawn from the training split, so the training split must be at least as large "
                 "(use val_fraction <= 0.5 or more classes)"
             )
-        if flatten:
-            images = images.flatten(1)
-        self.train_images, self.train_labels = images[train], labels[train]
-        self.val_images, self.val_labels = images[val], labels[val]
+        return {"train": (images[train], labels[train]), "val": (images[val], labels[val])}
 
-    @property
-    def data_shape(self) -> tuple[int, ...]:
-        return (64,) if self.hparams.flatten else (1, 8, 8)
+    def train_set(self) -> NoisyImages:
+        images, labels = self.splits["train"]
+        return NoisyImages(images, labels, self.hparams.batch_size, self.hparams.seed)
 
-    @property
-    def source_shape(self) -> tuple[int, ...]:
-        return self.data_shape
+    def eval_set(self, stage: str) -> dict[str, Tensor]:
+        noise_stream, ref_stream = (VAL, VAL_REF) if stage == "val" else (TEST, TEST_REF)
+        (train_images, _), (images, labels) = self.splits["train"], self.splits["val"]
+        seed = self.hparams.seed
+        x0 = torch.randn(images.shape, generator=make_generator(seed, noise_stream, 0, 0, 0))
+        ref = torch.randperm(len(train_images), generator=make_generator(seed, ref_stream, 0, 0, 0))[: len(images)]
+        return {"x0": x0, "x1": images, "x1_ref": train_images[ref], "y1": labels}
 
-    @property
-    def target_shape(self) -> tuple[int, ...]:
-        return self.data_shape
-
-    @property
-    def source_is_standard_normal(self) -> bool:
-        return True
-
-    def train_dataloader(self) -> DataLoader:
-        hp = self.hparams
-        dataset = _NoisyImages(self.train_images, self.train_labels, hp.batch_size, hp.seed)
-        return EpochDataLoader(dataset, self.clock, batch_size=None, num_workers=hp.num_workers)
-
-    def _eval_batch(self, noise_stream: int, ref_stream: int) -> dict[str, Tensor]:
-        seed, n = self.hparams.seed, len(self.val_images)
-        x0 = torch.randn(self.val_images.shape, generator=make_generator(seed, noise_stream, 0, 0, 0))
-        ref = torch.randperm(len(self.train_images), generator=make_generator(seed, ref_stream, 0, 0, 0))[:n]
-        return {"x0": x0, "x1": self.val_images, "x1_ref": self.train_images[ref], "y1": self.val_labels}
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(FixedBatches([self._eval_batch(VAL, VAL_REF)]), batch_size=None)
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(FixedBatches([self._eval_batch(TEST, TEST_REF)]), batch_size=None)
-
-    def predict_dataloader(self) -> DataLoader:
+    def predict_set(self) -> dict[str, Tensor]:
         shape = (self.hparams.n_predict, *self.data_shape)
-        x0 = torch.randn(shape, generator=make_generator(self.hparams.seed, PREDICT, 0, 0, 0))
-        return DataLoader(FixedBatches([{"x0": x0}]), batch_size=None)
+        return {"x0": torch.randn(shape, generator=make_generator(self.hparams.seed, PREDICT, 0, 0, 0))}

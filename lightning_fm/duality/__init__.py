@@ -42,11 +42,10 @@ from lightning_fm.duality.maps import (
     velocity_from_field,
     z_of_t,
 )
-from lightning_fm.duality.wrappers import DualSampleResult, FieldAsVelocity, VelocityAsField
+from lightning_fm.duality.wrappers import FieldAsVelocity, VelocityAsField
 
 __all__ = [
     "CheckResult",
-    "DualSampleResult",
     "FieldAsVelocity",
     "FieldVelocity",
     "GaussianToy",

@@ -25,7 +25,8 @@ import math
 import torch
 from torch import Tensor
 
-from lightning_fm.paths import BRIDGE_T_EPS, GaussianPath, as_time
+from lightning_fm.paths import BRIDGE_T_EPS, GaussianPath
+from lightning_fm.utils.tensors import as_time
 
 
 def _vector(value: Tensor | float | list[float], dim: int | None, dtype: torch.dtype) -> Tensor:

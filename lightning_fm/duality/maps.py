@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 
 from lightning_fm.fields import ForwardOnlyField, InteractionField, normalize
-from lightning_fm.paths import GaussianPath, pad_like
+from lightning_fm.paths import GaussianPath
+from lightning_fm.utils.tensors import pad_like
 
 
 def t_of_z(z: Tensor | float, L: float) -> Tensor | float:

@@ -3,40 +3,25 @@
 * :class:`FieldAsVelocity` - any forward-only IFM model (an object with ``field_output(z, x) -> (f_z, f_x)`` and
   ``L``) as a CFM velocity model: ``v(x, t) = L f_x / f_z`` at ``z = t L`` (Psi), with the guard of
   :func:`~lightning_fm.duality.maps.velocity_from_field` (points with ``f_z <= min_fz`` get velocity 0 and are
-  counted), sampled in t with :func:`lightning_fm.solvers.integrate`.
+  counted), sampled in t with :func:`lightning_fm.sampling.integrate`.
 * :class:`VelocityAsField` - any CFM model (an object with ``velocity(x, t)``, or a plain callable ``v(x, t)``) as
   a forward-only field model: ``field_output(z, x) = sqrt(D+1) (1, v/L) / ||(1, v/L)||`` at ``t = z/L`` (Phi on
-  networks), sampled in z along its lines with :func:`lightning_fm.field_lines.integrate_field_lines`.
+  networks), sampled in z along its lines with :func:`lightning_fm.sampling.integrate_field_lines`.
 
-Both ``sample`` methods return a :class:`DualSampleResult` with the same fields as
-``lightning_fm.modules.base.SampleResult`` (``x, nfe, times, trajectory, info``; that class is not imported here
-because its module imports Lightning). With Euler and the same number of steps the two samplers give the same
-points to float precision (check C5): the z-step ``dz`` of the field is the t-step ``dt = dz/L`` of the velocity.
-No Lightning import: the wrappers only call the two method names.
+Both ``sample`` methods return a :class:`~lightning_fm.sampling.SampleResult`. With Euler and the same number of
+steps the two samplers give the same points to float precision (check C5): the z-step ``dz`` of the field is the
+t-step ``dt = dz/L`` of the velocity. No Lightning import: the wrappers only call the two method names.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from lightning_fm.duality.maps import field_target_from_velocity, velocity_from_field
-from lightning_fm.paths import as_time
-
-
-@dataclass
-class DualSampleResult:
-    """Samples ``x``, network evaluations ``nfe``; optionally ``times`` (K,) in the sampler's own variable (t for
-    :class:`FieldAsVelocity`, z for :class:`VelocityAsField`) and the ``trajectory`` (K, B, *dims); ``info``:
-    sampler diagnostics (``invalid``: guarded velocity evaluations; ``backward``: lines with ``f_z <= 0``)."""
-
-    x: Tensor
-    nfe: int
-    times: Tensor | None = None
-    trajectory: Tensor | None = None
-    info: dict[str, float] = field(default_factory=dict)
+from lightning_fm.sampling import SampleResult, integrate, integrate_field_lines
+from lightning_fm.utils.tensors import as_time
 
 
 def _velocity_fn(model: Any):
@@ -83,18 +68,18 @@ class FieldAsVelocity:
 
     @torch.no_grad()
     def sample(self, x_source: Tensor, steps: int = 100, method: str = "euler", record: bool = False,
-               t0: float = 0.0, t1: float = 1.0, **solver_kwargs: Any) -> DualSampleResult:
-        """Integrate ``dx/dt = L f_x/f_z`` from ``t0`` to ``t1`` with :func:`lightning_fm.solvers.integrate`.
+               t0: float = 0.0, t1: float = 1.0, **options: Any) -> SampleResult:
+        """Integrate ``dx/dt = L f_x/f_z`` from ``t0`` to ``t1`` with :func:`lightning_fm.sampling.integrate`
+        (``options``: its other settings, e.g. ``atol``).
 
         ``info["invalid"]``: guarded evaluations (points x stages) during this call; ``info["evaluated"]``: all.
         """
-        from lightning_fm.solvers import integrate
-
         before_invalid, before_eval = self.n_invalid, self.n_evaluated
-        solution = integrate(lambda t, x: self.velocity(x, t), x_source, t0, t1, method=method, steps=steps,
-                             record=record, **solver_kwargs)
-        info = {"invalid": float(self.n_invalid - before_invalid), "evaluated": float(self.n_evaluated - before_eval)}
-        return DualSampleResult(solution.x, solution.nfe, solution.times, solution.trajectory, info)
+        result = integrate(lambda t, x: self.velocity(x, t), x_source, t0, t1, method=method, steps=steps,
+                           record=record, **options)
+        result.info = {"invalid": float(self.n_invalid - before_invalid),
+                       "evaluated": float(self.n_evaluated - before_eval)}
+        return result
 
 
 class VelocityAsField:
@@ -125,15 +110,12 @@ class VelocityAsField:
 
     @torch.no_grad()
     def sample(self, x_source: Tensor, steps: int = 100, method: str = "euler", record: bool = False,
-               eps: float = 0.0, **line_kwargs: Any) -> DualSampleResult:
-        """Move ``x_source`` from the plate ``z = eps`` to ``z = L`` along the field (``dx/dz = f_x/f_z = v/L``).
+               eps: float = 0.0, **options: Any) -> SampleResult:
+        """Move ``x_source`` from the plate ``z = eps`` to ``z = L`` along the field (``dx/dz = f_x/f_z = v/L``)
+        with :func:`lightning_fm.sampling.integrate_field_lines` (``options``: its other settings, e.g. ``z_end``).
 
         ``eps = 0`` (default) starts exactly on the source plate, like a CFM sampler starting at t = 0; use
         ``eps > 0`` for a velocity that is singular at t = 0. ``times`` are z values.
         """
-        from lightning_fm.field_lines import integrate_field_lines
-
-        lines = integrate_field_lines(self.field_output, x_source, self.L, method=method, steps=steps, eps=eps,
-                                      record=record, **line_kwargs)
-        info = {"backward": float(lines.n_backward), "not_returned": float(lines.n_not_returned)}
-        return DualSampleResult(lines.x, lines.nfe, lines.z, lines.trajectory, info)
+        return integrate_field_lines(self.field_output, x_source, self.L, method=method, steps=steps, eps=eps,
+                                     record=record, **options)

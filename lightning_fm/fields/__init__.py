@@ -4,12 +4,20 @@
 * :class:`ForwardOnlyField` - the map Phi: the space-time current of any CFM path (forward-only).
 * :class:`StrongInteractionField` - IFM's quark-antiquark field (exact sine-bridge current, or the reference code).
 * :class:`CoulombField` - EFM's capacitor (not forward-only).
+* :mod:`.volume` - where IFM training points are drawn between (and behind) the plates.
 
 Pure torch, no Lightning. Superpositions are log-domain matrix products over the pairs, chunked over the points.
 """
 from lightning_fm.fields.base import DEFAULT_CHUNK, InteractionField, SuperposedField, normalize
 from lightning_fm.fields.coulomb import CoulombField, log_sphere_area
 from lightning_fm.fields.forward_only import ForwardOnlyField, StrongInteractionField
+from lightning_fm.fields.volume import (
+    PathVolume,
+    PFGMMixing,
+    SlabAndBeyondVolume,
+    UniformVolume,
+    VolumeSampler,
+)
 
 FIELDS = {
     "forward_only": ForwardOnlyField,
@@ -23,8 +31,13 @@ __all__ = [
     "CoulombField",
     "ForwardOnlyField",
     "InteractionField",
+    "PFGMMixing",
+    "PathVolume",
+    "SlabAndBeyondVolume",
     "StrongInteractionField",
     "SuperposedField",
+    "UniformVolume",
+    "VolumeSampler",
     "log_sphere_area",
     "normalize",
 ]

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lightning_fm.paths import as_time, pad_like
-from lightning_fm.spec import Buildable
+from lightning_fm.utils.spec import Buildable, describe
+from lightning_fm.utils.tensors import as_time, pad_like
 
 #: Points per chunk of a superposition: memory is O(chunk_size * B) per intermediate matrix.
 DEFAULT_CHUNK = 4096
@@ -140,11 +140,3 @@ class InteractionField(Buildable, ABC):
 
     def __repr__(self) -> str:
         return describe(self)
-
-
-def describe(obj: Buildable) -> str:
-    """``Class(arg=value, ...)`` from the recorded init args, recursively for nested components (e.g. paths)."""
-    def fmt(v):
-        return describe(v) if isinstance(v, Buildable) else repr(v)
-
-    return f"{type(obj).__name__}({', '.join(f'{k}={fmt(v)}' for k, v in obj.init_args.items())})"

@@ -27,7 +27,8 @@ from lightning_fm.fields.base import (
     normalize,
     work_dtype,
 )
-from lightning_fm.paths import GaussianPath, SineBridgePath, pad_like
+from lightning_fm.paths import GaussianPath, SineBridgePath
+from lightning_fm.utils.tensors import pad_like
 
 
 class ForwardOnlyField(InteractionField):

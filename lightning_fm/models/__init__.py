@@ -1,5 +1,7 @@
-"""Backbones shared by all model families, called ``net(x, t)``."""
-from lightning_fm.models.embeddings import SinusoidalTimeEmbedding
+"""Backbones shared by all model families, called ``net(x, t, y=None)``; :class:`FieldHead` gives IFM's
+``(f_z, f_x)``."""
+from lightning_fm.models.embeddings import ClassEmbedding, SinusoidalTimeEmbedding
+from lightning_fm.models.heads import FieldHead
 from lightning_fm.models.mlp import MLP
 
-__all__ = ["MLP", "SinusoidalTimeEmbedding"]
+__all__ = ["MLP", "ClassEmbedding", "FieldHead", "SinusoidalTimeEmbedding"]

@@ -1,4 +1,4 @@
-"""Time embeddings shared by every backbone."""
+"""Embeddings shared by every backbone: time (any real t: EFM trains behind the target plate, t > 1) and class."""
 from __future__ import annotations
 
 import math
@@ -7,15 +7,28 @@ import torch
 from torch import Tensor, nn
 
 
+def data_shape_tuple(data_shape: int | list[int] | tuple[int, ...] | None, owner: str) -> tuple[int, ...]:
+    """``data_shape`` as a tuple of positive ints; a clear error when it is missing or malformed."""
+    if data_shape is None:
+        raise ValueError(f"{owner}.data_shape is not set: pass the per-sample shape (e.g. [2] or [1, 8, 8]), or let "
+                         "the CLI take it from the data (data.data_shape)")
+    shape = (data_shape,) if isinstance(data_shape, int) else tuple(data_shape)
+    if not shape or any(int(d) != d or d < 1 for d in shape):
+        raise ValueError(f"{owner}.data_shape must be positive integers, got {data_shape!r}")
+    return tuple(int(d) for d in shape)
+
+
 class SinusoidalTimeEmbedding(nn.Module):
     """``t -> [t, sin(2^k pi t), cos(2^k pi t)]_{k < frequencies}`` for ``t`` of shape ``(B,)``: ``(B, 1 + 2F)``.
 
     Octave frequencies resolve [0, 1] at scales down to 2^-F; ``frequencies=0`` gives the raw ``t`` (torchcfm MLP).
+    Defined for every real t (the raw t keeps times outside [0, 1] apart from their periodic images).
     """
 
     def __init__(self, frequencies: int = 0) -> None:
         super().__init__()
-        self.register_buffer("scales", math.pi * 2.0 ** torch.arange(frequencies, dtype=torch.float32), persistent=False)
+        scales = math.pi * 2.0 ** torch.arange(frequencies, dtype=torch.float32)
+        self.register_buffer("scales", scales, persistent=False)
 
     @property
     def dim(self) -> int:
@@ -25,3 +38,28 @@ class SinusoidalTimeEmbedding(nn.Module):
         t = t.reshape(-1, 1)
         angles = t * self.scales.to(t.dtype)
         return torch.cat([t, torch.sin(angles), torch.cos(angles)], dim=1)
+
+
+class ClassEmbedding(nn.Module):
+    """A learned embedding of ``num_classes`` classes plus a null class (index ``num_classes``, used for ``y=None``
+    and for the labels dropped in classifier-free guidance training). ``num_classes=0``: no embedding (``dim`` 0)."""
+
+    def __init__(self, num_classes: int, dim: int) -> None:
+        super().__init__()
+        if int(num_classes) != num_classes or num_classes < 0:
+            raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+        self.num_classes = int(num_classes)
+        self.table = nn.Embedding(self.num_classes + 1, dim) if self.num_classes else None
+
+    @property
+    def dim(self) -> int:
+        return 0 if self.table is None else self.table.embedding_dim
+
+    def forward(self, y: Tensor | None, batch: int, device: torch.device) -> Tensor:
+        if y is None:
+            y = torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
+        y = y.to(device=device, dtype=torch.long)
+        if y.shape != (batch,) or bool(((y < 0) | (y > self.num_classes)).any()):
+            raise ValueError(f"labels y must be ({batch},) integers in 0..{self.num_classes - 1} "
+                             f"({self.num_classes} = the null class), got shape {tuple(y.shape)}")
+        return self.table(y)

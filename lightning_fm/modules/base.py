@@ -1,109 +1,112 @@
-"""Machinery shared by every LightningModule of the framework: optimiser and warm-up, validation by sampling
-(W2 against held-out target samples, its noise floor, NFE), prediction, and checkpoints that rebuild themselves.
+"""Machinery shared by every LightningModule of the framework: components stored as specs, the injected optimiser
+and schedule, coupling over the global batch (with labels), evaluation by sampling, prediction.
 
-A subclass provides ``loss(batch) -> Tensor`` and ``sample(x_source, steps, method, record) -> SampleResult``, and
-lists the constructor arguments that are components (``component_names``): those are stored in the hyperparameters
-as plain ``{"class_path", "init_args"}`` specs, so ``Module.load_from_checkpoint(path)`` alone restores the model.
+A subclass provides ``loss(batch, distributed) -> Tensor`` and ``sample(x_source, y=None, record=False,
+**overrides) -> SampleResult``, and builds its parts with :meth:`FlowMatchingModule.component`: each is stored in
+the hyperparameters as a plain ``{"class_path", "init_args"}`` spec, so ``Module.load_from_checkpoint(path)`` alone
+restores the model (backbone, path or field, coupling, volume, sampler, optimiser).
 """
 from __future__ import annotations
 
+import copy
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities.parsing import AttributeDict
 from torch import Tensor
 
-from lightning_fm.metrics import wasserstein2
-from lightning_fm.solvers import METHODS
-from lightning_fm.spec import build, to_spec
-
-
-@dataclass
-class SampleResult:
-    """Samples ``x`` and the number of network evaluations ``nfe``; optionally the trajectory ``(K, B, *dims)`` at
-    ``times`` (K,) in the sampler's own time (t for CFM, z for IFM), the continuation of lines beyond the target
-    plate ``arcs`` ``(M, B, 1 + D)`` in augmented ``(z, x)`` coordinates (EFM), and sampler diagnostics in ``info``."""
-
-    x: Tensor
-    nfe: int
-    times: Tensor | None = None
-    trajectory: Tensor | None = None
-    info: dict[str, float] = field(default_factory=dict)
-    arcs: Tensor | None = None
+from lightning_fm.modules.evaluation import EvaluationMetrics, PlotSamples, ValidationResult
+from lightning_fm.sampling import SampleResult
+from lightning_fm.utils.spec import build, build_callable, callable_spec, to_spec
 
 
 @dataclass
 class Pairs:
-    """This rank's coupled pairs ``(x0, x1)`` and, for superpositions, the pairs of the GLOBAL batch."""
+    """This process's coupled pairs ``(x0, x1)`` with their labels, and the pairs of the GLOBAL batch (all
+    processes) for superpositions; ``offset`` is the global index of this process's first row."""
 
     x0: Tensor
     x1: Tensor
+    y0: Tensor | None
+    y1: Tensor | None
     all_x0: Tensor
     all_x1: Tensor
-
-
-@dataclass
-class ValidationResult:
-    """What the last validation produced, for plotting callbacks."""
-
-    source: Tensor
-    generated: Tensor
-    target: Tensor
-    times: Tensor | None
-    trajectory: Tensor | None
-    time_label: str
-    labels: Tensor | None = None
-    arcs: Tensor | None = None
+    offset: int = 0
 
 
 class FlowMatchingModule(LightningModule):
-    """Shared training/validation machinery. Subclasses: CFMModule, IFMModule, ForwardOnlyIFMModule.
+    """Shared training and evaluation machinery. Subclasses: CFMModule, IFMModule, ForwardOnlyIFMModule.
 
     Args:
-        lr, weight_decay, betas: AdamW settings. warmup_steps: linear learning-rate warm-up (per optimiser step).
-        sample_steps, sample_method: the sampler used in validation/test/predict (``lightning_fm.solvers.METHODS``).
-        val_trajectories: number of trajectories kept from validation for plots.
-        w2_max_samples: W2 (exact EMD, cubic cost) uses at most this many samples.
+        optimizer: the optimiser factory ``params -> Optimizer``; default ``torch.optim.Adam`` (lr 1e-3), the
+            torchcfm 2-D recipe. In YAML: ``{class_path: torch.optim.AdamW, init_args: {lr: 2e-4}}``.
+        lr_scheduler: the schedule factory ``optimizer -> LRScheduler``, stepped after every optimiser step (e.g.
+            ``lightning_fm.utils.schedules.LinearWarmup``); None: constant learning rate.
+        val_trajectories: lines whose trajectories validation records (of its first batch, for plots).
+        w2_max_samples: validation W2 (exact EMD, cubic cost) uses at most this many samples of each side.
+        plot_samples: samples of each validation kept for plots.
     """
 
-    component_names: tuple[str, ...] = ("backbone",)
     time_label = "t"
+    #: arguments of a parent class that a subclass sets itself (not stored, not accepted when rebuilding).
+    derived_hparams: tuple[str, ...] = ()
 
     def __init__(
         self,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_steps: int = 0,
-        sample_steps: int = 100,
-        sample_method: str = "euler",
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
         val_trajectories: int = 64,
         w2_max_samples: int = 5000,
+        plot_samples: int = 2000,
     ) -> None:
         super().__init__()
-        if sample_method not in METHODS:
-            raise ValueError(f"model.sample_method={sample_method!r} is unknown; choose one of {list(METHODS)}")
-        if lr <= 0:
-            raise ValueError(f"model.lr must be > 0, got {lr}")
-        if sample_steps < 1:
-            raise ValueError(f"model.sample_steps must be >= 1, got {sample_steps}")
-        self.validation_result: ValidationResult | None = None
-        self._eval_outputs: list[dict[str, Any]] = []
-
-    # -- components and checkpoints ----------------------------------------------------------------------------
-    def _register_components(self, **components: Any) -> dict[str, Any]:
-        """Save hyperparameters with each component as a spec; return the built components."""
-        self.save_hyperparameters(ignore=list(components))
-        for key in ("_instantiator", "_class_path"):
+        for key, value in (("val_trajectories", val_trajectories), ("plot_samples", plot_samples)):
+            if int(value) != value or value < 0:
+                raise ValueError(f"model.{key} must be an integer >= 0, got {value!r}")
+        self.save_hyperparameters(ignore=["backbone"])  # every constructor's arguments up the class hierarchy
+        for key in ("_instantiator", "_class_path", *self.derived_hparams):
             self.hparams.pop(key, None)
-        built = {name: build(value) for name, value in components.items()}
-        for name, value in [*self.hparams.items(), *built.items()]:  # subclass arguments that are components too
-            self.hparams[name] = to_spec(value)
-        accepted = inspect.signature(type(self).__init__).parameters  # keep exactly what rebuilds this class
+        accepted = self.accepted_hparams()
         for name in [name for name in self.hparams if name not in accepted]:
             del self.hparams[name]
+        self.optimizer_factory = build_callable(optimizer)
+        self.lr_scheduler_factory = build_callable(lr_scheduler)
+        self.hparams["optimizer"] = callable_spec(optimizer)
+        self.hparams["lr_scheduler"] = callable_spec(lr_scheduler)
+        self.evaluation = EvaluationMetrics(w2_max_samples)
+        self.validation_result: ValidationResult | None = None
+        self._plots: PlotSamples | None = None
+
+    # -- components and checkpoints ----------------------------------------------------------------------------
+    @classmethod
+    def accepted_hparams(cls) -> set[str]:
+        """The constructor arguments that rebuild this class: its own and those its ``**kwargs`` reach."""
+        names: set[str] = set()
+        for klass in cls.__mro__:
+            if not (isinstance(klass, type) and issubclass(klass, FlowMatchingModule)):
+                continue
+            parameters = inspect.signature(klass.__init__).parameters.values()
+            names |= {p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "self"}
+            if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+                break
+        return names - set(cls.derived_hparams)
+
+    @property
+    def hparams_initial(self) -> AttributeDict:
+        """What loggers record: the hyperparameters as stored (components as specs), not the raw constructor
+        arguments (Lightning's default)."""
+        return AttributeDict(copy.deepcopy(dict(self.hparams)))
+
+    def component(self, name: str, value: Any, default: Any) -> Any:
+        """Build the component ``name`` (an object, a spec dict, or None for ``default``) and store its spec (unless
+        a subclass derives it from its own arguments: ``derived_hparams``)."""
+        built = build(value) if value is not None else default
+        if name not in self.derived_hparams:
+            self.hparams[name] = to_spec(built)
         return built
 
     # -- data checks (before training starts) ------------------------------------------------------------------
@@ -121,6 +124,10 @@ class FlowMatchingModule(LightningModule):
 
     def check_data(self, datamodule: Any, data_shape: tuple[int, ...]) -> None:
         """Raise a ValueError naming the config key when the model cannot take this data."""
+        classes = self.num_classes
+        if classes and classes != getattr(datamodule, "num_classes", 0):
+            raise ValueError(f"model.backbone is class-conditional with num_classes={classes}, but the data has "
+                             f"{getattr(datamodule, 'num_classes', 0)} classes (data.num_classes)")
         probe = torch.zeros(2, *data_shape, device=self.device)
         try:
             with torch.no_grad():
@@ -128,12 +135,26 @@ class FlowMatchingModule(LightningModule):
         except Exception as err:  # noqa: BLE001 - re-raised with the config key
             raise ValueError(f"model.backbone cannot take data of shape {data_shape}: {err}") from err
 
+    @property
+    def num_classes(self) -> int:
+        """Classes the backbone is conditioned on (0: unconditional)."""
+        return int(getattr(self.backbone, "num_classes", 0))
+
+    def condition(self, labels: Tensor | None, required: bool = False) -> Tensor | None:
+        """The labels the backbone is given: the target classes if it is class-conditional, else None. Training
+        (``required``) needs them; sampling without them draws from the null class."""
+        if not self.num_classes:
+            return None
+        if labels is None and required:
+            raise ValueError("model.backbone is class-conditional but the batch has no target labels 'y1'")
+        return labels
+
     # -- optimisation ------------------------------------------------------------------------------------------
     def configure_optimizers(self):
-        hp = self.hparams
-        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
-        warmup = max(int(hp.warmup_steps), 0)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        schedule = self.lr_scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -145,82 +166,70 @@ class FlowMatchingModule(LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["x0"].shape[0])
         return loss
 
-    def couple(self, batch: dict[str, Tensor]) -> Pairs:
-        """Pair the batch with ``self.coupling`` over the GLOBAL batch: under DDP every rank gathers all ranks'
-        samples, computes the same coupling (the same seed gives the same plan) and keeps its own rows; the global
-        pairs are returned too, as the charges of a superposition."""
-        x0, x1 = batch["x0"], batch["x1"]
-        world = self.trainer.world_size if self._trainer is not None else 1
+    def couple(self, batch: dict[str, Tensor], distributed: bool = True) -> Pairs:
+        """Pair the batch with ``self.coupling``. Under DDP (``distributed``) over the GLOBAL batch: every process
+        gathers all processes' samples and labels, computes the same coupling (the same seed gives the same plan)
+        and keeps its own rows; the global pairs are returned too, as the charges of a superposition."""
+        x0, x1, y0, y1 = batch["x0"], batch["x1"], batch.get("y0"), batch.get("y1")
+        world = self.trainer.world_size if (distributed and self._trainer is not None) else 1
         if world == 1:
-            x0, x1, _, _ = self.coupling(x0, x1, batch.get("y0"), batch.get("y1"))
-            return Pairs(x0, x1, x0, x1)
+            x0, x1, y0, y1 = self.coupling(x0, x1, y0, y1)
+            return Pairs(x0, x1, y0, y1, x0, x1)
         rank, n = self.trainer.global_rank, x0.shape[0]
-        g0, g1 = (self.all_gather(v).flatten(0, 1) for v in (x0, x1))
+        gathered = [None if v is None else self.all_gather(v).flatten(0, 1) for v in (x0, x1, y0, y1)]
         generator = torch.Generator().manual_seed(int(self.global_step))  # identical plans on every rank
-        kwargs = {"generator": generator} if "generator" in inspect.signature(self.coupling.__call__).parameters else {}
-        g0, g1, _, _ = self.coupling(g0, g1, **kwargs)
+        g0, g1, gy0, gy1 = self.coupling(*gathered, generator=generator)
         local = slice(rank * n, (rank + 1) * n)
-        return Pairs(g0[local], g1[local], g0, g1)
+        pick = lambda v: None if v is None else v[local]  # noqa: E731
+        return Pairs(g0[local], g1[local], pick(gy0), pick(gy1), g0, g1, rank * n)
 
     # -- evaluation by sampling --------------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._start_evaluation()
+
+    def on_test_epoch_start(self) -> None:
+        self._start_evaluation()
+
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx)
+        self._evaluation_step(batch)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx)
+        self._evaluation_step(batch)
 
     def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
+        self._end_evaluation("val")
 
     def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
+        self._end_evaluation("test")
 
-    def _eval_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def _start_evaluation(self) -> None:
+        self.evaluation.reset()
+        self._plots = PlotSamples(self.hparams.plot_samples, self.time_label)
+
+    def _evaluation_step(self, batch: dict[str, Tensor]) -> None:
+        first = self._plots is not None and self._plots.first is None
         with torch.no_grad():
-            loss = self.loss(batch)
-            result = self.sample(batch["x0"], record=batch_idx == 0)
-        self._eval_outputs.append(
-            {"batch": batch, "result": result, "loss": loss.detach(), "n": batch["x0"].shape[0]}
-        )
+            loss = self.loss(batch, distributed=False)  # no collective inside a step: ranks may differ in batches
+            result = self.sample(batch["x0"], y=batch.get("y1"), record=self.hparams.val_trajectories if first else 0)
+        self.evaluation.update(loss, batch, result)
+        self._plots.add(batch, result)
 
-    def _eval_epoch_end(self, prefix: str) -> None:
-        outputs, self._eval_outputs = self._eval_outputs, []
-        if not outputs:
-            return
-        cat = lambda key: torch.cat([o["batch"][key] for o in outputs])  # noqa: E731
-        generated = torch.cat([o["result"].x for o in outputs])
-        target, source = cat("x1"), cat("x0")
-        n = min(len(generated), self.hparams.w2_max_samples)
-        metrics = {
-            f"{prefix}/loss": sum(o["loss"] * o["n"] for o in outputs) / sum(o["n"] for o in outputs),
-            f"{prefix}/w2": wasserstein2(generated[:n], target[:n]),
-            f"{prefix}/nfe": float(sum(o["result"].nfe for o in outputs) / len(outputs)),
-            f"{prefix}/nonfinite": float((~torch.isfinite(generated.flatten(1)).all(1)).sum()),
-        }
-        if "x1_ref" in outputs[0]["batch"]:
-            metrics[f"{prefix}/w2_floor"] = wasserstein2(cat("x1_ref")[:n], target[:n])
-        for key in outputs[0]["result"].info:
-            metrics[f"{prefix}/{key}"] = float(sum(o["result"].info[key] for o in outputs))
-        self.log_dict(metrics, prog_bar=prefix == "val", sync_dist=True)
-        first = outputs[0]["result"]
-        k = self.hparams.val_trajectories
-        self.validation_result = ValidationResult(
-            source=source.cpu(),
-            generated=generated.cpu(),
-            target=target.cpu(),
-            times=None if first.times is None else first.times.cpu(),
-            trajectory=None if first.trajectory is None else first.trajectory[:, :k].cpu(),
-            time_label=self.time_label,
-            labels=cat("y1").cpu() if "y1" in outputs[0]["batch"] else None,
-            arcs=None if first.arcs is None else first.arcs[:, :k].cpu(),
-        )
+    def _end_evaluation(self, prefix: str) -> None:
+        values = self.evaluation.compute()
+        self.log_dict({f"{prefix}/{k}": v.float() for k, v in values.items()}, prog_bar=prefix == "val")
+        info = {f"{prefix}/{k}": torch.tensor(v, device=self.device) for k, v in self.evaluation.info.items()}
+        if info:
+            self.log_dict(info, sync_dist=True, reduce_fx="sum")
+        self.validation_result = self._plots.result() if self._plots is not None else None
+        self.evaluation.reset()
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self.sample(batch["x0"]).x
+        return self.sample(batch["x0"], y=batch.get("y1")).x
 
     # -- what a subclass provides ------------------------------------------------------------------------------
-    def loss(self, batch: dict[str, Tensor]) -> Tensor:
+    def loss(self, batch: dict[str, Tensor], distributed: bool = True) -> Tensor:
         raise NotImplementedError
 
-    def sample(self, x_source: Tensor, steps: int | None = None, method: str | None = None, record: bool = False):
+    def sample(self, x_source: Tensor, y: Tensor | None = None, record: bool | int = False,
+               **overrides: Any) -> SampleResult:
         raise NotImplementedError

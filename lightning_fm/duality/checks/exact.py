@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_fm.duality.checks_base import (
+from lightning_fm.duality.checks.base import (
     DIVERGENCE_TOL,
     QUADRATURE_TOL,
     ROUND_TRIP_TOL,
@@ -27,7 +27,8 @@ from lightning_fm.duality.checks_base import (
 from lightning_fm.duality.maps import field_from_velocity, velocity_from_field
 from lightning_fm.duality.wrappers import VelocityAsField, _velocity_fn
 from lightning_fm.fields import CoulombField, InteractionField, StrongInteractionField
-from lightning_fm.paths import GaussianPath, as_time
+from lightning_fm.paths import GaussianPath
+from lightning_fm.utils.tensors import as_time
 
 
 # -- C1: divergence ------------------------------------------------------------------------------------------
@@ -159,13 +160,13 @@ def check_trajectory_coincidence(velocity_model: Any, x_source: Tensor, L: float
                                  tolerance: float | None = None) -> CheckResult:
     """C5 (exact): field lines stepped in z (step ``dz``) = CFM trajectories stepped in t (``dt = dz/L``).
 
-    t side: :func:`lightning_fm.solvers.integrate` of ``velocity(x, t)`` from ``t0`` to 1. z side:
-    :func:`lightning_fm.field_lines.integrate_field_lines` of ``field_fn`` (default: the field of the velocity,
+    t side: :func:`lightning_fm.sampling.ode.integrate` of ``velocity(x, t)`` from ``t0`` to 1. z side:
+    :func:`lightning_fm.sampling.field_lines.integrate_field_lines` of ``field_fn`` (default: the field of the velocity,
     :class:`VelocityAsField`) from ``z = t0 L`` to L. Value: ``max |x_z - x_t| / (1 + max |x_t|)``; tolerance
     1e-12 (fp64), 1e-5 (fp32): only rounding separates them (MATH.md measured 0.0 in numpy).
     """
-    from lightning_fm.field_lines import integrate_field_lines
-    from lightning_fm.solvers import integrate
+    from lightning_fm.sampling.field_lines import integrate_field_lines
+    from lightning_fm.sampling.ode import integrate
 
     v = _velocity_fn(velocity_model)
     field_fn = VelocityAsField(v, L).field_output if field_fn is None else field_fn

@@ -1,4 +1,4 @@
-"""Sample-quality metrics between two sample sets (pure torch + POT)."""
+"""Distances between two sample sets: exact W2 (POT's EMD) and MMD (pure torch + POT)."""
 from __future__ import annotations
 
 import numpy as np

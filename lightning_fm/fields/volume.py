@@ -19,9 +19,9 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-from lightning_fm.fields.base import describe
-from lightning_fm.paths import GaussianPath, pad_like
-from lightning_fm.spec import Buildable
+from lightning_fm.paths import GaussianPath
+from lightning_fm.utils.spec import Buildable, describe
+from lightning_fm.utils.tensors import pad_like
 
 
 def _uniform(n: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -142,7 +142,7 @@ class SlabAndBeyondVolume(VolumeSampler):
     The Coulomb capacitor's lines leave the slab through the target plate wherever the field there points forward
     (in the continuum limit ``E_z(L+, x) = (p_L(x) - q(x)) / 2``, ``p_L`` = the source density smoothed by the
     Poisson kernel at distance L), and come back down onto the plate where ``q > p_L``. The sampler (phase 2 of
-    :func:`lightning_fm.field_lines.integrate_field_lines`) follows the learned field there, so it must be trained
+    :func:`lightning_fm.sampling.integrate_field_lines`) follows the learned field there, so it must be trained
     there too (the reference EFM toy uses a mesh that also covers ``z > L``).
 
     With probability ``1 - beyond`` a point is drawn in the slab as :class:`UniformVolume` (``eps``,

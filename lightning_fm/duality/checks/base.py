@@ -1,6 +1,6 @@
 """What every duality check shares: :class:`CheckResult`, the MATH.md §9 tolerances, the plain-text table
 (:func:`format_checks`) and the drivers' setup (:func:`default_toy`). The checks themselves are in
-:mod:`~lightning_fm.duality.checks_exact` and :mod:`~lightning_fm.duality.checks_statistical`; the table of every
+:mod:`~lightning_fm.duality.checks.exact` and :mod:`~lightning_fm.duality.checks.statistical`; the table of every
 check and its tolerance is in :mod:`~lightning_fm.duality.checks`.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The figure of the duality experiment (:mod:`lightning_fm.duality_experiment`), ``duality.png``: samples of both
+"""The figure of the duality experiment (:mod:`lightning_fm.experiments.duality.run`), ``duality.png``: samples of both
 models, CFM trajectories vs forward-only IFM field lines (against t and in data space), and lines of the exact EFM
 (Coulomb) field that leave the slab.
 """
@@ -10,42 +10,37 @@ from pathlib import Path
 import torch
 
 from lightning_fm.fields import CoulombField
+from lightning_fm.sampling import follow_arclength, unit_vector
 
 
 def efm_field_lines(field: CoulombField, P, Q, L: float, n_charges: int = 5, n_dirs: int = 16,
                     max_steps: int = 1500) -> list:
     """Field lines of the exact Coulomb field from a few source charges, started in all directions of the
-    (z, x_1) plane; arclength steps ``h = clamp(0.25 d, 1e-3, 0.05 L)`` (d: distance to the nearest charge) until
-    the line reaches a target charge, leaves the box, or ``max_steps``. Returns a list of (K, 3) arrays."""
+    (z, x_1) plane, followed by arclength (midpoint steps ``h = clamp(0.25 d, 1e-3, 0.05 L)``, d: distance to the
+    nearest charge) until the line reaches a target charge, leaves the box, or ``max_steps``. Returns a list of
+    (K, 3) arrays."""
     order = torch.argsort(P[:, 0])
     chosen = P[order[torch.linspace(0, len(P) - 1, n_charges).long()]]
     theta = torch.linspace(0, 2 * math.pi, n_dirs + 1, dtype=torch.float64)[:-1] + 0.1
     r0 = 0.02
-    y = torch.cat([torch.cat([r0 * torch.cos(theta)[:, None], c + r0 * torch.stack(
+    starts = torch.cat([torch.cat([r0 * torch.cos(theta)[:, None], c + r0 * torch.stack(
         [torch.sin(theta), torch.zeros_like(theta)], 1)], 1) for c in chosen])
     charges = torch.cat([torch.cat([torch.zeros(len(P), 1, dtype=P.dtype), P], 1),
                          torch.cat([torch.full((len(Q), 1), L, dtype=Q.dtype), Q], 1)])
-    alive = torch.ones(len(y), dtype=torch.bool)
-    traj = [y.clone()]
 
-    def unit(v):
-        nz, nx = field.direction(v[:, 0], v[:, 1:], P, Q)
-        return torch.cat([nz[:, None], nx], 1)
+    def direction(y):
+        return unit_vector(*field.direction(y[:, 0], y[:, 1:], P, Q))
 
-    for _ in range(max_steps):
-        if not bool(alive.any()):
-            break
-        d = torch.cdist(y, charges)
-        h = (0.25 * d.min(1).values).clamp(1e-3, 0.05 * L)[:, None]
-        mid = y + 0.5 * h * unit(y)
-        y_new = y + h * unit(mid)
-        y = torch.where(alive[:, None], y_new, y)
-        near_q = torch.cdist(y, charges[len(P):]).min(1).values < 5e-3
-        far = (y[:, 0] < -1.5 * L) | (y[:, 0] > 2.5 * L) | (y[:, 1:].abs().max(1).values > 30)
-        alive = alive & ~near_q & ~far
-        traj.append(y.clone())
-    stacked = torch.stack(traj, 1)  # (lines, K, 3)
-    return [line for line in stacked]
+    def step_size(y):
+        return (0.25 * torch.cdist(y, charges).min(1).values).clamp(1e-3, 0.05 * L)
+
+    def stop(_index, _y, y_new):
+        near_q = torch.cdist(y_new, charges[len(P):]).min(1).values < 5e-3
+        far = (y_new[:, 0] < -1.5 * L) | (y_new[:, 0] > 2.5 * L) | (y_new[:, 1:].abs().max(1).values > 30)
+        return near_q | far, y_new
+
+    lines = follow_arclength(direction, starts, step_size, max_steps, "midpoint", stop, record=len(starts))
+    return list(lines.trajectory.transpose(0, 1))  # (lines, K, 3)
 
 
 def make_figure(path: Path, target, samples: dict, efm: dict, L: float, n_lines: int = 24) -> None:

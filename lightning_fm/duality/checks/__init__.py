@@ -20,13 +20,13 @@ C12  ``|int 2 E_z dx - 1|`` one charge                 1e-10 (Gauss-Legendre in 
 C13  rel. L2 of ``v_theta`` vs ``L f_x/f_z``; W2       0.1 and 0.1 by default (no exact tolerance)
 ==== ================================================= ======================================================
 
-:func:`run_exact_checks` (:mod:`~lightning_fm.duality.checks_exact`: C1, C2, C4, C5, C9, C11, C12) runs C1 (fp64,
-fp32), C2, C4 (fp64, fp32), C5, C9 and C12 for one path or forward-only field; :func:`run_statistical_checks`
-(:mod:`~lightning_fm.duality.checks_statistical`: C3, C6, C7, C8, C13) runs C3, C6, C7, C8 on the Gaussian toy;
-:class:`CheckResult`, the tolerances and :func:`format_checks` are in :mod:`~lightning_fm.duality.checks_base`.
-This module re-exports all of them.
+:func:`run_exact_checks` (:mod:`.exact`: C1, C2, C4, C5, C9, C11, C12) runs C1 (fp64, fp32), C2, C4 (fp64, fp32),
+C5, C9 and C12 for one path or forward-only field; :func:`run_statistical_checks` (:mod:`.statistical`: C3, C6, C7,
+C8, C13) runs C3, C6, C7, C8 on the Gaussian toy; :mod:`.learned` holds the checks of a trained network (C4, C5 step
+by step, C9 guards) and of a module's own path or field; :class:`CheckResult`, the tolerances and
+:func:`format_checks` are in :mod:`.base`. This package re-exports all of them.
 """
-from lightning_fm.duality.checks_base import (  # noqa: F401
+from lightning_fm.duality.checks.base import (  # noqa: F401
     DIVERGENCE_TOL,
     QUADRATURE_TOL,
     ROUND_TRIP_TOL,
@@ -38,7 +38,7 @@ from lightning_fm.duality.checks_base import (  # noqa: F401
     default_toy,
     format_checks,
 )
-from lightning_fm.duality.checks_exact import (  # noqa: F401
+from lightning_fm.duality.checks.exact import (  # noqa: F401
     _window,
     check_code_field,
     check_divergence,
@@ -50,7 +50,15 @@ from lightning_fm.duality.checks_exact import (  # noqa: F401
     divergence_terms,
     run_exact_checks,
 )
-from lightning_fm.duality.checks_statistical import (  # noqa: F401
+from lightning_fm.duality.checks.learned import (  # noqa: F401
+    euler_step_identity,
+    field_checks,
+    guard_fraction,
+    learned_cfm_checks,
+    learned_ifm_checks,
+    model_family,
+)
+from lightning_fm.duality.checks.statistical import (  # noqa: F401
     check_learned_consistency,
     check_loss_gap,
     check_push_forward,

@@ -14,12 +14,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_fm.duality.checks_base import CheckResult, _result, _setup, default_toy
+from lightning_fm.duality.checks.base import CheckResult, _result, _setup, default_toy
 from lightning_fm.duality.gaussian_toy import GaussianToy
 from lightning_fm.duality.maps import field_from_velocity
 from lightning_fm.duality.wrappers import FieldAsVelocity, VelocityAsField, _velocity_fn
 from lightning_fm.fields import InteractionField
-from lightning_fm.paths import GaussianPath, as_time
+from lightning_fm.paths import GaussianPath
+from lightning_fm.utils.tensors import as_time
 
 
 # -- C3: superposition = marginal velocity -------------------------------------------------------------------

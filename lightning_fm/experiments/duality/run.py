@@ -14,13 +14,14 @@ Config keys (plain YAML; every key optional, defaults in :data:`DEFAULTS`): ``se
 ``data`` (ToyDataModule arguments), ``train`` (steps, optimiser, EMA, validation), ``sample_steps`` (Euler steps of
 every sampler), ``checks`` and ``efm``.
 
-The report (``report.md``, ``report.json``) is written by :mod:`lightning_fm.duality_report`, the figure by
-:mod:`lightning_fm.duality_figure`.
+The report (``report.md``, ``report.json``) is written by :mod:`lightning_fm.experiments.duality.report`, the figure by
+:mod:`lightning_fm.experiments.duality.figure`.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import math
 import time
 from dataclasses import replace
@@ -41,12 +42,11 @@ from lightning_fm.duality import (
     run_exact_checks,
     run_statistical_checks,
 )
-from lightning_fm.duality_figure import make_figure
-from lightning_fm.duality_report import write_report
+from lightning_fm.experiments.duality.figure import make_figure
+from lightning_fm.experiments.duality.report import write_report
 from lightning_fm.fields import CoulombField
-from lightning_fm.fields.base import describe
 from lightning_fm.metrics import wasserstein2
-from lightning_fm.spec import build
+from lightning_fm.utils.spec import build, describe
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
@@ -83,7 +83,7 @@ def _merge(base: dict, override: dict, prefix: str = "") -> dict:
 
 def parse_args(args: list[str]) -> tuple[dict, argparse.Namespace]:
     parser = argparse.ArgumentParser(prog="python -m lightning_fm duality", description=__doc__.split("\n\n")[1])
-    parser.add_argument("-c", "--config", help="YAML file (keys of lightning_fm.duality_experiment.DEFAULTS)")
+    parser.add_argument("-c", "--config", help="YAML file (keys of lightning_fm.experiments.duality.run.DEFAULTS)")
     parser.add_argument("--out", help="write the report exactly here (default: <root_dir>/version_<n>)")
     parser.add_argument("--max_steps", type=int, help="training steps of each model (overrides train.max_steps)")
     parser.add_argument("--seed", type=int, help="overrides seed")
@@ -122,16 +122,19 @@ def build_models(cfg: dict):
     """The CFM model and its dual forward-only IFM model: same path, coupling, backbone shape, optimiser, sampler."""
     from lightning.pytorch import seed_everything
 
-    from lightning_fm.models import MLP
+    from lightning_fm.models import MLP, FieldHead
     from lightning_fm.modules import CFMModule, ForwardOnlyIFMModule
+    from lightning_fm.sampling import FieldLineSampler, ODESampler
 
-    common = {"lr": cfg["train"]["lr"], "sample_steps": cfg["sample_steps"], "sample_method": "euler"}
+    optimizer = functools.partial(torch.optim.Adam, lr=cfg["train"]["lr"])
     seed_everything(cfg["seed"], verbose=False)
     cfm = CFMModule(backbone=MLP(data_shape=[2], **cfg["backbone"]), path=build(cfg["path"]),
-                    coupling=build(cfg["coupling"]), **common)
+                    coupling=build(cfg["coupling"]), sampler=ODESampler("euler", cfg["sample_steps"]),
+                    optimizer=optimizer)
     seed_everything(cfg["seed"], verbose=False)
-    ifm = ForwardOnlyIFMModule(backbone=MLP(data_shape=[2], field_head=True, **cfg["backbone"]),
-                               path=build(cfg["path"]), L=cfg["L"], coupling=build(cfg["coupling"]), **common)
+    ifm = ForwardOnlyIFMModule(backbone=FieldHead(MLP(data_shape=[2], **cfg["backbone"])), path=build(cfg["path"]),
+                               L=cfg["L"], coupling=build(cfg["coupling"]),
+                               sampler=FieldLineSampler("euler", cfg["sample_steps"]), optimizer=optimizer)
     return cfm, ifm
 
 
@@ -212,7 +215,7 @@ def sample_agreement(a, b, name: str, well_posed, tolerance: float = 1e-5, **det
 
 def heldout(cfg: dict, datamodule, module, g: torch.Generator):
     """Held-out (test-stream) pairs, coupled in training-size batches, and points ``(t, x_t)`` of the path."""
-    batch = next(iter(datamodule.test_dataloader()))
+    batch = datamodule.eval_set("test")
     x0, x1 = batch["x0"], batch["x1"]
     size = cfg["data"]["batch_size"]
     pairs = [tuple(module.coupling(x0[s:s + size], x1[s:s + size]))[:2] for s in range(0, len(x0), size)]
@@ -225,7 +228,7 @@ def heldout(cfg: dict, datamodule, module, g: torch.Generator):
 
 def learned_checks(cfm, ifm, cfg: dict, x_source, c0, c1, g) -> tuple[list[CheckResult], dict]:
     """Conversions (CFM -> VelocityAsField, IFM -> FieldAsVelocity) and the networks' own exact identities."""
-    from lightning_fm.callbacks.duality import euler_step_identity, learned_cfm_checks, learned_ifm_checks
+    from lightning_fm.duality.checks.learned import euler_step_identity, learned_cfm_checks, learned_ifm_checks
 
     L, steps = float(cfg["L"]), cfg["sample_steps"]
     with torch.no_grad():
@@ -275,7 +278,7 @@ def model_rows(fits: dict) -> list[CheckResult]:
 # -- EFM -------------------------------------------------------------------------------------------------------
 def efm_checks(cfg: dict, batch: dict, g: torch.Generator) -> tuple[list[CheckResult], dict]:
     """The exact Coulomb field of the same data: lines leave the slab, E_z < 0 behind the plates, Psi undefined."""
-    from lightning_fm.field_lines import integrate_field_lines
+    from lightning_fm.sampling import integrate_field_lines
 
     L, ec = float(cfg["L"]), cfg["efm"]
     k = ec["n_charges"]
@@ -310,12 +313,12 @@ def efm_checks(cfg: dict, batch: dict, g: torch.Generator) -> tuple[list[CheckRe
         lines = integrate_field_lines(lambda zz, xx: field.direction(zz, xx, P, Q), starts, L, method="euler",
                                       steps=cfg["sample_steps"], eps=1e-3, continue_outside=True, record=True,
                                       max_arc_steps=ec["max_arc_steps"], arc_step=L / cfg["sample_steps"])
-    z_max = lines.arc_trajectory[..., 0].max(0).values if lines.arc_trajectory is not None else torch.full(
+    z_max = lines.arcs[..., 0].max(0).values if lines.arcs is not None else torch.full(
         (len(starts),), L, dtype=starts.dtype)
     behind_q = float((z_max > 1.1 * L).double().mean())
     results.append(CheckResult("EFM: sample lines running behind the target plate (z > 1.1 L)", behind_q, 0.0,
-                               behind_q > 0, "diagnostic", {"n_lines": len(starts), "crossing": lines.n_crossing,
-                                                            "not_returned": lines.n_not_returned,
+                               behind_q > 0, "diagnostic", {"n_lines": len(starts), "crossing": lines.info["crossing"],
+                                                            "not_returned": lines.info["not_returned"],
                                                             "z_max": float(z_max.max())}))
     try:
         path_from_field(field)

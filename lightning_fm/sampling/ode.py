@@ -18,11 +18,12 @@ Pure torch: any device and dtype; no gradient mode is forced (wrap the call in `
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor
+
+from lightning_fm.sampling.result import SampleResult, recorded_lines
 
 VectorField = Callable[[Tensor, Tensor], Tensor]
 
@@ -30,21 +31,6 @@ VectorField = Callable[[Tensor, Tensor], Tensor]
 FIXED_STEP_STAGES = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
 #: every method name :func:`integrate` accepts.
 METHODS = (*FIXED_STEP_STAGES, "dopri5")
-
-
-@dataclass
-class ODESolution:
-    """Result of :func:`integrate`.
-
-    x: the state at ``t1``, ``(B, *dims)``. nfe: number of evaluations of ``f``.
-    times: ``(K,)`` and trajectory: ``(K, B, *dims)``, only with ``record=True`` (``K = steps + 1`` uniform times from
-    t0 to t1, ``trajectory[0]`` the start and ``trajectory[-1]`` the end); otherwise None.
-    """
-
-    x: Tensor
-    nfe: int
-    times: Tensor | None = None
-    trajectory: Tensor | None = None
 
 
 def _validate(method: str, steps: int, t0: float, t1: float, atol: float, rtol: float, max_steps: int) -> None:
@@ -91,9 +77,10 @@ def integrate(
     atol: float = 1e-5,
     rtol: float = 1e-5,
     max_steps: int = 10_000,
-    record: bool = False,
-) -> ODESolution:
-    """Integrate ``dx/dt = f(t, x)`` from ``x(t0) = x`` to ``t1`` and count the evaluations of ``f``.
+    record: bool | int = False,
+) -> SampleResult:
+    """Integrate ``dx/dt = f(t, x)`` from ``x(t0) = x`` to ``t1`` and count the evaluations of ``f``: a
+    :class:`~lightning_fm.sampling.result.SampleResult`.
 
     Args:
         f: the vector field, called as ``f(t, x)`` with ``t`` a ``(B,)`` tensor on x's device and dtype (all entries
@@ -103,12 +90,14 @@ def integrate(
         method: one of :data:`METHODS`.
         steps: number of steps of a fixed-step method; for ``dopri5`` only the number of recorded intervals.
         atol, rtol: dopri5 tolerances. max_steps: dopri5's bound on the number of steps (a RuntimeError past it).
-        record: keep the states at ``steps + 1`` uniform times (memory ``(steps + 1) B D``).
+        record: keep the states at ``steps + 1`` uniform times: ``True`` for every line, an int ``k`` for the first
+            ``k`` lines only (memory ``(steps + 1) k D``); ``times`` and ``trajectory`` of the result.
     """
     t0, t1 = float(t0), float(t1)
     _validate(method, steps, t0, t1, atol, rtol, max_steps)
     steps = int(steps)
     batch = x.shape[0]
+    kept = recorded_lines(record, batch)
     nfe = 0
 
     def counted(t: Tensor | float, y: Tensor) -> Tensor:
@@ -121,14 +110,15 @@ def integrate(
         return torch.linspace(t0, t1, steps + 1, dtype=x.dtype, device=x.device)
 
     if t0 == t1:
-        if not record:
-            return ODESolution(x=x, nfe=0)
-        return ODESolution(x=x, nfe=0, times=grid(), trajectory=x.unsqueeze(0).repeat(steps + 1, *([1] * x.dim())))
+        if not kept:
+            return SampleResult(x=x, nfe=0)
+        return SampleResult(x=x, nfe=0, times=grid(),
+                            trajectory=x[:kept].unsqueeze(0).repeat(steps + 1, *([1] * x.dim())))
 
     if method == "dopri5":
         from torchdiffeq import odeint  # imported lazily: only the adaptive solver needs it
 
-        times = grid() if record else torch.tensor([t0, t1], dtype=x.dtype, device=x.device)
+        times = grid() if kept else torch.tensor([t0, t1], dtype=x.dtype, device=x.device)
         try:
             states = odeint(counted, x, times, method="dopri5", atol=atol, rtol=rtol,
                             options={"max_num_steps": int(max_steps)})
@@ -139,16 +129,16 @@ def integrate(
                 f"dopri5 needed more than max_steps={max_steps} steps from t={t0} to t={t1} "
                 f"(atol={atol}, rtol={rtol}); raise max_steps, loosen the tolerances or use a fixed-step method"
             ) from err
-        if record:
-            return ODESolution(x=states[-1], nfe=nfe, times=times, trajectory=states)
-        return ODESolution(x=states[-1], nfe=nfe)
+        if kept:
+            return SampleResult(x=states[-1], nfe=nfe, times=times, trajectory=states[:, :kept])
+        return SampleResult(x=states[-1], nfe=nfe)
 
     h = (t1 - t0) / steps
-    trajectory = [x] if record else None
+    trajectory = [x[:kept]] if kept else None
     for k in range(steps):
         x = step(counted, t0 + k * h, x, h, method)
         if trajectory is not None:
-            trajectory.append(x)
+            trajectory.append(x[:kept])
     if trajectory is not None:
-        return ODESolution(x=x, nfe=nfe, times=grid(), trajectory=torch.stack(trajectory))
-    return ODESolution(x=x, nfe=nfe)
+        return SampleResult(x=x, nfe=nfe, times=grid(), trajectory=torch.stack(trajectory))
+    return SampleResult(x=x, nfe=nfe)

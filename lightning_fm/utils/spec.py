@@ -1,8 +1,10 @@
-"""Rebuildable components: every path, coupling, field and backbone records the arguments it was built with.
+"""Rebuildable components: every path, coupling, field, sampler and backbone records the arguments it was built with.
 
 A component's *spec* is the plain dict ``{"class_path": "pkg.mod.Class", "init_args": {...}}`` (the format of
 LightningCLI configs). Modules store the specs of their parts in their hyperparameters, so
-``Module.load_from_checkpoint(path)`` alone rebuilds backbone, path, coupling and field, with no pickled objects.
+``Module.load_from_checkpoint(path)`` alone rebuilds backbone, path, coupling, field and sampler, with no pickled
+objects. Injected factories (the optimiser ``params -> Optimizer``, the schedule ``optimizer -> LRScheduler``) are
+stored the same way: :func:`callable_spec` / :func:`build_callable`.
 """
 from __future__ import annotations
 
@@ -59,6 +61,40 @@ def to_spec(value: Any) -> Any:
     if hasattr(value, "__dict__") and not isinstance(value, type) and not callable(value):
         raise TypeError(f"cannot store {type(value).__name__} in a checkpoint spec: it does not record its arguments")
     return value
+
+
+def describe(obj: Buildable) -> str:
+    """``Class(arg=value, ...)`` from the recorded init args, recursively for nested components (e.g. paths)."""
+    def fmt(v: Any) -> str:
+        return describe(v) if isinstance(v, Buildable) else repr(v)
+
+    return f"{type(obj).__name__}({', '.join(f'{k}={fmt(v)}' for k, v in obj.init_args.items())})"
+
+
+def callable_spec(factory: Any) -> dict[str, Any] | None:
+    """The spec of a factory that builds a class when called with the missing first argument (e.g. an optimiser
+    given its parameters): the class itself, a ``functools.partial`` of the class (as written in Python, or as
+    LightningCLI builds ``OptimizerCallable``/``LRSchedulerCallable`` arguments), or already a spec dict."""
+    if factory is None or (isinstance(factory, dict) and "class_path" in factory):
+        return factory
+    if isinstance(factory, type):
+        return {"class_path": class_path(factory), "init_args": {}}
+    if isinstance(factory, functools.partial):
+        # plain: partial(Class, **kw); jsonargparse: partial(call_without_instantiate_context, instantiator,
+        # Class, **kw)
+        cls = factory.func if not factory.args else factory.args[-1]
+        if isinstance(cls, type) and (cls is factory.func or len(factory.args) == 2):
+            return {"class_path": class_path(cls), "init_args": {k: to_spec(v) for k, v in factory.keywords.items()}}
+    raise TypeError(f"cannot store {factory!r} in a checkpoint: give a class, functools.partial(Class, **kwargs) "
+                    "or a {'class_path', 'init_args'} dict")
+
+
+def build_callable(spec: Any) -> Any:
+    """Inverse of :func:`callable_spec`: ``functools.partial(Class, **init_args)``; callables pass through."""
+    if isinstance(spec, dict) and "class_path" in spec:
+        return functools.partial(_import(spec["class_path"]), **{k: build(v) for k, v in
+                                                                 (spec.get("init_args") or {}).items()})
+    return spec
 
 
 def _import(path: str) -> type:

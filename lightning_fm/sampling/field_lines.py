@@ -5,7 +5,7 @@ field (e.g. ``lambda z, x: field.direction(z, x, x0, x1)``). Only its direction 
 
 Phase 1 (every field): from ``z = eps`` (source plate) to ``z = L`` (target plate), ``dx/dz = fx / fz`` with a
 fixed-step Runge-Kutta method in z (``euler``, ``midpoint``, ``heun``, ``rk4``) or adaptive ``dopri5`` through
-:func:`lightning_fm.solvers.integrate`. For a forward-only field this is exactly the CFM ODE in ``t = z / L``
+:func:`lightning_fm.sampling.ode.integrate`. For a forward-only field this is exactly the CFM ODE in ``t = z / L``
 (MATH.md §6.3: Euler in z with step dz = Euler in t with dt = dz / L). ``fz <= 0`` cannot be followed in z: such
 evaluations are guarded (``fz`` is clamped to ``fz_min`` and optionally to ``fz_min_rel * ||f||``, never a silent
 division by 0) and the lines where it happened are counted in ``n_backward`` (MATH.md C9: 0 for a forward-only field).
@@ -26,58 +26,25 @@ Learned EFM fields (an approximation, documented here): the true field jumps acr
 density), a network is smooth there, so the crossing is decided by the sign of ``fz`` at ``z = L + cross_probe``
 (``E_z(L+)``), and with ``return_tol`` of the same size the returning lines end before the layer where a finite-batch
 regression target is dominated by single charges (its self-normalised direction is biased there). The end point is
-then the line's position on the plane ``z = L + return_tol``: a straight vertical projection onto the plate. On the
-2-D toy (exact field, 2000 + 2000 charges, L = 0.3) W2 goes from 0.30 (reference: 0, 0.05) to 0.34 (0.2, 0.2).
+then the line's position on the plane ``z = L + return_tol``: a straight vertical projection onto the plate (its
+cost on an exact field is measured in the README).
+
+Phase 2 follows lines by arclength with :func:`lightning_fm.sampling.arclength.follow_arclength`; both phases
+return one :class:`~lightning_fm.sampling.result.SampleResult` (``times`` are z values).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from lightning_fm.paths import pad_like
-from lightning_fm.solvers import METHODS, integrate, step
+from lightning_fm.sampling.arclength import follow_arclength, unit_vector
+from lightning_fm.sampling.ode import METHODS, integrate
+from lightning_fm.sampling.result import SampleResult, recorded_lines
+from lightning_fm.utils.tensors import pad_like
 
 FieldFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
-
-
-
-@dataclass
-class FieldLineResult:
-    """End points and diagnostics of :func:`integrate_field_lines`.
-
-    x: end points ``(B, *dims)``. z_end: their z ``(B,)`` (L; ``L + return_tol`` for lines that came back from
-    behind the plate; ``> L`` for those that did not return). nfe: field evaluations (one per batched call).
-    n_backward: lines with ``fz <= 0`` at some phase-1 evaluation. n_crossing: lines with ``fz > 0`` at ``z = L``
-    (only evaluated with ``continue_outside``). n_not_returned: of those, lines still outside after
-    ``max_arc_steps``. n_absorbed: continued lines stopped at a sink (a step reversing the previous one: a point
-    charge of the target plate, where the line ends). returned: ``(B,)`` bool, False for the not-returned.
-    z, trajectory: phase-1 z grid ``(K,)`` and positions ``(K, B, *dims)`` when ``record``. arc_trajectory:
-    phase-2 augmented positions ``(M, B, 1 + D)`` (lines not being continued stay put) when ``record`` and some
-    line was continued.
-    """
-
-    x: Tensor
-    z_end: Tensor
-    nfe: int
-    n_backward: int
-    n_crossing: int = 0
-    n_not_returned: int = 0
-    n_absorbed: int = 0
-    returned: Tensor | None = None
-    z: Tensor | None = None
-    trajectory: Tensor | None = None
-    arc_trajectory: Tensor | None = None
-
-
-def _unit(ez: Tensor, ex: Tensor) -> Tensor:
-    """``E / ||E||`` as an augmented ``(n, 1 + D)`` tensor (0 where E = 0); overflow-safe."""
-    e = torch.cat([ez[:, None], ex.flatten(1)], 1)
-    scale = e.abs().amax(1, keepdim=True).clamp_min(torch.finfo(e.dtype).tiny)
-    e = e / scale
-    return e / e.norm(dim=1, keepdim=True).clamp_min(torch.finfo(e.dtype).tiny)
 
 
 def integrate_field_lines(
@@ -90,7 +57,7 @@ def integrate_field_lines(
     continue_outside: bool = False,
     arc_step: float | None = None,
     max_arc_steps: int | None = None,
-    record: bool = False,
+    record: bool | int = False,
     return_tol: float = 0.05,
     cross_probe: float = 0.0,
     fz_min: float = 1e-7,
@@ -98,13 +65,19 @@ def integrate_field_lines(
     z_end: float | None = None,
     atol: float = 1e-5,
     rtol: float = 1e-5,
-) -> FieldLineResult:
+) -> SampleResult:
     """Move ``x_source`` (on the source plate) along ``field_fn`` to the target plate (see the module docstring).
+
+    The result's ``info`` counts lines: ``backward`` (``fz <= 0`` at some phase-1 evaluation), ``crossing``
+    (``fz > 0`` at the target plate; only evaluated with ``continue_outside``), ``not_returned`` (of those, still
+    outside after ``max_arc_steps``), ``absorbed`` (continued lines stopped at a sink: a step reversing the previous
+    one, a point charge of the target plate, where the line ends). ``end_z`` and ``returned`` are per line;
+    ``times``, ``trajectory`` (phase 1, in z) and ``arcs`` (phase 2, augmented ``(z, x)``) with ``record``.
 
     Args:
         field_fn: ``(z (B,), x) -> (fz, fx)``; it may be called on a subset of the lines in phase 2.
         x_source: start points ``(B, *dims)`` at ``z = eps``.
-        L: plate distance. steps: phase-1 steps (a cap on dopri5's steps, per lightning_fm.solvers).
+        L: plate distance. steps: phase-1 steps (a cap on dopri5's steps, per lightning_fm.sampling.ode).
         method: euler, midpoint, heun, rk4 (fixed step ``(z_end - eps)/steps``) or dopri5 (atol, rtol).
         eps: start height. z_end: end of phase 1 (default L; e.g. ``L - eps`` for an exact bridge field, which is
             singular on the plate; must be L with ``continue_outside``).
@@ -121,7 +94,8 @@ def integrate_field_lines(
             where the field is nearly parallel to it; the guard keeps such a line moving along ``fx``, slowly
             rising, instead of a step of length ``|fx| / fz_min``. Guarded lines are counted in ``n_backward``
             when ``fz <= 0``.
-        record: keep the trajectories (memory ``(steps + 1) B D``).
+        record: keep the trajectories: ``True`` for all lines, an int ``k`` for the first ``k`` (memory
+            ``(steps + 1) k D``).
     """
     if method not in METHODS:
         raise ValueError(f"unknown field-line method {method!r}; choose one of {list(METHODS)}")
@@ -154,18 +128,20 @@ def integrate_field_lines(
     # -- phase 1: in z ------------------------------------------------------------------------------------------
     solution = integrate(slope, x_source, eps, z_end, method=method, steps=steps, atol=atol, rtol=rtol,
                          record=record)
-    x, grid, positions = solution.x, solution.times, solution.trajectory
-    result = FieldLineResult(x=x, z_end=torch.full((n_lines,), z_end, dtype=x.dtype, device=x.device), nfe=nfe,
-                             n_backward=int(backward.sum()), returned=torch.ones_like(backward), z=grid,
-                             trajectory=positions)
+    result = SampleResult(
+        x=solution.x, nfe=nfe, times=solution.times, trajectory=solution.trajectory,
+        end_z=torch.full((n_lines,), z_end, dtype=x_source.dtype, device=x_source.device),
+        returned=torch.ones_like(backward),
+        info={"backward": float(backward.sum()), "crossing": 0.0, "not_returned": 0.0, "absorbed": 0.0},
+    )
     if continue_outside:
-        _continue_outside(field_fn, result, L, method, steps, arc_step, max_arc_steps, return_tol, record,
-                          cross_probe)
+        _continue_outside(field_fn, result, L, method, steps, arc_step, max_arc_steps, return_tol,
+                          recorded_lines(record, n_lines), cross_probe)
     return result
 
 
-def _continue_outside(field_fn: FieldFn, result: FieldLineResult, L: float, method: str, steps: int,
-                      arc_step: float | None, max_arc_steps: int | None, return_tol: float, record: bool,
+def _continue_outside(field_fn: FieldFn, result: SampleResult, L: float, method: str, steps: int,
+                      arc_step: float | None, max_arc_steps: int | None, return_tol: float, record: int,
                       cross_probe: float = 0.0) -> None:
     """Phase 2, in place on ``result``."""
     x = result.x
@@ -175,49 +151,49 @@ def _continue_outside(field_fn: FieldFn, result: FieldLineResult, L: float, meth
     fz, _ = field_fn(torch.full((x.shape[0],), L + float(cross_probe), dtype=x.dtype, device=x.device), x)
     result.nfe += 1
     crossing = fz > 0
-    result.n_crossing = int(crossing.sum())
-    if result.n_crossing == 0:
+    result.info["crossing"] = float(crossing.sum())
+    if not bool(crossing.any()):
         return
     h = L / steps if arc_step is None else float(arc_step)
     cap = 10 * steps if max_arc_steps is None else int(max_arc_steps)
     if h <= 0 or cap < 0:
         raise ValueError(f"arc_step must be > 0 and max_arc_steps >= 0, got {h}, {cap}")
-    step_method = "euler" if method == "dopri5" else method
 
-    def unit_field(_s: float, y: Tensor) -> Tensor:
+    def direction(y: Tensor) -> Tensor:
         fz, fx = field_fn(y[:, 0], y[:, 1:].reshape(-1, *shape))
         result.nfe += 1
-        return _unit(fz, fx)
+        return unit_vector(fz, fx)
 
-    idx = crossing.nonzero().squeeze(1)  # lines still being continued
-    y = torch.cat([torch.full((idx.numel(), 1), L, dtype=x.dtype, device=x.device), x[idx].flatten(1)], 1)
-    above = torch.zeros(idx.numel(), dtype=torch.bool, device=x.device)  # has been above L + return_tol
-    last = torch.zeros_like(y)  # previous step's displacement
-    ends = torch.cat([result.z_end[:, None], x.flatten(1)], 1)
-    arc = [ends.clone()] if record else None
-    for _ in range(cap):
-        if idx.numel() == 0:
-            break
-        y_new = step(unit_field, 0.0, y, h, step_method)
-        level = torch.where(above, torch.full_like(y[:, 0], L + return_tol), torch.full_like(y[:, 0], L))
+    lines = torch.cat([result.end_z[:, None], x.flatten(1)], 1)
+    continued = crossing.nonzero().squeeze(1)
+    above = torch.zeros(continued.numel(), dtype=torch.bool, device=x.device)  # has been above L + return_tol
+    last = torch.zeros_like(lines[continued])  # each line's previous displacement
+    absorbed = 0
+
+    def stop(index: Tensor, y: Tensor, y_new: Tensor) -> tuple[Tensor, Tensor]:
+        nonlocal absorbed
+        level = torch.where(above[index], torch.full_like(y[:, 0], L + return_tol), torch.full_like(y[:, 0], L))
         back = y_new[:, 0] <= level
         # a step that reverses the previous one (a turn of more than 90 degrees within one step) has reached a
         # sink: a point charge of the target plate, where lines end (exact fields of finitely many charges)
-        sink = ~back & ((y_new - y) * last).sum(1).lt(0)
+        sink = ~back & ((y_new - y) * last[index]).sum(1).lt(0)
         lam = ((y[:, 0] - level) / (y[:, 0] - y_new[:, 0]).clamp_min(torch.finfo(y.dtype).tiny)).clamp(0, 1)
-        crossing_point = y + lam[:, None] * (y_new - y)
-        ends[idx] = torch.where(back[:, None], crossing_point, torch.where(sink[:, None], y, y_new))
-        if arc is not None:
-            arc.append(ends.clone())
-        above = above | (y_new[:, 0] > L + return_tol)
-        keep = ~(back | sink)
-        result.n_absorbed += int(sink.sum())
-        idx, y, above, last = idx[keep], y_new[keep], above[keep], (y_new - y)[keep]
-    returned = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-    returned[idx] = False
-    result.x = ends[:, 1:].reshape(x.shape)
-    result.z_end = ends[:, 0]
-    result.returned = returned
-    result.n_not_returned = int(idx.numel())
-    if arc is not None:
-        result.arc_trajectory = torch.stack(arc)
+        on_plane = y + lam[:, None] * (y_new - y)
+        above[index] |= y_new[:, 0] > L + return_tol
+        last[index] = y_new - y
+        absorbed += int(sink.sum())
+        return back | sink, torch.where(back[:, None], on_plane, y)
+
+    step_method = "euler" if method == "dopri5" else method
+    shown = int((continued < record).sum())  # continued lines among the recorded ones (``continued`` is sorted)
+    start = lines[:record].clone()
+    arcs = follow_arclength(direction, lines[continued], h, cap, step_method, stop, record=shown)
+    lines[continued] = arcs.ends
+    result.x = lines[:, 1:].reshape(x.shape)
+    result.end_z = lines[:, 0]
+    result.returned[continued[arcs.moving]] = False
+    result.info["not_returned"] = float(arcs.moving.sum())
+    result.info["absorbed"] = float(absorbed)
+    if shown:  # (M, record, 1 + D): the recorded lines that were not continued stay where phase 1 left them
+        result.arcs = start.expand(arcs.trajectory.shape[0], -1, -1).clone()
+        result.arcs[:, continued[:shown]] = arcs.trajectory

@@ -1,4 +1,4 @@
-"""The report of the duality experiment (:mod:`lightning_fm.duality_experiment`): ``report.md`` (one table per
+"""The report of the duality experiment (:mod:`lightning_fm.experiments.duality.run`): ``report.md`` (one table per
 section of every check with value, tolerance, kind, pass/fail and a plain-language explanation, the training table,
 the figure and how to reproduce) and ``report.json`` (the same, machine-readable).
 """
@@ -128,7 +128,7 @@ def write_report(out: Path, cfg: dict, rows: list[tuple[str, CheckResult]], fits
         "",
         f"* **Exact identities: {len(exact) - n_fail} of {len(exact)} hold** "
         + ("(all of them)." if n_fail == 0 else f"({n_fail} FAIL: see the tables)."),
-        f"* Two separately trained networks, a CFM velocity and a forward-only IFM field, learned the same dynamics: "
+        "* Two separately trained networks, a CFM velocity and a forward-only IFM field, learned the same dynamics: "
         + ", ".join(f"{r.name.split('(')[-1].rstrip(')')} = {_fmt(r.value)}" for r in c13)
         + f" (their own val/w2: CFM {_fmt(fits['cfm']['val']['val/w2'])}, IFM {_fmt(fits['ifm']['val']['val/w2'])};"
         f" noise floor {_fmt(fits['cfm']['val'].get('val/w2_floor', float('nan')))}).",

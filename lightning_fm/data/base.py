@@ -1,0 +1,184 @@
+"""The data contract of the framework and the machinery every DataModule shares.
+
+Batches (dicts of tensors), what every LightningModule of the framework reads:
+
+* train: ``{"x0", "x1"}``: source and target samples, paired by the model's coupling; with labels ``"y0"``,
+  ``"y1"`` (int64 classes; ``y0`` only when the source has classes);
+* validation / test: ``{"x0", "x1", "x1_ref"}`` (+ ``"y1"``): fixed source samples, held-out targets, and
+  ``x1_ref``, an independent target sample of the same size (the W2 noise floor: what a perfect model scores);
+* predict: ``{"x0"}`` (+ ``"y1"``, the classes to generate).
+
+Determinism: training batch ``k`` of epoch ``e`` on DDP rank ``r`` is drawn from a generator seeded by
+``(seed, stream, e, r, k)`` (:func:`lightning_fm.utils.seeding.make_generator`); the train, validation, test and
+predict streams are disjoint; results do not depend on ``num_workers``. Evaluation sets are fixed, split into
+batches of ``eval_batch_size`` and shared out between processes (batch ``k`` on rank ``k mod world``), so every
+sample is evaluated exactly once whatever the number of processes.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+# Seed streams (the second key of every derived seed): disjoint for train / validation / test / predict.
+TRAIN, VAL, TEST, PREDICT, TRAIN_ORDER, VAL_REF, TEST_REF, SPLIT = range(8)
+
+
+class EpochIterableDataset(IterableDataset):
+    """A dataset of ``len(self)`` batches a pass, batch ``k`` built by ``make_batch(k)`` and knowing the
+    ``(epoch, rank, world_size)`` of the pass; with several DataLoader workers, worker ``w`` builds the batches
+    ``k = w mod num_workers`` (the DataLoader interleaves them back into order)."""
+
+    def __init__(self) -> None:
+        self.epoch, self.rank, self.world_size = 0, 0, 1
+
+    def set_epoch_state(self, epoch: int, rank: int, world_size: int) -> None:
+        self.epoch, self.rank, self.world_size = int(epoch), int(rank), int(world_size)
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def make_batch(self, k: int) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        for k in range(worker, len(self), workers):
+            yield self.make_batch(k)
+
+
+class EpochDataLoader(DataLoader):
+    """A DataLoader that, in the main process and before each pass, tells its dataset the current
+    ``(epoch, rank, world_size)`` from ``clock()`` (``dataset.set_epoch_state``), so that worker processes,
+    started afterwards, see it too."""
+
+    def __init__(self, dataset: EpochIterableDataset, clock: Callable[[], tuple[int, int, int]], **kwargs: Any) -> None:
+        super().__init__(dataset, batch_size=None, **kwargs)
+        self.clock = clock
+        # Our IterableDatasets know their exact length (they shard by worker themselves), so Lightning's generic
+        # warning that ``__len__`` "could be inaccurate" with several workers does not apply to them.
+        warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+
+    def __iter__(self):
+        self.dataset.set_epoch_state(*self.clock())
+        return super().__iter__()
+
+
+class ShardedBatches(EpochIterableDataset):
+    """Ready-made batches shared out between processes: rank r of W takes batches r, r + W, r + 2W, ..."""
+
+    def __init__(self, batches: list[dict[str, Tensor]]) -> None:
+        super().__init__()
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return max(0, math.ceil((len(self.batches) - self.rank) / self.world_size))
+
+    def make_batch(self, k: int) -> dict[str, Tensor]:
+        return self.batches[self.rank + k * self.world_size]
+
+
+def split_batches(tensors: dict[str, Tensor], size: int) -> list[dict[str, Tensor]]:
+    """Split a dict of equally long tensors into batches of at most ``size`` rows."""
+    n = len(next(iter(tensors.values())))
+    return [{key: value[s : s + size] for key, value in tensors.items()} for s in range(0, n, size)]
+
+
+def check_positive_int(**values: Any) -> None:
+    """Raise a ValueError naming ``data.<key>`` for a value that is not an integer >= 1."""
+    for key, value in values.items():
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise ValueError(f"data.{key} must be an integer >= 1, got {value!r}")
+
+
+class FlowDataModule(LightningDataModule):
+    """Base of every DataModule of the framework: the batch contract of this module's docstring, epoch-seeded
+    training loaders, and evaluation in batches.
+
+    A subclass implements :meth:`train_set` (an :class:`EpochIterableDataset` of training batches),
+    :meth:`eval_set` (the whole validation or test set as one dict of tensors), :meth:`predict_set` and
+    :attr:`data_shape`; it may override ``source_shape``/``target_shape`` (default: ``data_shape``),
+    ``source_is_standard_normal`` and ``num_classes``, and load files in ``prepare_data``/``setup``.
+
+    Args:
+        batch_size: samples of each side per training step (per process).
+        eval_batch_size: samples per validation / test / predict batch.
+        seed: base seed (>= 0) of all the data.
+        num_workers: DataLoader workers for training.
+    """
+
+    def __init__(self, batch_size: int = 256, eval_batch_size: int = 1000, seed: int = 0, num_workers: int = 0) -> None:
+        super().__init__()
+        check_positive_int(batch_size=batch_size, eval_batch_size=eval_batch_size)
+        if seed < 0:
+            raise ValueError(f"data.seed must be >= 0, got {seed}")
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        self.save_hyperparameters()  # every constructor's arguments up the class hierarchy
+        self._passes_without_trainer = 0
+
+    # -- what the models read ------------------------------------------------------------------------------------
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        """The per-sample shape of source and target (what the backbone takes)."""
+        raise NotImplementedError
+
+    @property
+    def source_shape(self) -> tuple[int, ...]:
+        return self.data_shape
+
+    @property
+    def target_shape(self) -> tuple[int, ...]:
+        return self.data_shape
+
+    @property
+    def source_is_standard_normal(self) -> bool:
+        """Whether the source is N(0, I) (required by ``LipmanPath``)."""
+        return False
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the target labels ``y1`` (0: no labels)."""
+        return 0
+
+    # -- what a subclass provides --------------------------------------------------------------------------------
+    def train_set(self) -> EpochIterableDataset:
+        raise NotImplementedError
+
+    def eval_set(self, stage: str) -> dict[str, Tensor]:
+        """The whole ``"val"`` or ``"test"`` set: ``{"x0", "x1", "x1_ref"}`` (+ ``"y1"``)."""
+        raise NotImplementedError
+
+    def predict_set(self) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    # -- loaders ---------------------------------------------------------------------------------------------------
+    def clock(self) -> tuple[int, int, int]:
+        """``(epoch, rank, world_size)`` from the attached trainer; without a trainer every pass over the training
+        data counts as a new epoch on rank 0 of 1."""
+        trainer = self.trainer
+        if trainer is not None:
+            return trainer.current_epoch, trainer.global_rank, trainer.world_size
+        epoch, self._passes_without_trainer = self._passes_without_trainer, self._passes_without_trainer + 1
+        return epoch, 0, 1
+
+    def _sharded(self, tensors: dict[str, Tensor]) -> DataLoader:
+        return EpochDataLoader(ShardedBatches(split_batches(tensors, self.hparams.eval_batch_size)), self.clock)
+
+    def train_dataloader(self) -> DataLoader:
+        return EpochDataLoader(self.train_set(), self.clock, num_workers=self.hparams.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._sharded(self.eval_set("val"))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._sharded(self.eval_set("test"))
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._sharded(self.predict_set())

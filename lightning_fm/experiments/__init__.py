@@ -1,0 +1,1 @@
+"""Experiments built on the framework: each runs training, checks and a report from one command."""

@@ -1,0 +1,96 @@
+"""Evaluation by sampling, streamed batch by batch: the metrics of a validation or test pass (accumulated over
+batches and processes) and the few samples kept for plots."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, SumMetric
+
+from lightning_fm.metrics import SampleW2
+from lightning_fm.sampling import SampleResult
+
+
+@dataclass
+class ValidationResult:
+    """What the last validation kept for plots: the first samples of the pass (``source``, ``generated``,
+    ``target``, ``labels`` of the targets), and the recorded lines of its first batch (``times`` in the sampler's
+    variable, named ``time_label``; ``trajectory`` ``(K, R, *dims)``; ``arcs`` beyond the target plate)."""
+
+    source: Tensor
+    generated: Tensor
+    target: Tensor
+    times: Tensor | None
+    trajectory: Tensor | None
+    time_label: str
+    labels: Tensor | None = None
+    arcs: Tensor | None = None
+
+
+class EvaluationMetrics(nn.Module):
+    """The metrics of one pass: ``loss`` (mean over samples), ``w2`` (exact W2 between all generated samples and
+    all held-out targets, on the union over processes; see :class:`~lightning_fm.metrics.SampleW2`), ``w2_floor``
+    (W2 between the held-out targets and an independent target sample ``x1_ref`` of the same size: what a perfect
+    model scores), ``nfe`` (mean per batch), ``nonfinite`` (generated samples with a non-finite entry) and the
+    sampler's diagnostics (sums of ``SampleResult.info``)."""
+
+    def __init__(self, w2_max_samples: int) -> None:
+        super().__init__()
+        self.loss, self.nfe, self.nonfinite = MeanMetric(), MeanMetric(), SumMetric()
+        self.w2, self.w2_floor = SampleW2(w2_max_samples), SampleW2(w2_max_samples)
+        self.info: dict[str, float] = {}
+
+    def reset(self) -> None:
+        for metric in (self.loss, self.nfe, self.nonfinite, self.w2, self.w2_floor):
+            metric.reset()
+        self.info = {}
+
+    def update(self, loss: Tensor, batch: dict[str, Tensor], result: SampleResult) -> None:
+        n = batch["x0"].shape[0]
+        self.loss.update(loss.detach(), n)
+        self.nfe.update(float(result.nfe))
+        self.nonfinite.update((~torch.isfinite(result.x.flatten(1)).all(1)).sum())
+        self.w2.update(result.x, batch["x1"])
+        if "x1_ref" in batch:
+            self.w2_floor.update(batch["x1_ref"], batch["x1"])
+        for key, value in result.info.items():
+            self.info[key] = self.info.get(key, 0.0) + float(value)
+
+    def compute(self) -> dict[str, Tensor]:
+        """The pass's values (gathered over processes), keyed by metric name; the ``info`` sums are this process's
+        only (log them with a sum over processes)."""
+        values = {"loss": self.loss.compute(), "w2": self.w2.compute(), "nfe": self.nfe.compute(),
+                  "nonfinite": self.nonfinite.compute()}
+        if self.w2_floor.update_count:
+            values["w2_floor"] = self.w2_floor.compute()
+        return values
+
+
+class PlotSamples:
+    """Keeps the first ``limit`` samples of a pass and the recorded lines of its first batch."""
+
+    def __init__(self, limit: int, time_label: str) -> None:
+        self.limit, self.time_label = int(limit), time_label
+        self.parts: dict[str, list[Tensor]] = {"source": [], "generated": [], "target": [], "labels": []}
+        self.first: SampleResult | None = None
+
+    def add(self, batch: dict[str, Tensor], result: SampleResult) -> None:
+        if self.first is None:
+            self.first = result
+        room = self.limit - sum(len(p) for p in self.parts["source"])
+        if room <= 0:
+            return
+        for key, value in (("source", batch["x0"]), ("generated", result.x), ("target", batch["x1"]),
+                           ("labels", batch.get("y1"))):
+            if value is not None:
+                self.parts[key].append(value[:room].detach().cpu())
+
+    def result(self) -> ValidationResult | None:
+        if self.first is None:
+            return None
+        cat = {k: torch.cat(v) if v else None for k, v in self.parts.items()}
+        first = self.first
+        cpu = lambda v: None if v is None else v.detach().cpu()  # noqa: E731
+        return ValidationResult(cat["source"], cat["generated"], cat["target"], cpu(first.times),
+                                cpu(first.trajectory), self.time_label, cat["labels"], cpu(first.arcs))
