@@ -21,7 +21,7 @@ import torch
 
 from lightning_fm.fields import CoulombField, ForwardOnlyField, StrongInteractionField
 from lightning_fm.paths import BrownianBridgePath, LinearPath
-from lightning_fm.volume import UniformVolume
+from lightning_fm.fields.volume import UniformVolume
 
 
 class Running:

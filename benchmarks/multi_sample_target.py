@@ -49,7 +49,7 @@ def target_variance(path, source: str, target: str, batch: int, points: int = 51
 
 def train(source: str, target: str, kind: str, steps: int, sigma: float, batch: int) -> dict:
     seed_everything(0, verbose=False)
-    model = CFMModule(MLP(2, 64, 3), LinearPath(sigma), IndependentCoupling(), target=kind)
+    model = CFMModule(MLP(2, 64, 3), LinearPath(sigma), IndependentCoupling(), velocity_target=kind)
     data = ToyDataModule(source, target, batch_size=batch, steps_per_epoch=steps)
     trainer = Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, callbacks=[EMAWeightAveraging(decay=0.999)], gradient_clip_val=1.0,

@@ -154,3 +154,48 @@ def test_spec_round_trip_and_registry():
     assert to_spec(IndependentCoupling()) == {"class_path": "lightning_fm.couplings.IndependentCoupling",
                                               "init_args": {}}
     assert COUPLINGS == {"independent": IndependentCoupling, "ot": OTCoupling}
+
+
+def _classes(n, k, seed):
+    return torch.randint(0, k, (n,), generator=gen(seed))
+
+
+@pytest.mark.parametrize("method", ["exact", "sinkhorn"])
+def test_within_class_plan_never_pairs_different_classes(method):
+    x0, x1 = batches(120, seed=3)
+    y1 = _classes(120, 4, 5)
+    y0 = y1[torch.randperm(120, generator=gen(6))]  # the same class counts on both sides, in another order
+    coupling = OTCoupling(method, reg=0.5, within_class=True)
+    out = coupling(x0, x1, y0, y1, generator=gen(7))
+    assert torch.equal(out.y1, y0) and out.x0 is x0 and out.y0 is y0  # every pair inside one class
+    assert torch.equal(out.x1, x1[torch.cdist(out.x1, x1).argmin(1)])  # partners are rows of x1 with their labels
+    if method == "exact":  # each class's pairs are that class's own optimal transport
+        for c in range(4):
+            rows, cols = (y0 == c).nonzero().squeeze(1), (y1 == c).nonzero().squeeze(1)
+            assert abs(pair_cost(out.x0[rows], out.x1[rows]) - emd_cost(x0[rows], x1[cols])) < 1e-6
+        assert len(set(torch.cdist(out.x1, x1).argmin(1).tolist())) == 120  # a permutation
+
+
+def test_within_class_plan_with_unequal_counts_still_stays_in_class():
+    x0, x1 = batches(90, 60, seed=8)
+    y0, y1 = _classes(90, 3, 9), _classes(60, 3, 10)
+    out = OTCoupling("exact", within_class=True)(x0, x1, y0, y1, generator=gen(11))
+    assert torch.equal(out.y1, y0)
+
+
+def test_within_class_plan_of_a_source_without_classes_gives_each_class_its_share_of_the_noise():
+    x0, x1 = batches(100, seed=12)
+    y1 = _classes(100, 5, 13)
+    out = OTCoupling("exact", within_class=True)(x0, x1, None, y1)
+    assert out.y0 is None and torch.equal(out.y1, torch.sort(y1).values)  # consecutive blocks of source rows
+    for c in range(5):  # each block is optimally transported to its class
+        rows, cols = (out.y1 == c).nonzero().squeeze(1), (y1 == c).nonzero().squeeze(1)
+        assert abs(pair_cost(x0[rows], out.x1[rows]) - emd_cost(x0[rows], x1[cols])) < 1e-6
+
+
+def test_within_class_errors_name_the_problem():
+    x0, x1 = batches(10, seed=14)
+    with pytest.raises(ValueError, match="needs the target labels y1"):
+        OTCoupling(within_class=True)(x0, x1)
+    with pytest.raises(ValueError, match="class 2 has 3 source samples but no target sample"):
+        OTCoupling(within_class=True)(x0, x1, torch.tensor([0] * 7 + [2] * 3), torch.zeros(10, dtype=torch.long))

@@ -330,3 +330,19 @@ def test_digits_classes():
 def test_digits_bad_inputs(kwargs, key):
     with pytest.raises(ValueError, match=key):
         DigitsDataModule(**kwargs).setup("fit")  # the split's sizes are checked when the data is loaded
+
+
+def test_iid_draws_of_a_construction_are_iid():
+    # one draw of torchcfm's moons has exactly n // 2 points per moon on a shared angular grid; i.i.d. draws of its
+    # density have binomial counts (sd sqrt(n)/2 = 22 at n = 2000: exactly 1000 in under 2% of draws)
+    counts = [int((sample_toy("moons", 2000, torch.Generator().manual_seed(s), iid=True)[1] == 0).sum())
+              for s in range(5)]
+    assert sum(c != 1000 for c in counts) >= 4
+    x, _ = sample_toy("moons", 20_000, torch.Generator().manual_seed(9), iid=True)
+    grid, _ = sample_toy("moons", 20_000, torch.Generator().manual_seed(9))
+    # the same density: means and covariances within ~5 standard errors (sd of x ~ 2.6, of y ~ 1.6)
+    assert (x.mean(0) - grid.mean(0)).abs().max() < 5 * 2.6 / math.sqrt(20_000)
+    assert (torch.cov(x.T) - torch.cov(grid.T)).abs().max() < 0.15
+    # i.i.d. toys are drawn as usual
+    assert torch.equal(sample_toy("gaussian", 10, torch.Generator().manual_seed(1), iid=True)[0],
+                       sample_toy("gaussian", 10, torch.Generator().manual_seed(1))[0])

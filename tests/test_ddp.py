@@ -1,12 +1,57 @@
-"""One real multi-process run: 2 CPU processes (gloo) through the CLI, global-batch coupling and superposition."""
+"""Multi-process runs: 2 CPU processes (gloo). Global-batch coupling with labels, validation metrics on the union of
+all ranks' samples, and the CLI end to end."""
 import csv
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
+import torch
 
 from conftest import REPO, run_cli
+from lightning_fm.metrics import wasserstein2
 
 pytestmark = pytest.mark.cli
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, str(REPO / "tests" / "ddp_probe.py"), str(out)], cwd=out, env=env,
+                            capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+def test_ddp_couples_the_global_batch_and_labels_follow_their_samples(probe):
+    assert [p["world_size"] for p in probe] == [2, 2]
+    for step in range(len(probe[0]["coupled"])):
+        ranks = [p["coupled"][step] for p in probe]
+        gathered_x1 = torch.cat([r["batch"]["x1"] for r in ranks])  # the global batch, in rank order
+        gathered_y1 = torch.cat([r["batch"]["y1"] for r in ranks])
+        paired_x1 = torch.cat([r["x1"] for r in ranks])
+        # every rank holds the global coupled pairs (the charges of a superposition) and knows its offset in them
+        assert all(torch.equal(r["all_x1"], paired_x1) for r in ranks) and [r["offset"] for r in ranks] == [0, 32]
+        paired_y1 = torch.cat([r["y1"] for r in ranks])
+        # one plan for both ranks: together they use every target of the global batch exactly once
+        index = torch.cdist(paired_x1, gathered_x1).argmin(1)
+        assert torch.equal(gathered_x1[index], paired_x1) and len(set(index.tolist())) == 64
+        # each label is the label of its own sample
+        assert torch.equal(paired_y1, gathered_y1[index])
+        # within-class OT of a noise source: class c gets a block of noise rows of the size of class c
+        counts = torch.bincount(gathered_y1, minlength=2)
+        assert torch.equal(paired_y1, torch.sort(gathered_y1).values) and int(counts.sum()) == 64
+
+
+def test_ddp_validation_w2_is_the_w2_of_the_union_of_all_ranks_samples(probe):
+    samples = torch.cat([b["samples"] for p in probe for b in p["validated"]])
+    targets = torch.cat([b["x1"] for p in probe for b in p["validated"]])
+    assert len(samples) == len(targets) == 300  # 5 batches of 70 (the last of 20) shared out: each sample once
+    assert len(torch.unique(targets, dim=0)) == 300
+    expected = wasserstein2(samples, targets)  # the single-process W2 of the same samples
+    assert probe[0]["val_w2"] == pytest.approx(expected, rel=1e-5) and probe[1]["val_w2"] == probe[0]["val_w2"]
 
 
 @pytest.mark.parametrize("config", ["configs/toy/otcfm.yaml", "configs/toy/ifm_exact.yaml"])

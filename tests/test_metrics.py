@@ -42,3 +42,20 @@ def test_w2_is_nan_for_non_finite_samples():
     x = torch.randn(10, 2)
     x[3, 0] = float("inf")
     assert math.isnan(wasserstein2(x, torch.randn(10, 2)))
+
+
+def test_streaming_w2_over_batches_equals_the_w2_of_the_whole_sets():
+    from lightning_fm.metrics import SampleW2
+
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(300, 2, generator=g), torch.randn(300, 2, generator=g) + 1
+    metric = SampleW2(max_samples=1000)
+    for s in (0, 120, 250):  # uneven batches, in an order different from the sets'
+        metric.update(x[s:s + 120] if s != 250 else x[240:], y[s:s + 120] if s != 250 else y[240:])
+    assert float(metric.compute()) == pytest.approx(wasserstein2(x, y), abs=1e-9)
+    capped = SampleW2(max_samples=100)
+    capped.update(x[:80], y[:80])
+    capped.update(x[80:], y[80:])  # keeps only the first 100 of each side
+    assert float(capped.compute()) == pytest.approx(wasserstein2(x[:100], y[:100]), abs=1e-9)
+    with pytest.raises(ValueError, match="max_samples"):
+        SampleW2(max_samples=1)

@@ -1,8 +1,10 @@
 """``ToyDataModule``: a flow between two 2-D toy distributions, with fresh (infinite) training data.
 
-train: ``{"x0", "x1", "y1"}`` (+ ``"y0"`` when the source has components), ``batch_size`` independent source and target samples drawn fresh every step
-(infinite data, as in the CFM literature), ``steps_per_epoch`` batches an epoch; validation / test: ``n_val`` /
-``n_test`` fixed source samples, held-out targets and an independent target sample ``x1_ref`` (the W2 floor);
+train: ``{"x0", "x1", "y1"}`` (+ ``"y0"`` when the source has components), ``batch_size`` source and target samples
+drawn fresh every step (infinite data, as in the CFM literature), ``steps_per_epoch`` batches an epoch; validation /
+test: ``n_val`` / ``n_test`` fixed source samples, held-out targets (one draw of the target's construction, as the
+literature measures) and an independent i.i.d. target sample ``x1_ref`` (the W2 floor: what a perfect model, whose
+samples are i.i.d., scores);
 predict: ``n_predict`` source samples. Labels are the distributions' components
 (:data:`~lightning_fm.data.toy_distributions.TOY_CLASSES`).
 """
@@ -79,7 +81,7 @@ class ToyDataModule(FlowDataModule):
         g = make_generator(self.hparams.seed, stream, 0, 0, 0)
         x0, _ = sample_toy(self.hparams.source, n, g)
         x1, y1 = sample_toy(self.hparams.target, n, g)
-        x1_ref, _ = sample_toy(self.hparams.target, n, g)
+        x1_ref, _ = sample_toy(self.hparams.target, n, g, iid=True)
         return {"x0": x0, "x1": x1, "x1_ref": x1_ref, "y1": y1}
 
     def predict_set(self) -> dict[str, Tensor]:

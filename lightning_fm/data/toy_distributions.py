@@ -4,10 +4,13 @@ Every sampler is ``sample(n, generator) -> (x, y)``: ``x`` ``(n, 2)`` float32 sa
 (the component: moon, ring, arm, cell, ...; zeros for a distribution without components). A sampler is
 deterministic given its ``torch.Generator`` (the scikit-learn ones draw their numpy seed from it).
 
-The cited constructions are not all i.i.d.: torchcfm's moons and FFJORD's rings space their points evenly along
-the curves, FFJORD's pinwheel and rings put the same number of points on every arm or ring, its 2spirals mirrors
-one arm onto the other. They are reproduced as published (a batch of n is one draw of the construction at n); the
-rows are then put in random order, which changes no set of points but keeps components from coming in blocks.
+The cited constructions are not all i.i.d.: torchcfm's moons, scikit-learn's circles and FFJORD's rings space their
+points evenly along the curves, FFJORD's pinwheel and rings put the same number of points on every arm or ring, its
+2spirals mirrors one arm onto the other. They are reproduced as published (a batch of n is one draw of the
+construction at n); the rows are then put in random order, which changes no set of points but keeps components from
+coming in blocks. Two draws of such a construction are closer to each other than an i.i.d. sample of its density is
+to either (the points sit on the same grid): ``sample_toy(..., iid=True)`` gives the i.i.d. sample a perfect model
+would produce, the reference of an honest W2 noise floor.
 
 * ``8gaussians``, ``moons``: torchcfm ``utils.sample_8gaussians`` / ``sample_moons`` (Tong et al., 2023), the CFM
   literature's 8gaussians -> moons benchmark.
@@ -185,15 +188,28 @@ TOY_CLASSES = {"gaussian": 1, "8gaussians": 8, "moons": 2, "noisy_moons": 2, "ci
                "swissroll": 1, "scurve": 1, "spirals": 2, "pinwheel": 5, "rings": 4}
 
 
-def sample_toy(name: str, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+#: constructions whose draws are not i.i.d. (evenly spaced, balanced or mirrored points)
+NOT_IID = frozenset({"moons", "circles", "spirals", "pinwheel", "rings"})
+#: ``iid=True`` draws a random subset of one construction this many times larger
+IID_OVERSAMPLING = 64
+
+
+def sample_toy(name: str, n: int, generator: torch.Generator | None = None,
+               iid: bool = False) -> tuple[Tensor, Tensor]:
     """Draw ``n`` samples ``(x (n, 2) float32, y (n,) int64)`` of the toy distribution ``name``.
 
-    ``generator=None`` uses torch's global generator.
+    ``iid=True``: i.i.d. samples of the construction's density, for the constructions in :data:`NOT_IID` a random
+    n-subset of one draw of ``IID_OVERSAMPLING * n`` points. ``generator=None`` uses torch's global generator.
     """
     if name not in TOY_DISTRIBUTIONS:
         raise ValueError(f"unknown toy distribution {name!r}; choose one of {sorted(TOY_DISTRIBUTIONS)}")
     if n < 1:
         raise ValueError(f"the number of samples must be >= 1, got {n}")
     generator = torch.default_generator if generator is None else generator
-    x, y = TOY_DISTRIBUTIONS[name](int(n), generator)
+    if iid and name in NOT_IID:
+        x, y = TOY_DISTRIBUTIONS[name](IID_OVERSAMPLING * int(n), generator)
+        keep = torch.randperm(len(x), generator=generator)[: int(n)]
+        x, y = x[keep], y[keep]
+    else:
+        x, y = TOY_DISTRIBUTIONS[name](int(n), generator)
     return x.to(torch.float32).contiguous(), y.to(torch.int64)

@@ -92,12 +92,12 @@ def callable_spec(factory: Any) -> dict[str, Any] | None:
 def build_callable(spec: Any) -> Any:
     """Inverse of :func:`callable_spec`: ``functools.partial(Class, **init_args)``; callables pass through."""
     if isinstance(spec, dict) and "class_path" in spec:
-        return functools.partial(_import(spec["class_path"]), **{k: build(v) for k, v in
+        return functools.partial(import_class(spec["class_path"]), **{k: build(v) for k, v in
                                                                  (spec.get("init_args") or {}).items()})
     return spec
 
 
-def _import(path: str) -> type:
+def import_class(path: str) -> type:
     module_name, _, name = path.rpartition(".")
     if not module_name:
         raise ValueError(f"class_path {path!r} must be a dotted path such as 'lightning_fm.paths.LinearPath'")
@@ -110,7 +110,7 @@ def _import(path: str) -> type:
 def build(spec: Any) -> Any:
     """Inverse of :func:`to_spec`: instantiate a ``{"class_path", "init_args"}`` dict; pass objects through."""
     if isinstance(spec, dict) and "class_path" in spec:
-        cls = _import(spec["class_path"])
+        cls = import_class(spec["class_path"])
         kwargs = {k: build(v) for k, v in (spec.get("init_args") or {}).items()}
         return cls(**kwargs)
     if isinstance(spec, list):
