@@ -32,10 +32,10 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 def torchcfm_scores(log_dir: Path) -> dict:
     """W2 of the run's final model on torchcfm's own 8gaussians -> moons samples (see the module docstring)."""
     import torch
+    from torchcfm_reference import reference_samples
 
     from lightning_fm.metrics import wasserstein2
     from lightning_fm.utils.spec import import_class
-    from torchcfm_reference import reference_samples
 
     config = yaml.safe_load((log_dir / "config.yaml").read_text())
     module = import_class(config["model"]["class_path"]).load_from_checkpoint(log_dir / "checkpoints" / "last.ckpt",

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from lightning_fm.fields import CoulombField, ForwardOnlyField, StrongInteractionField
-from lightning_fm.paths import BrownianBridgePath, LinearPath
 from lightning_fm.fields.volume import UniformVolume
+from lightning_fm.paths import BrownianBridgePath, LinearPath
 
 
 class Running:

@@ -5,7 +5,6 @@ import shutil
 import pytest
 import torch
 import yaml
-
 from conftest import REPO, run_cli
 
 pytestmark = pytest.mark.cli

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO, run_cli
+
 from lightning_fm.metrics import wasserstein2
 
 pytestmark = pytest.mark.cli

@@ -9,7 +9,6 @@ import torch
 
 from lightning_fm.duality import (
     FieldAsVelocity,
-    field_from_path,
     GaussianToy,
     VelocityAsField,
     check_code_field,
@@ -23,6 +22,7 @@ from lightning_fm.duality import (
     check_superposition_rate,
     check_trajectory_coincidence,
     default_toy,
+    field_from_path,
     field_from_velocity,
     field_target_from_velocity,
     path_from_field,

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from conftest import REPO, run_cli
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger
 
@@ -16,8 +17,6 @@ from lightning_fm.duality import VelocityAsField
 from lightning_fm.models import MLP, FieldHead
 from lightning_fm.modules import CFMModule, ForwardOnlyIFMModule
 from lightning_fm.paths import LinearPath
-
-from conftest import REPO, run_cli
 
 
 class WrongVelocityPath(LinearPath):

@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
+from lightning_fm.fields import CoulombField, ForwardOnlyField
+from lightning_fm.fields.volume import PathVolume, PFGMMixing, SlabAndBeyondVolume, UniformVolume
+from lightning_fm.paths import BrownianBridgePath, LinearPath, LipmanPath, TrigPath
 from lightning_fm.sampling.field_lines import integrate_field_lines
 from lightning_fm.sampling.ode import step
-from lightning_fm.fields import CoulombField, ForwardOnlyField
-from lightning_fm.paths import BrownianBridgePath, LinearPath, LipmanPath, TrigPath
-from lightning_fm.fields.volume import PathVolume, PFGMMixing, SlabAndBeyondVolume, UniformVolume
 
 F64 = torch.float64
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from lightning_fm.fields import CoulombField, ForwardOnlyField, StrongInteractionField
+from lightning_fm.fields.volume import UniformVolume
 from lightning_fm.paths import BrownianBridgePath, LinearPath, LipmanPath, SineBridgePath, TrigPath
 from lightning_fm.utils.spec import build, to_spec
-from lightning_fm.fields.volume import UniformVolume
 
 F64 = torch.float64
 PATHS = [LinearPath(0.5), BrownianBridgePath(1.0), TrigPath(0.4), LipmanPath(0.05), SineBridgePath(0.7),
