@@ -25,6 +25,8 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from lightning_fm.utils.hparams import StoredHyperparameters
+
 # Seed streams (the second key of every derived seed): disjoint for train / validation / test / predict.
 TRAIN, VAL, TEST, PREDICT, TRAIN_ORDER, VAL_REF, TEST_REF, SPLIT = range(8)
 
@@ -97,7 +99,7 @@ def check_positive_int(**values: Any) -> None:
             raise ValueError(f"data.{key} must be an integer >= 1, got {value!r}")
 
 
-class FlowDataModule(LightningDataModule):
+class FlowDataModule(StoredHyperparameters, LightningDataModule):
     """Base of every DataModule of the framework: the batch contract of this module's docstring, epoch-seeded
     training loaders, and evaluation in batches.
 
@@ -121,6 +123,7 @@ class FlowDataModule(LightningDataModule):
         if num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
         self.save_hyperparameters()  # every constructor's arguments up the class hierarchy
+        self.drop_cli_keys()
         self._passes_without_trainer = 0
 
     # -- what the models read ------------------------------------------------------------------------------------

@@ -14,7 +14,17 @@ from typing import Any
 
 from torch import Tensor
 
-from lightning_fm.data.base import PREDICT, TEST, TRAIN, VAL, EpochIterableDataset, FlowDataModule, check_positive_int
+from lightning_fm.data.base import (
+    PREDICT,
+    TEST,
+    TEST_REF,
+    TRAIN,
+    VAL,
+    VAL_REF,
+    EpochIterableDataset,
+    FlowDataModule,
+    check_positive_int,
+)
 from lightning_fm.data.toy_distributions import TOY_CLASSES, TOY_DISTRIBUTIONS, sample_toy
 from lightning_fm.utils.seeding import make_generator
 
@@ -77,11 +87,13 @@ class ToyDataModule(FlowDataModule):
         return FreshToyPairs(hp.source, hp.target, hp.batch_size, hp.steps_per_epoch, hp.seed)
 
     def eval_set(self, stage: str) -> dict[str, Tensor]:
-        n, stream = (self.hparams.n_val, VAL) if stage == "val" else (self.hparams.n_test, TEST)
-        g = make_generator(self.hparams.seed, stream, 0, 0, 0)
-        x0, _ = sample_toy(self.hparams.source, n, g)
-        x1, y1 = sample_toy(self.hparams.target, n, g)
-        x1_ref, _ = sample_toy(self.hparams.target, n, g, iid=True)
+        """Source, target and reference from generators of their own: the same target (and floor) whatever the
+        source."""
+        hp = self.hparams
+        n, stream, ref = (hp.n_val, VAL, VAL_REF) if stage == "val" else (hp.n_test, TEST, TEST_REF)
+        x0, _ = sample_toy(hp.source, n, make_generator(hp.seed, stream, 0, 0, 0))
+        x1, y1 = sample_toy(hp.target, n, make_generator(hp.seed, stream, 0, 0, 1))
+        x1_ref, _ = sample_toy(hp.target, n, make_generator(hp.seed, ref, 0, 0, 0), iid=True)
         return {"x0": x0, "x1": x1, "x1_ref": x1_ref, "y1": y1}
 
     def predict_set(self) -> dict[str, Tensor]:

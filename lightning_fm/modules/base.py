@@ -8,7 +8,6 @@ restores the model (backbone, path or field, coupling, volume, sampler, optimise
 """
 from __future__ import annotations
 
-import copy
 import inspect
 from dataclasses import dataclass
 from typing import Any
@@ -16,11 +15,11 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities.parsing import AttributeDict
 from torch import Tensor
 
 from lightning_fm.modules.evaluation import EvaluationMetrics, PlotSamples, ValidationResult
 from lightning_fm.sampling import SampleResult
+from lightning_fm.utils.hparams import StoredHyperparameters
 from lightning_fm.utils.spec import build, build_callable, callable_spec, to_spec
 
 
@@ -38,7 +37,7 @@ class Pairs:
     offset: int = 0
 
 
-class FlowMatchingModule(LightningModule):
+class FlowMatchingModule(StoredHyperparameters, LightningModule):
     """Shared training and evaluation machinery. Subclasses: CFMModule, IFMModule, ForwardOnlyIFMModule.
 
     Args:
@@ -68,8 +67,7 @@ class FlowMatchingModule(LightningModule):
             if int(value) != value or value < 0:
                 raise ValueError(f"model.{key} must be an integer >= 0, got {value!r}")
         self.save_hyperparameters(ignore=["backbone"])  # every constructor's arguments up the class hierarchy
-        for key in ("_instantiator", "_class_path", *self.derived_hparams):
-            self.hparams.pop(key, None)
+        self.drop_cli_keys(*self.derived_hparams)
         accepted = self.accepted_hparams()
         for name in [name for name in self.hparams if name not in accepted]:
             del self.hparams[name]
@@ -94,12 +92,6 @@ class FlowMatchingModule(LightningModule):
             if not any(p.kind is p.VAR_KEYWORD for p in parameters):
                 break
         return names - set(cls.derived_hparams)
-
-    @property
-    def hparams_initial(self) -> AttributeDict:
-        """What loggers record: the hyperparameters as stored (components as specs), not the raw constructor
-        arguments (Lightning's default)."""
-        return AttributeDict(copy.deepcopy(dict(self.hparams)))
 
     def component(self, name: str, value: Any, default: Any) -> Any:
         """Build the component ``name`` (an object, a spec dict, or None for ``default``) and store its spec (unless

@@ -8,7 +8,7 @@ non-forward-only fields, C11, C13). Tolerances (MATH.md §9):
 ==== ================================================= ======================================================
 C1   ``max |div E| / (|d_z E_z| + sum_d |d_xd E_xd|)`` 1e-10 (fp64), 1e-4 (fp32)
 C2   ``max_z |int E_z(z, x) dx - 1|``                  1e-10 (quadrature, D <= 2); 3 s.e. (importance MC)
-C3   ``mean (1 - cos)`` minibatch vs closed form       4/B (measured 0.1-1 /B); rate: slope -1 +- 0.3
+C3   ``mean (1 - cos)`` minibatch vs closed form       4/B; rate: slope -1 +- 0.3
 C4   ``max ||v -> f -> v - v|| / ||v||``               1e-13 (fp64), 1e-6 (fp32), for ``||v||/L <= 1e3``
 C5   ``max |x_z-Euler - x_t-Euler| / (1 + max |x|)``   1e-12 (fp64), 1e-5 (fp32)
 C6   push-forward moments vs ``p_1``                   3 s.e. (family-wise over 2D moments) + O(dz) allowance
@@ -32,14 +32,10 @@ from lightning_fm.duality.checks.base import (  # noqa: F401
     ROUND_TRIP_TOL,
     TRAJECTORY_TOL,
     CheckResult,
-    _dtype_name,
-    _result,
-    _setup,
     default_toy,
     format_checks,
 )
 from lightning_fm.duality.checks.exact import (  # noqa: F401
-    _window,
     check_code_field,
     check_divergence,
     check_flux,

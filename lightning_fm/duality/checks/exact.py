@@ -163,7 +163,7 @@ def check_trajectory_coincidence(velocity_model: Any, x_source: Tensor, L: float
     t side: :func:`lightning_fm.sampling.ode.integrate` of ``velocity(x, t)`` from ``t0`` to 1. z side:
     :func:`lightning_fm.sampling.field_lines.integrate_field_lines` of ``field_fn`` (default: the field of the velocity,
     :class:`VelocityAsField`) from ``z = t0 L`` to L. Value: ``max |x_z - x_t| / (1 + max |x_t|)``; tolerance
-    1e-12 (fp64), 1e-5 (fp32): only rounding separates them (MATH.md measured 0.0 in numpy).
+    1e-12 (fp64), 1e-5 (fp32): only rounding separates them (MATH.md §9, C5).
     """
     from lightning_fm.sampling.field_lines import integrate_field_lines
     from lightning_fm.sampling.ode import integrate

@@ -36,9 +36,8 @@ def check_superposition(field_: InteractionField, toy: GaussianToy, z: Tensor, x
                         tolerance: float | None = None) -> CheckResult:
     """C3 (statistical, LIM in B): the minibatch superposition's direction is the marginal velocity's,
     ``n = (1, u_t(x)/L)/||.||`` (MATH.md §6.4). Value: mean ``1 - cos`` over the points; it falls like O(1/B)
-    (self-normalised importance sampling). ``B (1 - cos)`` measured: 0.1-0.15 on MATH.md's reference toy, 0.5-1 on
-    :func:`default_toy` (it grows as ``sigma_t`` shrinks against the spread of the pair means). Tolerance: ``4/B``;
-    calibrated for D <= 2."""
+    (self-normalised importance sampling); ``B (1 - cos)`` grows as ``sigma_t`` shrinks against the spread of the
+    pair means. Tolerance: ``4/B``, calibrated for D <= 2 on MATH.md's reference toy and :func:`default_toy`."""
     err = superposition_error(field_, toy, z, x, x0, x1)
     B = x0.shape[0]
     tol = 4.0 / B if tolerance is None else tolerance
