@@ -195,7 +195,8 @@ class OTCoupling(Coupling):
             rows, cols = (y0 == c).nonzero().squeeze(1), (y1 == c).nonzero().squeeze(1)
             if cols.numel() == 0:
                 raise ValueError(f"OTCoupling(within_class=True): class {c} has {rows.numel()} source samples but no "
-                                 "target sample in this batch (use larger batches or within_class=False)")
+                                 "target sample in this batch: source and target labels must share their classes "
+                                 "(e.g. a noise source without labels), and batches must hold every class")
             j[rows] = cols[self.partners(x0[rows.to(x0.device)], x1[cols.to(x1.device)], generator)]
         return j
 

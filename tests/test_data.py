@@ -131,17 +131,21 @@ def test_evaluation_sets_come_in_batches_shared_out_between_processes():
     dm = ToyDataModule(n_val=2500, eval_batch_size=1000)
     whole = dm.eval_set("val")
     single = list(dm.val_dataloader())
-    assert [len(b["x0"]) for b in single] == [1000, 1000, 500]
+    assert [len(b["x0"]) for b in single] == [834, 833, 833] and len(dm.val_dataloader()) == 3
     assert all(torch.equal(torch.cat([b[k] for b in single]), whole[k]) for k in whole)
-    shards = []
-    for rank in range(2):  # rank r of 2 takes batches r, r + 2, ...: every sample exactly once
-        dm.trainer = SimpleNamespace(current_epoch=0, global_rank=rank, world_size=2)
-        shards.append(list(dm.val_dataloader()))
-    assert [len(s) for s in shards] == [2, 1]
-    assert torch.equal(shards[0][0]["x1"], single[0]["x1"]) and torch.equal(shards[0][1]["x1"], single[2]["x1"])
-    assert torch.equal(shards[1][0]["x1"], single[1]["x1"])
-    dm.trainer = SimpleNamespace(current_epoch=0, global_rank=3, world_size=4)  # more processes than batches
-    assert list(dm.val_dataloader()) == []
+    for world, per_rank, size in ((2, 2, 625), (4, 1, 625), (8, 1, 313)):  # as many batches on every rank
+        shards = []
+        for rank in range(world):
+            dm.trainer = SimpleNamespace(current_epoch=0, global_rank=rank, world_size=world)
+            assert len(dm.val_dataloader()) == per_rank  # the length Lightning reads is this rank's
+            shards.append(list(dm.val_dataloader()))
+        assert all(len(s) == per_rank for s in shards) and abs(len(shards[0][0]["x0"]) - size) <= 1
+        # rank r takes batches r, r + W, ...: together every sample exactly once, in order
+        ordered = [shards[g % world][g // world] for g in range(world * per_rank)]
+        assert all(torch.equal(torch.cat([b[k] for b in ordered]), whole[k]) for k in whole)
+    dm.trainer = SimpleNamespace(current_epoch=0, global_rank=0, world_size=3000)
+    with pytest.raises(ValueError, match="2500 samples cannot be shared out between 3000 processes"):
+        list(dm.val_dataloader())
 
 
 def test_toy_validation_reference_is_independent_of_the_target_set():

@@ -22,7 +22,9 @@ def probe(tmp_path_factory):
     result = subprocess.run([sys.executable, str(REPO / "tests" / "ddp_probe.py"), str(out)], cwd=out, env=env,
                             capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    ranks[0]["predictions"] = out / "predictions.pt"
+    return ranks
 
 
 def test_ddp_couples_the_global_batch_and_labels_follow_their_samples(probe):
@@ -48,10 +50,21 @@ def test_ddp_couples_the_global_batch_and_labels_follow_their_samples(probe):
 def test_ddp_validation_w2_is_the_w2_of_the_union_of_all_ranks_samples(probe):
     samples = torch.cat([b["samples"] for p in probe for b in p["validated"]])
     targets = torch.cat([b["x1"] for p in probe for b in p["validated"]])
-    assert len(samples) == len(targets) == 300  # 5 batches of 70 (the last of 20) shared out: each sample once
-    assert len(torch.unique(targets, dim=0)) == 300
+    assert [len(b["x1"]) for b in probe[0]["validated"]] == [50, 50, 50]  # 3 batches of 50 on every rank
+    assert len(samples) == len(targets) == 300 and len(torch.unique(targets, dim=0)) == 300  # each sample once
     expected = wasserstein2(samples, targets)  # the single-process W2 of the same samples
     assert probe[0]["val_w2"] == pytest.approx(expected, rel=1e-5) and probe[1]["val_w2"] == probe[0]["val_w2"]
+
+
+def test_ddp_predictions_of_all_ranks_are_written_once_in_order(probe):
+    from lightning_fm.models import MLP
+    from lightning_fm.modules import CFMModule
+
+    written = torch.load(probe[0]["predictions"], weights_only=True)["samples"]
+    model = CFMModule(MLP([2], width=16, num_classes=2))
+    model.load_state_dict(probe[0]["state_dict"])
+    expected = model.sample(probe[0]["predict_set"]["x0"]).x  # one process, the whole predict set, in order
+    assert written.shape == (101, 2) and torch.allclose(written, expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("config", ["configs/toy/otcfm.yaml", "configs/toy/ifm_exact.yaml"])

@@ -98,6 +98,9 @@ def test_arc_step_cap_is_respected_and_reported():
     assert lines.info["not_returned"] == int((~lines.returned).sum())
     assert (lines.end_z[~lines.returned] > 1.0).all()
     assert lines.arcs.shape == (3, 27, 2)
+    first = integrate_field_lines(fn, source, 1.0, steps=100, eps=eps, continue_outside=True, arc_step=0.02,
+                                  max_arc_steps=2, record=5)
+    assert first.trajectory.shape == (101, 5, 1) and torch.equal(first.arcs, lines.arcs[:, :5])
     heun = integrate_field_lines(fn, source, 1.0, method="heun", steps=10, eps=eps, continue_outside=True,
                                  arc_step=0.02, max_arc_steps=3)
     assert heun.nfe <= 10 * 2 + 1 + 3 * 2
@@ -185,7 +188,7 @@ def test_record_shapes_and_validation():
         integrate_field_lines(lambda z, x: (z, x), source, 1.0, z_end=0.9, continue_outside=True)
 
 
-def test_dopri5_through_the_solvers_module():
+def test_dopri5_through_the_ode_solver():
     pytest.importorskip("lightning_fm.sampling.ode")
     x0, x1, source = gaussian_toy(3, n_lines=20)
     field = ForwardOnlyField(LinearPath(0.3), 4.0)

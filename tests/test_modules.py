@@ -11,7 +11,7 @@ from lightning_fm.data import ToyDataModule
 from lightning_fm.models import MLP, FieldHead
 from lightning_fm.modules import CFMModule, ForwardOnlyIFMModule, IFMModule, Pairs
 from lightning_fm.paths import BrownianBridgePath, LinearPath, LipmanPath
-from lightning_fm.sampling import ODESampler
+from lightning_fm.sampling import FieldLineSampler, ODESampler
 from lightning_fm.utils.schedules import LinearWarmup
 
 
@@ -84,6 +84,10 @@ def test_ifm_needs_a_field_head_and_cfm_a_velocity_backbone():
         IFMModule(backbone=MLP([2]))
     with pytest.raises(ValueError, match="model.backbone is a FieldHead"):
         CFMModule(backbone=FieldHead(MLP([2])))
+    with pytest.raises(ValueError, match="model.sampler must be a FieldLineSampler"):
+        IFMModule(sampler=ODESampler())
+    with pytest.raises(ValueError, match="model.sampler must be an ODESampler"):
+        CFMModule(sampler=FieldLineSampler())
 
 
 def test_labels_follow_the_coupling_into_a_class_conditional_backbone():
@@ -100,6 +104,8 @@ def test_labels_follow_the_coupling_into_a_class_conditional_backbone():
     assert torch.equal(torch.sort(pairs.y1).values, torch.sort(batch["y1"]).values)
     module.loss(batch)
     assert seen[-1] is not None and seen[-1].shape == (64,)
+    with pytest.raises(ValueError, match=r"labels y must lie in 0..1 \(2: the null class\)"):
+        module.sample(batch["x0"], y=torch.full((64,), 3))
     with pytest.raises(ValueError, match="no target labels"):
         CFMModule(MLP([2], width=8, num_classes=2)).loss({"x0": batch["x0"], "x1": batch["x1"]})
 
@@ -107,12 +113,13 @@ def test_labels_follow_the_coupling_into_a_class_conditional_backbone():
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"velocity_target": "both"}, "model.velocity_target"), ({"velocity_target": "multi"}, "sigma > 0"),
-     ({"charges": 0}, "model.charges"), ({"val_trajectories": -1}, "model.val_trajectories")],
+     ({"charges": 0, "velocity_target": "multi"}, "model.charges"), ({"charges": 8}, "needs velocity_target='multi'"),
+     ({"val_trajectories": -1}, "model.val_trajectories"), ({"w2_max_samples": 1}, "model.w2_max_samples")],
 )
 def test_bad_module_arguments_raise_naming_the_key(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CFMModule(path=LinearPath(0.0), **kwargs)
-    with pytest.raises(ValueError, match="ODESampler.method"):
+    with pytest.raises(ValueError, match="unknown ODESampler method 'rk45'"):
         ODESampler("rk45")
 
 

@@ -16,7 +16,7 @@ What runs depends on the module (duck-typed on the method names, so subclasses w
   plates (a diagnostic, expected > 0: its lines leave the slab, no CFM reproduces them) and the learned guard.
 
 The path/field identities depend only on the path and L, which never change during training: they are computed
-once (first check, about 0.3 s) and logged again with every later check. The learned checks use ``n_points`` pairs
+once (at the first check) and logged again with every later check. The learned checks use ``n_points`` pairs
 of the latest training batch and their own random generator (seeded with ``seed + global_step``): the training's
 random state is untouched.
 

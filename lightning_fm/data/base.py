@@ -11,8 +11,9 @@ Batches (dicts of tensors), what every LightningModule of the framework reads:
 Determinism: training batch ``k`` of epoch ``e`` on DDP rank ``r`` is drawn from a generator seeded by
 ``(seed, stream, e, r, k)`` (:func:`lightning_fm.utils.seeding.make_generator`); the train, validation, test and
 predict streams are disjoint; results do not depend on ``num_workers``. Evaluation sets are fixed, split into
-batches of ``eval_batch_size`` and shared out between processes (batch ``k`` on rank ``k mod world``), so every
-sample is evaluated exactly once whatever the number of processes.
+``W * ceil(n / (W * eval_batch_size))`` near-equal batches for W processes and shared out between them (batch ``k``
+on rank ``k mod W``): every sample is evaluated exactly once and every process runs the same number of batches
+(at least one), whatever the number of processes.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -55,41 +57,55 @@ class EpochIterableDataset(IterableDataset):
             yield self.make_batch(k)
 
 
-class EpochDataLoader(DataLoader):
-    """A DataLoader that, in the main process and before each pass, tells its dataset the current
-    ``(epoch, rank, world_size)`` from ``clock()`` (``dataset.set_epoch_state``), so that worker processes,
-    started afterwards, see it too."""
+# Our IterableDatasets know their exact length (they shard by worker themselves), so Lightning's generic warning
+# that ``__len__`` "could be inaccurate" with several workers does not apply to them.
+warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 
-    def __init__(self, dataset: EpochIterableDataset, clock: Callable[[], tuple[int, int, int]], **kwargs: Any) -> None:
+Clock = Callable[[bool], tuple[int, int, int]]
+
+
+class EpochDataLoader(DataLoader):
+    """A DataLoader that tells its dataset the current ``(epoch, rank, world_size)`` from ``clock(advance)``
+    (``dataset.set_epoch_state``) before each pass, in the main process, so that worker processes started
+    afterwards see it too; before its length is read, the rank and world size only (the length is this rank's)."""
+
+    def __init__(self, dataset: EpochIterableDataset, clock: Clock, **kwargs: Any) -> None:
         super().__init__(dataset, batch_size=None, **kwargs)
         self.clock = clock
-        # Our IterableDatasets know their exact length (they shard by worker themselves), so Lightning's generic
-        # warning that ``__len__`` "could be inaccurate" with several workers does not apply to them.
-        warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+
+    def __len__(self) -> int:
+        _, rank, world_size = self.clock(False)
+        self.dataset.set_epoch_state(self.dataset.epoch, rank, world_size)
+        return super().__len__()
 
     def __iter__(self):
-        self.dataset.set_epoch_state(*self.clock())
+        self.dataset.set_epoch_state(*self.clock(True))
         return super().__iter__()
 
 
 class ShardedBatches(EpochIterableDataset):
-    """Ready-made batches shared out between processes: rank r of W takes batches r, r + W, r + 2W, ..."""
+    """A fixed set of samples (a dict of equally long tensors) in batches of at most ``size`` rows, shared out
+    between processes: with W processes the set is split into ``W * ceil(n / (W * size))`` near-equal batches
+    (``torch.tensor_split``) and rank r takes batches r, r + W, r + 2W, ... (every rank as many, at least one)."""
 
-    def __init__(self, batches: list[dict[str, Tensor]]) -> None:
+    def __init__(self, tensors: dict[str, Tensor], size: int) -> None:
         super().__init__()
-        self.batches = batches
+        self.tensors, self.size = tensors, int(size)
+        self.n = len(next(iter(tensors.values())))
+
+    def _batches_per_rank(self) -> int:
+        return max(1, math.ceil(self.n / (self.world_size * self.size)))
 
     def __len__(self) -> int:
-        return max(0, math.ceil((len(self.batches) - self.rank) / self.world_size))
+        return self._batches_per_rank()
 
     def make_batch(self, k: int) -> dict[str, Tensor]:
-        return self.batches[self.rank + k * self.world_size]
-
-
-def split_batches(tensors: dict[str, Tensor], size: int) -> list[dict[str, Tensor]]:
-    """Split a dict of equally long tensors into batches of at most ``size`` rows."""
-    n = len(next(iter(tensors.values())))
-    return [{key: value[s : s + size] for key, value in tensors.items()} for s in range(0, n, size)]
+        if self.n < self.world_size:
+            raise ValueError(f"an evaluation set of {self.n} samples cannot be shared out between {self.world_size} "
+                             "processes (every process needs at least one sample)")
+        total = self.world_size * self._batches_per_rank()
+        index = self.rank + k * self.world_size
+        return {key: torch.tensor_split(value, total)[index] for key, value in self.tensors.items()}
 
 
 def check_positive_int(**values: Any) -> None:
@@ -162,17 +178,18 @@ class FlowDataModule(StoredHyperparameters, LightningDataModule):
         raise NotImplementedError
 
     # -- loaders ---------------------------------------------------------------------------------------------------
-    def clock(self) -> tuple[int, int, int]:
+    def clock(self, advance: bool = True) -> tuple[int, int, int]:
         """``(epoch, rank, world_size)`` from the attached trainer; without a trainer every pass over the training
-        data counts as a new epoch on rank 0 of 1."""
+        data (``advance``) counts as a new epoch on rank 0 of 1."""
         trainer = self.trainer
         if trainer is not None:
             return trainer.current_epoch, trainer.global_rank, trainer.world_size
-        epoch, self._passes_without_trainer = self._passes_without_trainer, self._passes_without_trainer + 1
+        epoch = self._passes_without_trainer
+        self._passes_without_trainer += int(advance)
         return epoch, 0, 1
 
     def _sharded(self, tensors: dict[str, Tensor]) -> DataLoader:
-        return EpochDataLoader(ShardedBatches(split_batches(tensors, self.hparams.eval_batch_size)), self.clock)
+        return EpochDataLoader(ShardedBatches(tensors, self.hparams.eval_batch_size), self.clock)
 
     def train_dataloader(self) -> DataLoader:
         return EpochDataLoader(self.train_set(), self.clock, num_workers=self.hparams.num_workers)

@@ -29,6 +29,13 @@ from lightning_fm.data.toy_distributions import TOY_CLASSES, TOY_DISTRIBUTIONS, 
 from lightning_fm.utils.seeding import make_generator
 
 
+def with_source_labels(batch: dict[str, Tensor], source: str, y0: Tensor) -> dict[str, Tensor]:
+    """Add the source labels ``y0`` where the source distribution has components (not for e.g. ``gaussian``)."""
+    if TOY_CLASSES[source] > 1:
+        batch["y0"] = y0
+    return batch
+
+
 class FreshToyPairs(EpochIterableDataset):
     """``steps`` batches a pass of fresh source and target samples, drawn with the ``(seed, TRAIN, epoch, rank,
     k)`` generator."""
@@ -44,10 +51,7 @@ class FreshToyPairs(EpochIterableDataset):
         g = make_generator(self.seed, TRAIN, self.epoch, self.rank, k)
         x0, y0 = sample_toy(self.source, self.batch_size, g)
         x1, y1 = sample_toy(self.target, self.batch_size, g)
-        batch = {"x0": x0, "x1": x1, "y1": y1}
-        if TOY_CLASSES[self.source] > 1:  # source labels only where the source has components
-            batch["y0"] = y0
-        return batch
+        return with_source_labels({"x0": x0, "x1": x1, "y1": y1}, self.source, y0)
 
 
 class ToyDataModule(FlowDataModule):
@@ -91,10 +95,10 @@ class ToyDataModule(FlowDataModule):
         source."""
         hp = self.hparams
         n, stream, ref = (hp.n_val, VAL, VAL_REF) if stage == "val" else (hp.n_test, TEST, TEST_REF)
-        x0, _ = sample_toy(hp.source, n, make_generator(hp.seed, stream, 0, 0, 0))
+        x0, y0 = sample_toy(hp.source, n, make_generator(hp.seed, stream, 0, 0, 0))
         x1, y1 = sample_toy(hp.target, n, make_generator(hp.seed, stream, 0, 0, 1))
         x1_ref, _ = sample_toy(hp.target, n, make_generator(hp.seed, ref, 0, 0, 0), iid=True)
-        return {"x0": x0, "x1": x1, "x1_ref": x1_ref, "y1": y1}
+        return with_source_labels({"x0": x0, "x1": x1, "x1_ref": x1_ref, "y1": y1}, hp.source, y0)
 
     def predict_set(self) -> dict[str, Tensor]:
         x0, _ = sample_toy(self.hparams.source, self.hparams.n_predict,

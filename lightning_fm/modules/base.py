@@ -63,9 +63,10 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
         plot_samples: int = 2000,
     ) -> None:
         super().__init__()
-        for key, value in (("val_trajectories", val_trajectories), ("plot_samples", plot_samples)):
-            if int(value) != value or value < 0:
-                raise ValueError(f"model.{key} must be an integer >= 0, got {value!r}")
+        for key, value, low in (("val_trajectories", val_trajectories, 0), ("plot_samples", plot_samples, 0),
+                                ("w2_max_samples", w2_max_samples, 2)):
+            if int(value) != value or value < low:
+                raise ValueError(f"model.{key} must be an integer >= {low}, got {value!r}")
         self.save_hyperparameters(ignore=["backbone"])  # every constructor's arguments up the class hierarchy
         self.drop_cli_keys(*self.derived_hparams)
         accepted = self.accepted_hparams()
@@ -137,8 +138,13 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
         (``required``) needs them; sampling without them draws from the null class."""
         if not self.num_classes:
             return None
-        if labels is None and required:
-            raise ValueError("model.backbone is class-conditional but the batch has no target labels 'y1'")
+        if labels is None:
+            if required:
+                raise ValueError("model.backbone is class-conditional but the batch has no target labels 'y1'")
+            return None
+        if bool(((labels < 0) | (labels > self.num_classes)).any()):
+            raise ValueError(f"labels y must lie in 0..{self.num_classes - 1} ({self.num_classes}: the null class) "
+                             f"for model.backbone with num_classes={self.num_classes}")
         return labels
 
     # -- optimisation ------------------------------------------------------------------------------------------

@@ -58,10 +58,14 @@ class CFMModule(FlowMatchingModule):
         if velocity_target not in VELOCITY_TARGETS:
             raise ValueError(f"model.velocity_target={velocity_target!r} is unknown; choose one of "
                              f"{list(VELOCITY_TARGETS)}")
+        if charges is not None and (charges < 1 or velocity_target != "multi"):
+            raise ValueError(f"model.charges={charges} needs velocity_target='multi' and charges >= 1 (null: the "
+                             "whole batch)")
         if velocity_target == "multi" and float(self.path.sigma(torch.tensor([0.5]))) <= 0:
             raise ValueError("model.velocity_target='multi' weights pairs by p_t(x|c): it needs a path with sigma > 0")
-        if charges is not None and charges < 1:
-            raise ValueError(f"model.charges must be >= 1 (or null for the whole batch), got {charges}")
+        if not isinstance(self.sampler, ODESampler):
+            raise ValueError(f"model.sampler must be an ODESampler (CFM integrates in t), got "
+                             f"{type(self.sampler).__name__}")
 
     def check_data(self, datamodule, data_shape) -> None:
         super().check_data(datamodule, data_shape)

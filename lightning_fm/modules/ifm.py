@@ -60,6 +60,9 @@ class IFMModule(FlowMatchingModule):
         self.coupling = self.component("coupling", coupling, IndependentCoupling())
         self.volume = self.component("volume", volume, UniformVolume())
         self.sampler = self.component("sampler", sampler, FieldLineSampler())
+        if not isinstance(self.sampler, FieldLineSampler):
+            raise ValueError(f"model.sampler must be a FieldLineSampler (IFM follows field lines in z), got "
+                             f"{type(self.sampler).__name__}")
         if n_points is not None and n_points < 1:
             raise ValueError(f"model.n_points must be >= 1 (or null for the whole batch), got {n_points}")
         self.n_points = n_points

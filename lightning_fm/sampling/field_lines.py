@@ -8,19 +8,20 @@ fixed-step Runge-Kutta method in z (``euler``, ``midpoint``, ``heun``, ``rk4``) 
 :func:`lightning_fm.sampling.ode.integrate`. For a forward-only field this is exactly the CFM ODE in ``t = z / L``
 (MATH.md §6.3: Euler in z with step dz = Euler in t with dt = dz / L). ``fz <= 0`` cannot be followed in z: such
 evaluations are guarded (``fz`` is clamped to ``fz_min`` and optionally to ``fz_min_rel * ||f||``, never a silent
-division by 0) and the lines where it happened are counted in ``n_backward`` (MATH.md C9: 0 for a forward-only field).
+division by 0) and the lines where it happened are counted in ``info["backward"]`` (MATH.md C9: 0 for a
+forward-only field).
 
 Phase 2 (``continue_outside``, for fields that are not forward-only, e.g. EFM): lines whose field still points
 forward at ``z = L`` (``fz > 0``: they would cross the target plate) are continued by arclength steps
 ``x~ <- x~ + h E/||E||`` (same Runge-Kutta method; euler for dopri5) until they come back down: through
 ``z = L + return_tol`` if they went above it (MATH.md §4.3: "until the line returns to z <= L + 0.05"), else through
 ``z = L``; the end point is interpolated linearly on that plane. At most ``max_arc_steps`` steps; the lines that
-never return are counted in ``n_not_returned`` (their ``x`` is where they stopped, ``z_end > L``). A continued line
-whose step reverses the previous one (a turn of more than 90 degrees in one step) has reached a sink, a point charge
-of the target plate, and ends there (``n_absorbed``). With finitely many point charges (an exact EFM field),
-every line reaching ``z = L`` off a charge has ``E_z > 0`` there and is continued; methods whose last stage evaluates
-the field on the plate itself (heun, rk4) meet the charges' singularity: prefer euler/midpoint, or ``z_end < L``
-without phase 2. Learned (smooth) fields have no such singularity.
+never return are counted in ``info["not_returned"]`` (their ``x`` is where they stopped, ``end_z > L``). A continued
+line whose step reverses the previous one (a turn of more than 90 degrees in one step) has reached a sink, a point
+charge of the target plate, and ends there (``info["absorbed"]``). With finitely many point charges (an exact EFM
+field), every line reaching ``z = L`` off a charge has ``E_z > 0`` there and is continued; methods whose last stage
+evaluates the field on the plate itself (heun, rk4) meet the charges' singularity: prefer euler/midpoint, or
+``z_end < L`` without phase 2. Learned (smooth) fields have no such singularity.
 
 Learned EFM fields (an approximation, documented here): the true field jumps across the target plate (by its charge
 density), a network is smooth there, so the crossing is decided by the sign of ``fz`` at ``z = L + cross_probe``
@@ -40,7 +41,7 @@ import torch
 from torch import Tensor
 
 from lightning_fm.sampling.arclength import follow_arclength, unit_vector
-from lightning_fm.sampling.ode import METHODS, integrate
+from lightning_fm.sampling.ode import check_solver_options, integrate
 from lightning_fm.sampling.result import SampleResult, recorded_lines
 from lightning_fm.utils.tensors import pad_like
 
@@ -92,15 +93,12 @@ def integrate_field_lines(
             ``sqrt(1 - r^2) / r`` (r = fz_min_rel; 0.05: 20). For fields whose ``E_z`` is known to be positive
             inside the slab (EFM: both plates push upwards there), a learned ``fz <= 0`` is an error near a plate
             where the field is nearly parallel to it; the guard keeps such a line moving along ``fx``, slowly
-            rising, instead of a step of length ``|fx| / fz_min``. Guarded lines are counted in ``n_backward``
+            rising, instead of a step of length ``|fx| / fz_min``. Guarded lines are counted in ``info["backward"]``
             when ``fz <= 0``.
         record: keep the trajectories: ``True`` for all lines, an int ``k`` for the first ``k`` (memory
             ``(steps + 1) k D``).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown field-line method {method!r}; choose one of {list(METHODS)}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_solver_options(method, steps, atol, rtol, owner="field-line")
     if not 0 <= fz_min_rel < 1:
         raise ValueError(f"fz_min_rel must be in [0, 1), got {fz_min_rel}")
     L = float(L)

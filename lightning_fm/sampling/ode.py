@@ -33,13 +33,13 @@ FIXED_STEP_STAGES = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
 METHODS = (*FIXED_STEP_STAGES, "dopri5")
 
 
-def _validate(method: str, steps: int, t0: float, t1: float, atol: float, rtol: float, max_steps: int) -> None:
+def check_solver_options(method: str, steps: int, atol: float = 1e-5, rtol: float = 1e-5, max_steps: int = 10_000,
+                         owner: str = "ODE") -> None:
+    """Raise a ValueError naming ``owner`` for an unknown method, a bad number of steps or bad dopri5 options."""
     if method not in METHODS:
-        raise ValueError(f"unknown ODE method {method!r}; choose one of {list(METHODS)}")
+        raise ValueError(f"unknown {owner} method {method!r}; choose one of {list(METHODS)}")
     if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if not (math.isfinite(t0) and math.isfinite(t1)):
-        raise ValueError(f"t0 and t1 must be finite, got t0={t0}, t1={t1}")
+        raise ValueError(f"{owner} steps must be an integer >= 1, got {steps!r}")
     if method == "dopri5":
         if not (math.isfinite(atol) and math.isfinite(rtol)) or atol < 0 or rtol < 0 or atol + rtol == 0:
             raise ValueError(f"dopri5 needs finite atol, rtol >= 0 (not both 0), got atol={atol}, rtol={rtol}")
@@ -94,7 +94,9 @@ def integrate(
             ``k`` lines only (memory ``(steps + 1) k D``); ``times`` and ``trajectory`` of the result.
     """
     t0, t1 = float(t0), float(t1)
-    _validate(method, steps, t0, t1, atol, rtol, max_steps)
+    check_solver_options(method, steps, atol, rtol, max_steps)
+    if not (math.isfinite(t0) and math.isfinite(t1)):
+        raise ValueError(f"t0 and t1 must be finite, got t0={t0}, t1={t1}")
     steps = int(steps)
     batch = x.shape[0]
     kept = recorded_lines(record, batch)

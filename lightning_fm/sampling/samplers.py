@@ -10,24 +10,14 @@ the configured options for that call only.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 from torch import Tensor
 
 from lightning_fm.sampling.field_lines import FieldFn, integrate_field_lines
-from lightning_fm.sampling.ode import METHODS, integrate
+from lightning_fm.sampling.ode import check_solver_options, integrate
 from lightning_fm.sampling.result import SampleResult
 from lightning_fm.utils.spec import Buildable, describe
-
-
-def _check_common(owner: str, method: str, steps: int, atol: float, rtol: float) -> None:
-    if method not in METHODS:
-        raise ValueError(f"{owner}.method={method!r} is unknown; choose one of {list(METHODS)}")
-    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-        raise ValueError(f"{owner}.steps must be an integer >= 1, got {steps!r}")
-    if not (math.isfinite(atol) and math.isfinite(rtol)) or atol < 0 or rtol < 0 or atol + rtol == 0:
-        raise ValueError(f"{owner} needs finite atol, rtol >= 0 (not both 0), got atol={atol}, rtol={rtol}")
 
 
 class Sampler(Buildable):
@@ -57,7 +47,7 @@ class ODESampler(Sampler):
 
     def __init__(self, method: str = "euler", steps: int = 100, atol: float = 1e-5, rtol: float = 1e-5,
                  max_steps: int = 10_000) -> None:
-        _check_common("ODESampler", method, steps, atol, rtol)
+        check_solver_options(method, steps, atol, rtol, max_steps, owner="ODESampler")
         self.method, self.steps, self.atol, self.rtol, self.max_steps = method, int(steps), atol, rtol, max_steps
 
     def __call__(self, velocity: Callable[[Tensor, Tensor], Tensor], x_source: Tensor, record: bool | int = False,
@@ -83,7 +73,7 @@ class FieldLineSampler(Sampler):
                  continue_outside: bool | None = None, arc_step: float = 0.05, max_arc_steps: int = 2000,
                  return_tol: float = 0.05, cross_probe: float = 0.0, fz_min_rel: float = 0.0,
                  atol: float = 1e-5, rtol: float = 1e-5) -> None:
-        _check_common("FieldLineSampler", method, steps, atol, rtol)
+        check_solver_options(method, steps, atol, rtol, owner="FieldLineSampler")
         if not (arc_step > 0 and max_arc_steps >= 0 and return_tol >= 0 and cross_probe >= 0 and eps >= 0):
             raise ValueError("FieldLineSampler needs arc_step > 0, max_arc_steps >= 0, return_tol >= 0, "
                              f"cross_probe >= 0, eps >= 0; got {arc_step}, {max_arc_steps}, {return_tol}, "

@@ -265,7 +265,7 @@ def run_exact_checks(path_or_field: GaussianPath | InteractionField, L: float | 
     """All exact checks for one path (through Phi) or one forward-only field that is a path's current:
     C1 (fp64, fp32), C2 (quadrature for D <= 2, else Monte Carlo), C4 (fp64, fp32), C5 (Euler, field superposed
     over ``n_pairs`` pairs vs the path's posterior velocity), C9 and C12. Toy data of :func:`default_toy`;
-    ``n_points`` points on the pairs' conditional paths with ``t ~ U(0.05, 0.95)``. About a second on a CPU.
+    ``n_points`` points on the pairs' conditional paths with ``t ~ U(0.05, 0.95)``.
     """
     field_, path = _setup(path_or_field, L)
     L = field_.L

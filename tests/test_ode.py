@@ -132,6 +132,9 @@ def test_record_trajectory(method):
         assert sol.nfe == FIXED_STEP_STAGES[method] * 10
     backward = integrate(decay, x, 1.0, 0.5, method=method, steps=5, record=True)
     torch.testing.assert_close(backward.times, torch.linspace(1.0, 0.5, 6, dtype=F64))
+    some = integrate(decay, x, 0.0, 1.0, method=method, steps=10, record=2, atol=1e-9, rtol=1e-9)
+    assert torch.equal(some.trajectory, sol.trajectory[:, :2]) and torch.equal(some.x, sol.x)  # the first 2 lines
+    assert integrate(decay, x, 0.0, 1.0, method=method, steps=10, record=0).trajectory is None
 
 
 def test_zero_length_interval_is_the_identity():
