@@ -2,6 +2,7 @@
 the 8gaussians -> moons models on torchcfm's own samples too.
 
     python benchmarks/config_results.py configs/toy/otcfm.yaml configs/toy/icfm.yaml ...   (default: all toy configs)
+    python benchmarks/config_results.py --seeds 0 1 2 configs/toy/otcfm.yaml               (seed_everything = data.seed)
 
 Each config runs as ``python -m lightning_fm fit -c CONFIG`` in a scratch directory, one process, one thread. The
 table reports the last ``val/w2`` against the held-out targets (one draw of the construction, 2000 points) and its
@@ -13,6 +14,7 @@ venv, :mod:`torchcfm_reference`) with the config's sampler, scored by exact W2 a
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -47,21 +49,22 @@ def torchcfm_scores(log_dir: Path) -> dict:
             "floor_torchcfm_moons": wasserstein2(ref["target_iid"], ref["target"])}
 
 
-def run(config: str) -> dict:
+def run(config: str, seed: int = 0) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), MPLBACKEND="Agg")
         start = time.perf_counter()
+        seeds = [f"--seed_everything={seed}", f"--data.init_args.seed={seed}"] if seed else []
         proc = subprocess.run([sys.executable, "-m", "lightning_fm", "fit", "-c", str(REPO / config),
-                               "--trainer.enable_progress_bar=false"], cwd=scratch, env=env, capture_output=True,
-                              text=True)
+                               "--trainer.enable_progress_bar=false", *seeds], cwd=scratch, env=env,
+                              capture_output=True, text=True)
         seconds = time.perf_counter() - start
         if proc.returncode:
             return {"config": config, "error": proc.stderr[-2000:], "seconds": seconds}
         log_dir = next(Path(scratch).glob("runs/*/version_0"))
         rows = [r for r in csv.DictReader(open(log_dir / "metrics.csv")) if r.get("val/w2")]
         last = rows[-1]
-        pick = lambda key: float(last[key]) if last.get(key) else None  # noqa: E731
-        result = {"config": config, "steps": int(last["step"]) + 1, "val/w2": pick("val/w2"),
+        pick = lambda key: float(last[key]) if last.get(key) else None
+        result = {"config": config, "seed": seed, "steps": int(last["step"]) + 1, "val/w2": pick("val/w2"),
                   "val/w2_floor": pick("val/w2_floor"), "val/nfe": pick("val/nfe"),
                   "val/not_returned": pick("val/not_returned"), "seconds": seconds}
         data = yaml.safe_load((log_dir / "config.yaml").read_text())["data"]["init_args"]
@@ -71,12 +74,18 @@ def run(config: str) -> dict:
 
 
 def main() -> None:
-    configs = sys.argv[1:] or sorted(str(p.relative_to(REPO)) for p in (REPO / "configs" / "toy").glob("*.yaml")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("configs", nargs="*")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    args = parser.parse_args()
+    configs = args.configs or sorted(str(p.relative_to(REPO)) for p in (REPO / "configs" / "toy").glob("*.yaml")
                                      if p.stem != "duality")
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
     for config in configs:
-        results[config] = run(config)
-        print(results[config], flush=True)
+        for seed in args.seeds:
+            key = config if seed == 0 else f"{config} (seed {seed})"
+            results[key] = run(config, seed)
+            print(results[key], flush=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2))
     print("| config | steps | val/w2 | W2 floor | W2 on torchcfm's samples (floor) | NFE | not returned | wall time |")
@@ -88,7 +97,8 @@ def main() -> None:
         nr = "" if r["val/not_returned"] is None else f"{r['val/not_returned']:.0f}"
         peer = (f"{r['w2_torchcfm_moons']:.3f} ({r['floor_torchcfm_moons']:.3f})" if "w2_torchcfm_moons" in r
                 else "")
-        print(f"| `{r['config']}` | {r['steps']} | {r['val/w2']:.3f} | {r['val/w2_floor']:.3f} | {peer} "
+        name = f"`{r['config']}`" + (f" (seed {r['seed']})" if r.get("seed") else "")
+        print(f"| {name} | {r['steps']} | {r['val/w2']:.3f} | {r['val/w2_floor']:.3f} | {peer} "
               f"| {r['val/nfe']:.0f} | {nr} | {r['seconds'] / 60:.1f} min |")
 
 
