@@ -72,10 +72,11 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
         accepted = self.accepted_hparams()
         for name in [name for name in self.hparams if name not in accepted]:
             del self.hparams[name]
-        self.optimizer_factory = build_callable(optimizer)
-        self.lr_scheduler_factory = build_callable(lr_scheduler)
+        # stored as specs and rebuilt as plain partials (LightningCLI's hold its instantiator, which cannot be copied)
         self.hparams["optimizer"] = callable_spec(optimizer)
         self.hparams["lr_scheduler"] = callable_spec(lr_scheduler)
+        self.optimizer_factory = build_callable(self.hparams["optimizer"])
+        self.lr_scheduler_factory = build_callable(self.hparams["lr_scheduler"])
         self.evaluation = EvaluationMetrics(w2_max_samples)
         self.validation_result: ValidationResult | None = None
         self._plots: PlotSamples | None = None
@@ -213,8 +214,8 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
         self._plots.add(batch, result)
 
     def _end_evaluation(self, prefix: str) -> None:
-        values = self.evaluation.compute()
-        self.log_dict({f"{prefix}/{k}": v.float() for k, v in values.items()}, prog_bar=prefix == "val")
+        values = self.evaluation.compute()  # already gathered over processes: the mean below changes nothing
+        self.log_dict({f"{prefix}/{k}": v.float() for k, v in values.items()}, prog_bar=prefix == "val", sync_dist=True)
         info = {f"{prefix}/{k}": torch.tensor(v, device=self.device) for k, v in self.evaluation.info.items()}
         if info:
             self.log_dict(info, sync_dist=True, reduce_fx="sum")
