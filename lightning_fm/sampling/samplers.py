@@ -21,7 +21,7 @@ from lightning_fm.utils.spec import Buildable, describe
 
 
 class Sampler(Buildable):
-    """Base: the configured options (the recorded init args) and per-call overrides."""
+    """Base: the configured options are the recorded init args (the one copy of them), per-call overrides apply."""
 
     def options(self, **overrides: Any) -> dict[str, Any]:
         """The configured options with ``overrides`` applied; an unknown option raises, naming it."""
@@ -48,7 +48,6 @@ class ODESampler(Sampler):
     def __init__(self, method: str = "euler", steps: int = 100, atol: float = 1e-5, rtol: float = 1e-5,
                  max_steps: int = 10_000) -> None:
         check_solver_options(method, steps, atol, rtol, max_steps, owner="ODESampler")
-        self.method, self.steps, self.atol, self.rtol, self.max_steps = method, int(steps), atol, rtol, max_steps
 
     def __call__(self, velocity: Callable[[Tensor, Tensor], Tensor], x_source: Tensor, record: bool | int = False,
                  t0: float = 0.0, t1: float = 1.0, **overrides: Any) -> SampleResult:
@@ -80,9 +79,6 @@ class FieldLineSampler(Sampler):
                              f"{cross_probe}, {eps}")
         if not 0 <= fz_min_rel < 1:
             raise ValueError(f"FieldLineSampler.fz_min_rel must be in [0, 1), got {fz_min_rel}")
-        self.method, self.steps, self.eps, self.continue_outside = method, int(steps), float(eps), continue_outside
-        self.arc_step, self.max_arc_steps = float(arc_step), int(max_arc_steps)
-        self.return_tol, self.cross_probe, self.fz_min_rel = float(return_tol), float(cross_probe), float(fz_min_rel)
 
     def __call__(self, field_fn: FieldFn, x_source: Tensor, L: float, record: bool | int = False,
                  forward_only: bool = True, **overrides: Any) -> SampleResult:
