@@ -18,6 +18,21 @@ def data_shape_tuple(data_shape: int | list[int] | tuple[int, ...] | None, owner
     return tuple(int(d) for d in shape)
 
 
+def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+    """ADM/DDPM's timestep embedding of ``t`` ``(B,)``: ``(B, dim)`` with columns
+    ``[cos(t w_0), ..., cos(t w_{h-1}), sin(t w_0), ..., sin(t w_{h-1})]``, ``w_k = max_period^(-k / h)``,
+    ``h = dim // 2`` (a zero column pads an odd ``dim``). The periods ``2 pi / w_k`` run from ``2 pi`` almost to
+    ``2 pi max_period`` in units of ``t``; computed in float32 (float64 for a float64 ``t``) under any autocast.
+    """
+    t = t.reshape(-1)
+    t = t.to(torch.promote_types(t.dtype, torch.float32))
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=t.dtype, device=t.device) / half)
+    angles = t[:, None] * freqs[None]
+    parts = [torch.cos(angles), torch.sin(angles)] + ([torch.zeros_like(t[:, None])] if dim % 2 else [])
+    return torch.cat(parts, dim=1)
+
+
 class SinusoidalTimeEmbedding(nn.Module):
     """``t -> [t, sin(2^k pi t), cos(2^k pi t)]_{k < frequencies}`` for ``t`` of shape ``(B,)``: ``(B, 1 + 2F)``.
 
