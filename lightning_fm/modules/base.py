@@ -9,6 +9,7 @@ restores the model (backbone, path or field, coupling, volume, sampler, optimise
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from torch import Tensor
 from lightning_fm.modules.evaluation import EvaluationMetrics, PlotSamples, ValidationResult
 from lightning_fm.sampling import SampleResult
 from lightning_fm.utils.hparams import StoredHyperparameters
-from lightning_fm.utils.spec import build, build_callable, callable_spec, to_spec
+from lightning_fm.utils.spec import build, build_callable, callable_spec, class_path, to_spec
 
 
 @dataclass
@@ -48,6 +49,10 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
         val_trajectories: lines whose trajectories validation records (of its first batch, for plots).
         w2_max_samples: validation W2 (exact EMD, cubic cost) uses at most this many samples of each side.
         plot_samples: samples of each validation kept for plots.
+        label_dropout: probability that a training label is replaced by the null class (classifier-free guidance
+            training; needs a class-conditional backbone). 0: no dropout.
+        guidance: the default classifier-free guidance scale ``w`` of :meth:`sample` and of evaluation
+            (:mod:`lightning_fm.sampling.guidance`: ``(1 + w) cond - w uncond``; 0: the conditional model).
     """
 
     time_label = "t"
@@ -61,12 +66,18 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
         val_trajectories: int = 64,
         w2_max_samples: int = 5000,
         plot_samples: int = 2000,
+        label_dropout: float = 0.0,
+        guidance: float = 0.0,
     ) -> None:
         super().__init__()
         for key, value, low in (("val_trajectories", val_trajectories, 0), ("plot_samples", plot_samples, 0),
                                 ("w2_max_samples", w2_max_samples, 2)):
             if int(value) != value or value < low:
                 raise ValueError(f"model.{key} must be an integer >= {low}, got {value!r}")
+        if not 0.0 <= label_dropout < 1.0:
+            raise ValueError(f"model.label_dropout must lie in [0, 1), got {label_dropout!r}")
+        if not math.isfinite(guidance):
+            raise ValueError(f"model.guidance must be finite, got {guidance!r}")
         self.save_hyperparameters(ignore=["backbone"])  # every constructor's arguments up the class hierarchy
         self.drop_cli_keys(*self.derived_hparams)
         accepted = self.accepted_hparams()
@@ -103,6 +114,11 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
             self.hparams[name] = to_spec(built)
         return built
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the module's class beside its hyperparameters (``checkpoint["lightning_fm"]["module"]``): the CLI's
+        ``--ckpt_path`` rebuilds that class from them (:mod:`lightning_fm.cli`)."""
+        checkpoint.setdefault("lightning_fm", {})["module"] = class_path(self)
+
     # -- data checks (before training starts) ------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -119,6 +135,10 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
     def check_data(self, datamodule: Any, data_shape: tuple[int, ...]) -> None:
         """Raise a ValueError naming the config key when the model cannot take this data."""
         classes = self.num_classes
+        for key in ("label_dropout", "guidance"):
+            if self.hparams[key] and not classes:
+                raise ValueError(f"model.{key}={self.hparams[key]} needs a class-conditional backbone "
+                                 "(model.backbone num_classes > 0)")
         if classes and classes != getattr(datamodule, "num_classes", 0):
             raise ValueError(f"model.backbone is class-conditional with num_classes={classes}, but the data has "
                              f"{getattr(datamodule, 'num_classes', 0)} classes (data.num_classes)")
@@ -147,6 +167,26 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
             raise ValueError(f"labels y must lie in 0..{self.num_classes - 1} ({self.num_classes}: the null class) "
                              f"for model.backbone with num_classes={self.num_classes}")
         return labels
+
+    def training_labels(self, labels: Tensor | None) -> Tensor | None:
+        """The labels a training step gives the backbone: :meth:`condition`, each replaced by the null class
+        (index ``num_classes``) with probability ``label_dropout``."""
+        labels = self.condition(labels, required=True)
+        p = self.hparams.label_dropout
+        if labels is None or not p:
+            return labels
+        drop = torch.rand(labels.shape, device=labels.device) < p
+        return torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+
+    def guidance_scale(self, guidance: float | None, labels: Tensor | None) -> float:
+        """The guidance scale of one sampling call: ``guidance``, or the module's default when None; guidance needs
+        labels (without them the null class is sampled, which has nothing to guide)."""
+        w = float(self.hparams.guidance if guidance is None else guidance)
+        if w and labels is None:
+            if guidance is None:
+                return 0.0  # the default scale applies to labelled sampling only
+            raise ValueError(f"guidance={w} needs labels y (classifier-free guidance towards a class)")
+        return w
 
     # -- optimisation ------------------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -189,11 +229,11 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
     def on_test_epoch_start(self) -> None:
         self._start_evaluation()
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluation_step(batch)
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._evaluation_step(batch)
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluation_step(batch)
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._evaluation_step(batch)
 
     def on_validation_epoch_end(self) -> None:
         self._end_evaluation("val")
@@ -205,13 +245,16 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
         self.evaluation.reset()
         self._plots = PlotSamples(self.hparams.plot_samples, self.time_label)
 
-    def _evaluation_step(self, batch: dict[str, Tensor]) -> None:
+    def _evaluation_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Sample the batch's sources and update the pass's metrics; returns ``{"generated": samples}`` (what
+        callbacks such as :class:`~lightning_fm.callbacks.ClassifierMetrics` receive as ``outputs``)."""
         first = self._plots is not None and self._plots.first is None
         with torch.no_grad():
             loss = self.loss(batch, distributed=False)  # no collective inside a step: ranks may differ in batches
             result = self.sample(batch["x0"], y=batch.get("y1"), record=self.hparams.val_trajectories if first else 0)
         self.evaluation.update(loss, batch, result)
         self._plots.add(batch, result)
+        return {"generated": result.x}
 
     def _end_evaluation(self, prefix: str) -> None:
         values = self.evaluation.compute()  # already gathered over processes: the mean below changes nothing

@@ -11,6 +11,7 @@ from lightning_fm.models import MLP, FieldHead
 from lightning_fm.modules.base import FlowMatchingModule, Pairs
 from lightning_fm.paths import GaussianPath, LinearPath
 from lightning_fm.sampling import ODESampler, SampleResult
+from lightning_fm.sampling.guidance import both_conditions, extrapolate
 
 VELOCITY_TARGETS = ("single", "multi")
 
@@ -101,12 +102,21 @@ class CFMModule(FlowMatchingModule):
         pairs = self.couple(batch, distributed)
         t = torch.rand(pairs.x0.shape[0], device=pairs.x0.device, dtype=pairs.x0.dtype)
         xt, ut = self.regression_target(pairs, t)
-        return (self.velocity(xt, t, self.condition(pairs.y1, required=True)) - ut).pow(2).mean()
+        return (self.velocity(xt, t, self.training_labels(pairs.y1)) - ut).pow(2).mean()
 
     @torch.no_grad()
     def sample(self, x_source: Tensor, y: Tensor | None = None, record: bool | int = False,
-               **overrides: Any) -> SampleResult:
+               guidance: float | None = None, **overrides: Any) -> SampleResult:
         """Integrate ``dx/dt = v_theta(x, t, y)`` from ``x(0) = x_source`` to t = 1 with ``self.sampler``
-        (``overrides``: sampler options for this call, e.g. ``steps=20, method="rk4"``)."""
+        (``overrides``: sampler options for this call, e.g. ``steps=20, method="rk4"``). With labels ``y`` and
+        guidance ``w`` (default: ``model.guidance``) the velocity is ``(1 + w) v(x, t | y) - w v(x, t | null)``,
+        both evaluated in one batched call (:mod:`lightning_fm.sampling.guidance`)."""
         y = self.condition(y)
-        return self.sampler(lambda t, x: self.velocity(x, t, y), x_source, record, **overrides)
+        w = self.guidance_scale(guidance, y)
+        if w:
+            def velocity(t: Tensor, x: Tensor) -> Tensor:
+                return extrapolate(*both_conditions(self.velocity, x, t, y, self.num_classes), w)
+        else:
+            def velocity(t: Tensor, x: Tensor) -> Tensor:
+                return self.velocity(x, t, y)
+        return self.sampler(velocity, x_source, record, **overrides)

@@ -19,6 +19,7 @@ from lightning_fm.fields.volume import UniformVolume, VolumeSampler
 from lightning_fm.models import MLP, FieldHead
 from lightning_fm.modules.base import FlowMatchingModule
 from lightning_fm.sampling import FieldLineSampler, SampleResult
+from lightning_fm.sampling.guidance import both_conditions, guided_field
 
 
 class IFMModule(FlowMatchingModule):
@@ -81,16 +82,27 @@ class IFMModule(FlowMatchingModule):
         z, x = self.volume(pairs.x0[:b], pairs.x1[:b], self.L)
         with torch.no_grad():
             target_z, target_x = self.field.target(z, x, pairs.all_x0, pairs.all_x1)
-        y = self.condition(pairs.y1, required=True)
+        y = self.training_labels(pairs.y1)
         f_z, f_x = self.field_output(z, x, None if y is None else y[:b])
         squared = (f_z - target_z).pow(2) + (f_x - target_x).pow(2).flatten(1).sum(1)
         return squared.mean() / (x[0].numel() + 1)
 
     @torch.no_grad()
     def sample(self, x_source: Tensor, y: Tensor | None = None, record: bool | int = False,
-               **overrides: Any) -> SampleResult:
+               guidance: float | None = None, **overrides: Any) -> SampleResult:
         """Move ``x_source`` (on the plate z = 0) along the learned field to the plate z = L with ``self.sampler``
-        (``overrides``: sampler options for this call)."""
+        (``overrides``: sampler options for this call). With labels ``y`` and guidance ``w`` (default:
+        ``model.guidance``) the field is guided (:func:`lightning_fm.sampling.guidance.guided_field`: in velocity
+        space for a forward-only field, exactly as the dual CFM; on the outputs otherwise)."""
         y = self.condition(y)
-        return self.sampler(lambda z, x: self.field_output(z, x, y), x_source, self.L, record,
-                            forward_only=self.field.forward_only, **overrides)
+        w = self.guidance_scale(guidance, y)
+        forward_only = self.field.forward_only
+        if w:
+            def field_fn(z: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+                predictions = both_conditions(lambda x2, z2, y2: self.field_output(z2, x2, y2), x, z, y,
+                                              self.num_classes)
+                return guided_field(*predictions, w, forward_only)
+        else:
+            def field_fn(z: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+                return self.field_output(z, x, y)
+        return self.sampler(field_fn, x_source, self.L, record, forward_only=forward_only, **overrides)
