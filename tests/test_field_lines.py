@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lightning_fm.fields import CoulombField, ForwardOnlyField
-from lightning_fm.fields.volume import PathVolume, PFGMMixing, SlabAndBeyondVolume, UniformVolume
+from lightning_fm.fields.volume import GaussianMixing, PathVolume, PFGMMixing, SlabAndBeyondVolume, UniformVolume
 from lightning_fm.paths import BrownianBridgePath, LinearPath, LipmanPath, TrigPath
 from lightning_fm.sampling.field_lines import integrate_field_lines
 from lightning_fm.sampling.ode import step
@@ -222,16 +222,45 @@ def test_uniform_volume_tube_noise_profile():
     assert radius.max() > 1.9 * noise  # about 2 * noise at mid-slab, 0 at the plates
 
 
-def test_pfgm_mixing_z_distribution():
+@pytest.mark.parametrize("near", ["source", "target"])
+def test_pfgm_mixing_z_distribution(near):
     g, L, eps = gen(6), 5.0, 1e-3
     x0, x1 = torch.randn(4000, 2, generator=g), torch.randn(4000, 2, generator=g)
-    z, x = PFGMMixing()(x0, x1, L, generator=g)
-    assert ((z >= eps) & (z <= L - eps)).all()
-    clamped = (z == torch.tensor(L - eps)).float().mean()
-    assert 0.1 < clamped < 0.6  # 1.03^m |N(0, 0.01^2)| reaches ~50: a good part piles up at L - eps
-    assert (z < 0.1).float().mean() > 0.1  # and a good part sits near the source plate
+    z, x = PFGMMixing(near=near)(x0, x1, L, generator=g)
+    assert ((z >= eps - 1e-6) & (z <= L - eps + 1e-6)).all()
+    d = z if near == "source" else L - z  # distance from the plate PFGM's charges sit on
+    clamped = ((d - (L - eps)).abs() < 1e-5).float().mean()
+    assert 0.1 < clamped < 0.6  # 1.03^m |N(0, 0.01^2)| reaches ~50: a good part piles up at the far plate
+    assert (d < 0.1).float().mean() > 0.1  # and a good part sits near the plate
+    # m ~ U[0, 291]: log(d / |N|) / log(1.03) is uniform; P(d < 0.1) = P(|N| 1.03^m < 0.1), checked by simulation
+    m = torch.rand(400_000, generator=gen(60)) * 291
+    reference = ((torch.randn(400_000, generator=gen(61)).abs() * 0.01 * 1.03 ** m) < 0.1).float().mean()
+    assert abs((d < 0.1).float().mean() - reference) < 4 * (0.25 / 4000) ** 0.5
     s = (z / L)[:, None]
-    assert torch.allclose(x, (1 - s) * x0 + s * x1, atol=1e-6)
+    assert torch.allclose(x, (1 - s) * x0 + s * x1, atol=1e-5)
+
+
+def test_gaussian_mixing_is_a_pfgm_perturbation_of_the_data_charge():
+    g, L, n = gen(8), 20.0, 20000
+    x0, x1 = torch.randn(n, 1, 4, 4, generator=g, dtype=F64), torch.rand(n, 1, 4, 4, generator=g, dtype=F64)
+    volume = GaussianMixing(sigma_end=0.1, tau=0.03, M=191, near="target")
+    z, x = volume(x0, x1, L, generator=g)
+    assert x.shape == x1.shape and ((z >= 1e-3 - 1e-9) & (z <= L - 1e-3 + 1e-9)).all()
+    d, radius = L - z, (x - x1).flatten(1).norm(dim=1)
+    # radius = ||N(0, 0.01 I_16)|| 1.03^m and height = |N(0, 0.01)| 1.03^m share the multiplier (unclamped points):
+    # radius / height = ||g_16|| / |g_1|, independent of m; its median is ~ 4 / 0.674 (chi_16 over half-normal)
+    free = (d > 1e-3 + 1e-9) & (d < L - 1e-3 - 1e-9)
+    ratio = (radius / d)[free]
+    reference = torch.randn(200_000, 16, generator=gen(80)).norm(dim=1) / torch.randn(200_000, generator=gen(81)).abs()
+    assert abs(ratio.median().log() - reference.median().log()) < 0.05
+    # m ~ 191 N(0, 1) (the reference code's draw, not U[0, M]): P(d < 0.1) = P(|N| 0.1 1.03^m < 0.1), by simulation
+    m = torch.randn(400_000, generator=gen(82), dtype=F64) * 191
+    reference = ((torch.randn(400_000, generator=gen(83), dtype=F64).abs() * 0.1 * 1.03 ** m) < 0.1).double().mean()
+    assert abs((d < 0.1).double().mean() - reference) < 4 * (0.25 / n) ** 0.5
+    # the same draws near the source plate: mirrored heights, the same perturbation around x0
+    zs, xs = GaussianMixing(near="source")(x0, x1, L, generator=gen(9))
+    zt, xt = volume(x0, x1, L, generator=gen(9))
+    assert torch.allclose(zs, L - zt, atol=1e-12) and torch.allclose(xs - x0, xt - x1, atol=1e-12)
 
 
 @pytest.mark.parametrize("path", [LinearPath(0.2), BrownianBridgePath(1.0), LipmanPath(1e-3)],

@@ -12,6 +12,7 @@ from lightning_fm.fields.base import DEFAULT_CHUNK, InteractionField, Superposed
 from lightning_fm.fields.coulomb import CoulombField, log_sphere_area
 from lightning_fm.fields.forward_only import ForwardOnlyField, StrongInteractionField
 from lightning_fm.fields.volume import (
+    GaussianMixing,
     PathVolume,
     PFGMMixing,
     SlabAndBeyondVolume,
@@ -30,6 +31,7 @@ __all__ = [
     "FIELDS",
     "CoulombField",
     "ForwardOnlyField",
+    "GaussianMixing",
     "InteractionField",
     "PFGMMixing",
     "PathVolume",

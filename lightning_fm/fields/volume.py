@@ -5,7 +5,8 @@ A sampler builds one point per given pair: ``sampler(x0, x1, L, generator=None) 
 density is positive, so the choice only changes where the network is accurate (and the variance of the targets).
 
 * :class:`UniformVolume` - IFM/EFM ``Uniform``: ``z ~ U(eps, L - eps)`` on the pair's segment, optional tube noise.
-* :class:`PFGMMixing` - EFM/IFM ``Uniform_mixing``: PFGM's heavy-tailed z, then the segment.
+* :class:`PFGMMixing` - EFM/IFM ``Uniform_mixing``: PFGM's heavy-tailed distance from a plate, then the segment.
+* :class:`GaussianMixing` - IFM ``Gaussian_mixing``: a PFGM perturbation (height and radius) around a plate's charge.
 * :class:`SlabAndBeyondVolume` - for fields that are not forward-only (EFM): the slab as :class:`UniformVolume`,
   plus a fraction of points behind the target plate (``z > L``), under arcs joining the pair's two ends, where
   the lines that cross the target plate loop back to it.
@@ -84,33 +85,82 @@ class UniformVolume(VolumeSampler):
         return z, x
 
 
-class PFGMMixing(VolumeSampler):
-    """IFM/EFM ``Uniform_mixing``: PFGM's z, ``z = |N(0, sigma_end^2)| (1 + tau)^m`` with ``m ~ U[0, M]``, clamped
-    to ``[eps, L - eps]``, then the point on the segment ``(1 - z/L) x0 + (z/L) x1``.
+PLATES = ("target", "source")
 
-    Defaults are PFGM's CIFAR-10 values (sigma_end = 0.01, tau = 0.03, M = 291; Xu et al. 2022): z is roughly
-    log-uniform from ~1e-3 to ~50 (``1.03^291 ~ 5.4e3``), so it concentrates near the source plate and, for
-    L below ~50, piles up at ``L - eps`` (clamped). ``restrict_M`` is PFGM's option (``m ~ U[0, 0.7 M]`` where the
-    Gaussian draw is below 0.005).
+
+def pfgm_distance(n: int, like: Tensor, sigma_end: float, tau: float, M: int, restrict_M: bool, m_law: str,
+                  generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """PFGM's perturbation scale: ``(|N(0, sigma_end^2)|, (1 + tau)^m)``, the distance from the plate being their
+    product. ``m_law="uniform"``: ``m ~ U[0, M]`` (PFGM, IFM ``Uniform_mixing``); ``"normal"``: ``m ~ M N(0, 1)``
+    (what IFM's ``Gaussian_mixing`` code draws, though its comment says U[0, M]). ``restrict_M``: PFGM's
+    ``m ~ U[0, 0.7 M]`` where the Gaussian draw is below 0.005."""
+    if m_law == "uniform":
+        m = _uniform(n, like, generator) * M
+    else:
+        m = torch.randn(n, generator=generator, device=like.device, dtype=like.dtype) * M
+    base = torch.randn(n, generator=generator, device=like.device, dtype=like.dtype).abs() * sigma_end
+    if restrict_M:
+        m = torch.where(base < 0.005, _uniform(n, like, generator) * int(0.7 * M), m)
+    return base, (1 + tau) ** m
+
+
+class PFGMMixing(VolumeSampler):
+    """IFM/EFM ``Uniform_mixing``: a PFGM distance ``d = |N(0, sigma_end^2)| (1 + tau)^m``, ``m ~ U[0, M]``, from
+    the plate ``near`` (``"target"``: the data plate z = L of generation, where the reference code, whose data plate
+    is its z = 0, puts it; ``"source"``: z = 0), i.e. ``z = L - d`` or ``z = d``, clamped to ``[eps, L - eps]``; then
+    the point on the segment ``(1 - z/L) x0 + (z/L) x1``.
+
+    Defaults are PFGM's CIFAR-10 values (sigma_end = 0.01, tau = 0.03, M = 291; Xu et al. 2022): d is roughly
+    log-uniform from ~1e-3 to ~50 (``1.03^291 ~ 5.4e3``), so it concentrates near that plate and, for L below ~50,
+    piles up at the other end (clamped). The IFM notebooks use sigma_end = 0.1, M = 191.
     """
 
     def __init__(self, sigma_end: float = 0.01, tau: float = 0.03, M: int = 291, eps: float = 1e-3,
-                 restrict_M: bool = False) -> None:
+                 restrict_M: bool = False, near: str = "target") -> None:
         if not (sigma_end > 0 and tau >= 0 and M >= 0 and eps >= 0):
-            raise ValueError(f"PFGMMixing needs sigma_end > 0, tau >= 0, M >= 0, eps >= 0; got "
+            raise ValueError(f"{type(self).__name__} needs sigma_end > 0, tau >= 0, M >= 0, eps >= 0; got "
                              f"{sigma_end}, {tau}, {M}, {eps}")
+        if near not in PLATES:
+            raise ValueError(f"{type(self).__name__}.near must be one of {list(PLATES)}, got {near!r}")
         self.sigma_end, self.tau, self.M, self.eps = float(sigma_end), float(tau), int(M), float(eps)
-        self.restrict_M = bool(restrict_M)
+        self.restrict_M, self.near = bool(restrict_M), near
+
+    def _distance(self, x0: Tensor, L: float, m_law: str, generator) -> tuple[Tensor, Tensor, Tensor]:
+        """``(z, |N(0, sigma_end^2)|, (1 + tau)^m)`` with ``z`` at the clamped distance from the plate ``near``."""
+        base, multiplier = pfgm_distance(x0.shape[0], x0, self.sigma_end, self.tau, self.M, self.restrict_M,
+                                         m_law, generator)
+        d = (base * multiplier).clamp(self.eps, L - self.eps)
+        return (L - d if self.near == "target" else d), base, multiplier
 
     def __call__(self, x0, x1, L, generator=None):
         L = _check(x0, x1, L, self.eps)
-        n = x0.shape[0]
-        m = _uniform(n, x0, generator) * self.M
-        base = torch.randn(n, generator=generator, device=x0.device, dtype=x0.dtype).abs() * self.sigma_end
-        if self.restrict_M:
-            m = torch.where(base < 0.005, _uniform(n, x0, generator) * int(0.7 * self.M), m)
-        z = (base * (1 + self.tau) ** m).clamp(self.eps, L - self.eps)
+        z, _, _ = self._distance(x0, L, "uniform", generator)
         return z, segment(x0, x1, z, L)
+
+
+class GaussianMixing(PFGMMixing):
+    """IFM ``Gaussian_mixing`` (its Colored-MNIST setting): a PFGM perturbation of the pair's point on the plate
+    ``near``: with ``d`` as :class:`PFGMMixing` but ``m ~ M N(0, 1)`` (the reference code's draw),
+
+        z = L - d (near the target) or d (near the source),
+        x = x_plate + ||N(0, sigma_end^2 I_D)|| (1 + tau)^m u,   u uniform on the unit sphere of R^D,
+
+    where ``x_plate`` is ``x1`` (near the target) or ``x0``. The radius and the height share ``(1 + tau)^m``, as in
+    PFGM, so the points fill a cone around each charge. Defaults: the IFM Colored-MNIST notebook (sigma_end = 0.1,
+    tau = 0.03, M = 191, eps = 1e-3).
+    """
+
+    def __init__(self, sigma_end: float = 0.1, tau: float = 0.03, M: int = 191, eps: float = 1e-3,
+                 restrict_M: bool = False, near: str = "target") -> None:
+        super().__init__(sigma_end, tau, M, eps, restrict_M, near)
+
+    def __call__(self, x0, x1, L, generator=None):
+        L = _check(x0, x1, L, self.eps)
+        z, _, multiplier = self._distance(x0, L, "normal", generator)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype) * self.sigma_end
+        radius = noise.flatten(1).norm(dim=1) * multiplier
+        plate = x1 if self.near == "target" else x0
+        return z, plate + pad_like(radius, x0) * unit_sphere(x0.shape, x0, generator)
 
 
 class PathVolume(VolumeSampler):
@@ -197,5 +247,5 @@ class SlabAndBeyondVolume(VolumeSampler):
         return torch.where(outside, L + self.gap + up, z), torch.where(pad_like(outside, x), xb, x)
 
 
-VOLUMES = {"uniform": UniformVolume, "pfgm_mixing": PFGMMixing, "path": PathVolume,
-           "slab_and_beyond": SlabAndBeyondVolume}
+VOLUMES = {"uniform": UniformVolume, "pfgm_mixing": PFGMMixing, "gaussian_mixing": GaussianMixing,
+           "path": PathVolume, "slab_and_beyond": SlabAndBeyondVolume}
