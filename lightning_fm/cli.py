@@ -12,8 +12,11 @@ weights, the resolved config, metrics and sample plots in ``runs/<name>/version_
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
+import torch
+import yaml
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
@@ -63,9 +66,48 @@ def fill_data_shape(backbone: Namespace | None, data_shape: tuple[int, ...]) -> 
         backbone = args.get("backbone")
 
 
+def chosen_components(argv: list[str]) -> set[str]:
+    """The top-level components (``model``, ``data``) that the command line chooses itself: by a config file given
+    with ``-c``/``--config`` that sets them, or by a class on the command line (``--model X``, ``--data=X``,
+    ``--data.class_path X``). Only the others take the default job's (toy) classes: jsonargparse carries the
+    ``init_args`` of a default class over to another class wherever the names match, so a default under a chosen
+    class would leak the toy's settings (e.g. ``n_val``) into it."""
+    chosen: set[str] = set()
+    for i, arg in enumerate(argv):
+        if arg in ("-c", "--config") and i + 1 < len(argv) or arg.startswith("--config="):
+            path = argv[i + 1] if "=" not in arg else arg.split("=", 1)[1]
+            try:
+                content = yaml.safe_load(Path(path).read_text()) or {}
+            except (OSError, yaml.YAMLError):
+                continue  # jsonargparse reports the unreadable file itself
+            chosen |= {key for key in ("model", "data") if isinstance(content, dict) and key in content}
+        for key in ("model", "data"):
+            if arg == f"--{key}" or arg.startswith((f"--{key}=", f"--{key}.class_path")):
+                chosen.add(key)
+    return chosen
+
+
 class FlowMatchingCLI(LightningCLI):
+    def __init__(self, *args: Any, chosen: set[str] = frozenset(), **kwargs: Any) -> None:
+        self.chosen = set(chosen)
+        super().__init__(*args, **kwargs)
+
     def add_arguments_to_parser(self, parser) -> None:
-        parser.set_defaults(PARSER_DEFAULTS)
+        parser.set_defaults({key: value for key, value in PARSER_DEFAULTS.items() if key not in self.chosen})
+
+    def _parse_ckpt_path(self) -> None:
+        """``--ckpt_path``: the checkpoint's hyperparameters (complete component specs) configure the model, as
+        ``init_args`` of the class the checkpoint records (``FlowMatchingModule.on_save_checkpoint``)."""
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not (path and Path(path).is_file()):
+            return
+        checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+        module = checkpoint.get("lightning_fm", {}).get("module")
+        if module is None:  # not written by this framework: LightningCLI's own reading
+            return super()._parse_ckpt_path()
+        model = {"class_path": module, "init_args": checkpoint.get("hyper_parameters", {})}
+        self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
 
     def before_instantiate_classes(self) -> None:
         """Link the data's shape to the backbone (``link_arguments`` cannot reach through a ``FieldHead``)."""
@@ -85,8 +127,9 @@ def main(args: list[str] | None = None) -> None:
 
         return duality_main(argv[1:])
     FlowMatchingCLI(
-        FlowMatchingModule,
-        LightningDataModule,
+        chosen=chosen_components(argv),
+        model_class=FlowMatchingModule,
+        datamodule_class=LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         trainer_defaults=TRAINER_DEFAULTS,
