@@ -49,6 +49,16 @@ def test_parameter_counts_match_torchcfm():
     assert n_params(UNet(**TINY)) == 280_177  # the small digits net: under 0.5 M
 
 
+def test_level_end_attention_is_the_ifm_and_efm_reference_ddpm_net():
+    """score_sde's DDPM net as the IFM/EFM notebooks build it (nf 128, mult (1, 2, 2, 2), 4 res blocks, attention
+    at 16, output C + 1 channels, the last pooled to f_z) has 57,634,180 parameters (instantiated from
+    justkolesov/InteractionFieldMatching src/models.py). FieldHead(UNet) replaces that extra 3x3 output channel
+    (128 * 9 + 1 = 1,153 parameters) by a linear map of the 128 pooled features (129): 1,024 fewer."""
+    ddpm = dict(CIFAR, num_res_blocks=4, num_heads=1, num_head_channels=-1, decoder_attention="level_end")
+    assert n_params(FieldHead(UNet(**ddpm))) == 57_634_180 - 1_153 + 129
+    assert n_params(UNet(**dict(ddpm, num_res_blocks=2))) == 35_220_100 - 1_153  # 2 res blocks: 35,220,100 there
+
+
 def test_cifar_net_runs_at_batch_one_and_starts_at_zero():
     torch.manual_seed(0)
     net = UNet(**CIFAR).eval()

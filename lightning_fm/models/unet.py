@@ -12,6 +12,9 @@ from lightning_fm.models.embeddings import ClassEmbedding, data_shape_tuple, sin
 from lightning_fm.models.unet_blocks import BlockFactory, EmbedSequential, GroupNorm32, zero_init
 from lightning_fm.utils.spec import Buildable
 
+#: where the decoder attends (the ``decoder_attention`` keyword)
+DECODER_ATTENTION = ("each_block", "level_end")
+
 
 class UNet(Buildable, nn.Module):
     """``net(x, t, y=None)``: ADM's U-Net; returns a tensor shaped like ``x`` (a velocity).
@@ -38,6 +41,9 @@ class UNet(Buildable, nn.Module):
         num_res_blocks: residual blocks per encoder level (the decoder has one more per level).
         attention_resolutions: feature-map widths in pixels with self-attention (e.g. ``16`` = the 16x16 maps of a
             32x32 image); an int, a sequence, or torchcfm's string ``"16"`` / ``"16,8"``.
+        decoder_attention: ``"each_block"``: attention after every decoder residual block of those levels (ADM,
+            torchcfm); ``"level_end"``: once per decoder level, after its last residual block (score_sde's DDPM
+            net, which the IFM and EFM reference code train).
         num_heads: attention heads (used when ``num_head_channels`` is -1).
         num_head_channels: channels per head; if > 0 it overrides ``num_heads``: heads = channels // this (ADM).
         dropout: dropout rate before the last conv of every residual block.
@@ -57,6 +63,7 @@ class UNet(Buildable, nn.Module):
         channel_mult: Iterable[int] = (1, 2, 2, 2),
         num_res_blocks: int = 2,
         attention_resolutions: int | str | Iterable[int] = (16,),
+        decoder_attention: str = "each_block",
         num_heads: int = 4,
         num_head_channels: int = -1,
         dropout: float = 0.0,
@@ -76,6 +83,9 @@ class UNet(Buildable, nn.Module):
             raise ValueError(f"UNet.dropout must lie in [0, 1), got {dropout!r}")
         if not time_scale > 0:
             raise ValueError(f"UNet.time_scale must be > 0, got {time_scale!r}")
+        if decoder_attention not in DECODER_ATTENTION:
+            raise ValueError(f"UNet.decoder_attention must be one of {list(DECODER_ATTENTION)}, got "
+                             f"{decoder_attention!r}")
         _check_sizes(self.data_shape, mults)
         attention_levels = _attention_levels(attention_resolutions, self.data_shape, mults)
         _check_widths(model_channels, mults, attention_levels, norm_groups, num_heads, num_head_channels)
@@ -89,7 +99,8 @@ class UNet(Buildable, nn.Module):
         self.input_blocks, skips = _encoder(make, self.data_shape[0], widths, num_res_blocks, attention_levels)
         self.middle_block = EmbedSequential(make.res(widths[-1], widths[-1]), make.attn(widths[-1]),
                                             make.res(widths[-1], widths[-1]))
-        self.output_blocks = _decoder(make, widths, skips, num_res_blocks, attention_levels)
+        self.output_blocks = _decoder(make, widths, skips, num_res_blocks, attention_levels,
+                                      each_block=decoder_attention == "each_block")
         self.feature_dim = widths[0]
         self.out = nn.Sequential(GroupNorm32(norm_groups, widths[0]), nn.SiLU(),
                                  zero_init(nn.Conv2d(widths[0], self.data_shape[0], 3, padding=1)))
@@ -147,14 +158,15 @@ def _encoder(make: BlockFactory, in_channels: int, widths: list[int], num_res_bl
 
 
 def _decoder(make: BlockFactory, widths: list[int], skips: list[int], num_res_blocks: int,
-             attention_levels: set[int]) -> nn.ModuleList:
-    """The output blocks: each concatenates one skip (popped from the end) to its input."""
+             attention_levels: set[int], each_block: bool = True) -> nn.ModuleList:
+    """The output blocks: each concatenates one skip (popped from the end) to its input; attention after every
+    residual block of an attention level (``each_block``) or after its last one only."""
     skips, ch, blocks = list(skips), widths[-1], nn.ModuleList()
     for level in reversed(range(len(widths))):
         for i in range(num_res_blocks + 1):
             layers = [make.res(ch + skips.pop(), widths[level])]
             ch = widths[level]
-            if level in attention_levels:
+            if level in attention_levels and (each_block or i == num_res_blocks):
                 layers.append(make.attn(ch))
             if level and i == num_res_blocks:
                 layers.append(make.up(ch))
