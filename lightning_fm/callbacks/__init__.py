@@ -1,6 +1,8 @@
-"""Callbacks: validation plots, prediction writer, duality checks (image metrics plug in here)."""
+"""Callbacks: validation plots, sample grids, prediction writer, duality checks, classifier-based image metrics."""
+from lightning_fm.callbacks.classifier_metrics import ClassifierMetrics
 from lightning_fm.callbacks.duality import DualityCheck
+from lightning_fm.callbacks.grids import SampleGrid
 from lightning_fm.callbacks.plots import SamplePlotCallback, plot_validation
 from lightning_fm.callbacks.predictions import SampleWriter
 
-__all__ = ["DualityCheck", "SamplePlotCallback", "SampleWriter", "plot_validation"]
+__all__ = ["ClassifierMetrics", "DualityCheck", "SampleGrid", "SamplePlotCallback", "SampleWriter", "plot_validation"]

@@ -1,0 +1,154 @@
+"""Sample grids written while training: what the EMA model generates from fixed source points, every N steps."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from lightning.pytorch import Callback, LightningModule, Trainer  # noqa: E402
+from lightning.pytorch.callbacks import WeightAveraging  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from lightning_fm.callbacks.plots import image_grid, is_image_shape, run_dir  # noqa: E402
+
+
+def averaged_module(trainer: Trainer) -> LightningModule | None:
+    """The EMA copy of the module kept by Lightning's ``EMAWeightAveraging`` (any ``WeightAveraging``), or None.
+
+    Between training steps the copy holds the averaged weights (the callback swaps them into the live module only
+    during validation, and copies them into it at the end of fit)."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, WeightAveraging) and getattr(callback, "_average_model", None) is not None:
+            return callback._average_model.module
+    return None
+
+
+def nearest(queries: Tensor, split, limit: int | None = None, chunk: int = 2048) -> Tensor:
+    """For each query ``(n, *dims)``, the image of ``split`` (an :class:`~lightning_fm.data.image_sets.ImageSplit`
+    or a tensor of images) closest in pixel L2, searched over its first ``limit`` images (None: all)."""
+    q = queries.flatten(1).float()
+    total = len(split) if limit is None else min(limit, len(split))
+    best_d, best = torch.full((len(q),), float("inf")), torch.zeros(queries.shape)
+    for start in range(0, total, chunk):
+        index = torch.arange(start, min(start + chunk, total))
+        images = split[index] if isinstance(split, Tensor) else split.get(index)
+        d, j = torch.cdist(q, images.flatten(1).float().to(q.device)).min(dim=1)
+        better = d.cpu() < best_d
+        best_d = torch.where(better, d.cpu(), best_d)
+        best[better] = images[j.cpu()[better]].to(best.dtype)
+    return best
+
+
+class SampleGrid(Callback):
+    """For image data: every ``every_n_steps`` optimiser steps and at the end of fit, rank 0 maps ``n_samples``
+    fixed source points (the first of the validation set) with the EMA weights (the averaged copy of
+    ``EMAWeightAveraging``; the live weights, said in the title, when there is none) and writes
+    ``<run dir>/grids/step_<step>.png`` and ``latest.png``; loggers that take images (``log_image``, e.g. W&B)
+    receive it as ``train/samples``.
+
+    Class-conditional models draw one class per row (labels ``0..K-1`` cycled) with guidance ``guidance`` (None: the
+    module's ``model.guidance``). Transfer data (the source is an image set) gives three panels: the source images,
+    their transferred images, and each one's nearest training target in pixel L2 (a memorised sample shows as a
+    copy of its neighbour).
+
+    Args:
+        every_n_steps: optimiser steps between grids (0: only at the end of fit).
+        n_samples: images in a grid. guidance: the guidance scale of class-conditional sampling.
+        nrow: images per row (default: the number of classes for conditional models, else about sqrt(n_samples)).
+        sampler: sampler options for the grid (e.g. ``{steps: 20}``); default: the module's sampler as configured.
+        nearest_limit: the nearest target is searched among the first this many training images (None: all;
+            files decoded per batch, as CelebA's, make a full search slow).
+    """
+
+    def __init__(self, every_n_steps: int = 1000, n_samples: int = 64, guidance: float | None = None,
+                 nrow: int | None = None, sampler: dict | None = None, nearest_limit: int | None = 50_000) -> None:
+        if every_n_steps < 0 or n_samples < 1:
+            raise ValueError(f"SampleGrid needs every_n_steps >= 0 and n_samples >= 1, got {every_n_steps}, "
+                             f"{n_samples}")
+        self.every_n_steps, self.n_samples, self.guidance = int(every_n_steps), int(n_samples), guidance
+        self.nrow, self.sampler, self.nearest_limit = nrow, dict(sampler or {}), nearest_limit
+        self._fixed: dict[str, Tensor] | None = None
+        self._last_step = -1
+        self.last: dict[str, Tensor] = {}  # the panels of the last grid (images in [-1, 1]), e.g. for a notebook
+
+    # -- what is drawn ---------------------------------------------------------------------------------------------
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        datamodule = trainer.datamodule
+        if stage != "fit" or not trainer.is_global_zero or datamodule is None:
+            return
+        if not is_image_shape(tuple(datamodule.data_shape)):
+            return  # points (toys) are drawn by SamplePlotCallback after each validation
+        evaluation = datamodule.eval_set("val")
+        fixed = {"x0": evaluation["x0"][: self.n_samples]}
+        classes = int(getattr(pl_module, "num_classes", 0))
+        if classes:
+            fixed["y"] = torch.arange(len(fixed["x0"])) % classes
+        self._fixed = fixed
+
+    def is_transfer(self, trainer: Trainer) -> bool:
+        return not getattr(trainer.datamodule, "source_is_standard_normal", True) and hasattr(
+            trainer.datamodule, "target_train_images")
+
+    @torch.no_grad()
+    def draw(self, trainer: Trainer, pl_module: LightningModule) -> Path | None:
+        """Sample, write the PNG and log it; returns its path (None where nothing is drawn: other ranks, no images)."""
+        if self._fixed is None or not trainer.is_global_zero:
+            return None
+        model = averaged_module(trainer)
+        weights = "EMA weights" if model is not None else "live weights (no EMA callback)"
+        model = model if model is not None else pl_module
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        try:
+            y = self._fixed.get("y")
+            result = model.sample(self._fixed["x0"].to(device), y=None if y is None else y.to(device),
+                                  guidance=self.guidance, **self.sampler)
+        finally:
+            model.train(was_training)
+        panels = {"samples": result.x.cpu()}
+        if self.is_transfer(trainer):
+            panels = {"source": self._fixed["x0"], "transferred": panels["samples"],
+                      "nearest training target": nearest(panels["samples"], trainer.datamodule.target_train_images(),
+                                                         self.nearest_limit)}
+        self.last = panels
+        title = f"{type(pl_module).__name__}  step {trainer.global_step}  {weights}  NFE {result.nfe}"
+        return self._write(trainer, panels, title)
+
+    def _write(self, trainer: Trainer, panels: dict[str, Tensor], title: str) -> Path:
+        nrow = self.nrow or (len(self._fixed["y"].unique()) if "y" in self._fixed else None)
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.9), squeeze=False)
+        for ax, (name, images) in zip(axes[0], panels.items()):
+            grid = image_grid(images, nrow)
+            ax.imshow(grid.squeeze(-1).numpy() if grid.shape[-1] == 1 else grid.numpy(), cmap="gray", vmin=0,
+                      vmax=1, interpolation="nearest")
+            ax.set_title(name)
+            ax.axis("off")
+        fig.suptitle(title, fontsize=9)
+        fig.tight_layout()
+        out_dir = run_dir(trainer) / "grids"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"step_{trainer.global_step:07d}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        shutil.copyfile(path, out_dir / "latest.png")
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_image"):
+                logger.log_image(key="train/samples", images=[str(path)], step=trainer.global_step)
+        return path
+
+    # -- when ------------------------------------------------------------------------------------------------------
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step % self.every_n_steps == 0 and step != self._last_step:
+            self._last_step = step
+            self.draw(trainer, pl_module)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.global_step != self._last_step:
+            self._last_step = trainer.global_step
+            self.draw(trainer, pl_module)
