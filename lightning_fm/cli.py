@@ -120,13 +120,15 @@ def _as_dict(namespace: Namespace) -> dict[str, Any]:
     return namespace.as_dict() if isinstance(namespace, Namespace) else dict(namespace)
 
 
-def main(args: list[str] | None = None) -> None:
+def main(args: list[str] | None = None) -> FlowMatchingCLI | None:
+    """Run the command line ``args`` (default: ``sys.argv``); returns the CLI (its ``trainer``, ``model``,
+    ``datamodule``) after a LightningCLI subcommand."""
     argv = sys.argv[1:] if args is None else args
     if argv[:1] == ["duality"]:  # trains a CFM and its dual forward-only IFM, checks the duality, reports
         from lightning_fm.experiments.duality.run import main as duality_main
 
         return duality_main(argv[1:])
-    FlowMatchingCLI(
+    return FlowMatchingCLI(
         chosen=chosen_components(argv),
         model_class=FlowMatchingModule,
         datamodule_class=LightningDataModule,

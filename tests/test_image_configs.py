@@ -1,0 +1,52 @@
+"""The paper-recipe image configs start training: a few CPU steps of every ``configs/cifar10/*.yaml`` as shipped,
+full-size U-Net included, with only the data swapped for synthetic 32x32 images (no download here) and the batch
+made small."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import REPO
+
+from lightning_fm.cli import main
+
+CIFAR10 = sorted((REPO / "configs" / "cifar10").glob("*.yaml"))
+#: the parameters of the shipped backbones: torchcfm's CIFAR-10 U-Net; the IFM/EFM notebooks' DDPM net in a
+#: FieldHead (its 57,634,180 less the 1,024 by which the FieldHead's f_z projection is smaller than its extra
+#: output channel; tests/test_unet.py)
+BACKBONE_PARAMETERS = {"icfm": 35_746_307, "otcfm": 35_746_307, "ifm": 57_633_156, "efm": 57_633_156}
+
+
+def small_data_copy(config: Path, tmp_path: Path) -> Path:
+    """The config with synthetic 32x32 CIFAR-shaped data, batches of 4 and a two-image, two-step sample grid."""
+    cfg = yaml.safe_load(config.read_text())
+    cfg["data"]["init_args"]["target"] = {"class_path": "lightning_fm.data.SyntheticImages",
+                                          "init_args": {"shape": [3, 32, 32], "n_train": 16, "n_eval": 4}}
+    cfg["data"]["init_args"].update(batch_size=4, eval_batch_size=4, num_workers=0)
+    for callback in cfg["trainer"]["callbacks"]:
+        if callback["class_path"].endswith("SampleGrid"):
+            callback["init_args"].update(n_samples=2, sampler={"method": "euler", "steps": 2})
+    path = tmp_path / config.name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.parametrize("config", CIFAR10, ids=lambda p: p.stem)
+def test_cifar10_config_trains_on_cpu_with_the_full_size_unet(config, tmp_path, monkeypatch):
+    assert {p.stem for p in CIFAR10} == {"icfm", "otcfm", "ifm", "efm"}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["lightning_fm"])  # the CLI is given its arguments, not pytest's
+    torch.manual_seed(0)
+    cli = main(["fit", "-c", str(small_data_copy(config, tmp_path)), "--trainer.max_steps=2",
+                "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
+                "--trainer.enable_model_summary=false"])
+    model, trainer = cli.model, cli.trainer
+    assert trainer.global_step == 2
+    unet = getattr(model.backbone, "backbone", model.backbone)  # inside a FieldHead for IFM/EFM
+    assert type(unet).__name__ == "UNet" and unet.data_shape == (3, 32, 32) and unet.model_channels == 128
+    assert sum(p.numel() for p in model.backbone.parameters()) == BACKBONE_PARAMETERS[config.stem]
+    grids = list(tmp_path.glob("runs/*/version_0/grids/latest.png"))
+    assert len(grids) == 1 and grids[0].stat().st_size > 1000  # the end-of-fit grid, EMA weights
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.isfinite(model.sample(x, steps=2).x).all()
