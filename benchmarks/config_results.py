@@ -3,13 +3,17 @@ the 8gaussians -> moons models on torchcfm's own samples too.
 
     python benchmarks/config_results.py configs/toy/otcfm.yaml configs/toy/icfm.yaml ...   (default: all toy configs)
     python benchmarks/config_results.py --seeds 0 1 2 configs/toy/otcfm.yaml               (seed_everything = data.seed)
+    OMP_NUM_THREADS=2 python benchmarks/config_results.py configs/digits/*.yaml configs/transfer/digits_2_to_3.yaml
 
-Each config runs as ``python -m lightning_fm fit -c CONFIG`` in a scratch directory, one process, one thread. The
-table reports the last ``val/w2`` against the held-out targets (one draw of the construction, 2000 points) and its
-floor (W2 between those targets and an independent i.i.d. target sample of the same size), ``val/nfe``, lines that
-never returned (IFM/EFM) and the wall time of the whole command. For configs on 8gaussians -> moons the final
-checkpoint (EMA weights) also maps torchcfm's own ``sample_8gaussians(2000)`` (drawn by torchcfm 1.0.7 in its own
-venv, :mod:`torchcfm_reference`) with the config's sampler, scored by exact W2 against torchcfm's own
+Each config runs as ``python -m lightning_fm fit -c CONFIG`` in a scratch directory, one process, one thread
+(``OMP_NUM_THREADS`` sets another number; it is recorded). The table reports the last ``val/w2`` against the
+held-out targets (one draw of the construction, 2000 points) and its floor (W2 between those targets and an
+independent i.i.d. target sample of the same size), ``val/nfe``, lines that never returned (IFM/EFM) and the wall
+time of the whole command. Image configs with the digits classifier add its Frechet distance against its floor (a
+training subset of the held-out set's size), class coverage, confidence and, for a transfer, the share of outputs
+read as the target class (a second table). For configs on 8gaussians -> moons the final checkpoint (EMA weights)
+also maps torchcfm's own ``sample_8gaussians(2000)`` (drawn by torchcfm 1.0.7 in its own venv,
+:mod:`torchcfm_reference`) with the config's sampler, scored by exact W2 against torchcfm's own
 ``sample_moons(2000)``. JSON: ``benchmarks/results/config_results.json`` (merged with earlier runs of other configs).
 """
 from __future__ import annotations
@@ -28,6 +32,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "config_results.json"
+#: the final validation values recorded (None where a config does not log one); image configs with the digits
+#: classifier add its Frechet distance and its floor, class coverage, confidence and the transfer's target share
+VAL_KEYS = ("val/w2", "val/w2_floor", "val/nfe", "val/not_returned", "val/backward", "val/fd", "val/fd_floor",
+            "val/class_coverage", "val/confidence", "val/label_accuracy", "val/target_class_fraction")
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
@@ -63,10 +71,9 @@ def run(config: str, seed: int = 0) -> dict:
         log_dir = next(Path(scratch).glob("runs/*/version_0"))
         rows = [r for r in csv.DictReader(open(log_dir / "metrics.csv")) if r.get("val/w2")]
         last = rows[-1]
-        pick = lambda key: float(last[key]) if last.get(key) else None
-        result = {"config": config, "seed": seed, "steps": int(last["step"]) + 1, "val/w2": pick("val/w2"),
-                  "val/w2_floor": pick("val/w2_floor"), "val/nfe": pick("val/nfe"),
-                  "val/not_returned": pick("val/not_returned"), "seconds": seconds}
+        result = {"config": config, "seed": seed, "steps": int(last["step"]) + 1, "seconds": seconds,
+                  "threads": int(env["OMP_NUM_THREADS"])}
+        result.update({key: float(last[key]) if last.get(key) else None for key in VAL_KEYS})
         data = yaml.safe_load((log_dir / "config.yaml").read_text())["data"]["init_args"]
         if (data.get("source"), data.get("target")) == ("8gaussians", "moons"):
             result.update(torchcfm_scores(log_dir))
@@ -88,18 +95,41 @@ def main() -> None:
             print(results[key], flush=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2))
+    print_points([r for r in results.values() if "/toy/" in r["config"]])
+    print_images([r for r in results.values() if "/toy/" not in r["config"]])
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def print_points(rows: list[dict]) -> None:
     print("| config | steps | val/w2 | W2 floor | W2 on torchcfm's samples (floor) | NFE | not returned | wall time |")
     print("|---|---|---|---|---|---|---|---|")
-    for r in results.values():
+    for r in rows:
         if "error" in r:
             print(f"| {r['config']} | failed | | | | | | {r['seconds']:.0f} s |")
             continue
-        nr = "" if r["val/not_returned"] is None else f"{r['val/not_returned']:.0f}"
         peer = (f"{r['w2_torchcfm_moons']:.3f} ({r['floor_torchcfm_moons']:.3f})" if "w2_torchcfm_moons" in r
                 else "")
         name = f"`{r['config']}`" + (f" (seed {r['seed']})" if r.get("seed") else "")
-        print(f"| {name} | {r['steps']} | {r['val/w2']:.3f} | {r['val/w2_floor']:.3f} | {peer} "
-              f"| {r['val/nfe']:.0f} | {nr} | {r['seconds'] / 60:.1f} min |")
+        print(f"| {name} | {r['steps']} | {fmt(r['val/w2'])} | {fmt(r['val/w2_floor'])} | {peer} "
+              f"| {fmt(r['val/nfe'], 0)} | {fmt(r['val/not_returned'], 0)} | {r['seconds'] / 60:.1f} min |")
+
+
+def print_images(rows: list[dict]) -> None:
+    print("\n| config | steps | classifier FD (floor) | coverage | confidence | target class | val/w2 (floor) | NFE "
+          "| not returned | threads | wall time |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['config']} | failed | | | | | | | | | {r['seconds']:.0f} s |")
+            continue
+        print(f"| `{r['config']}` | {r['steps']} | {fmt(r.get('val/fd'), 2)} ({fmt(r.get('val/fd_floor'), 2)}) "
+              f"| {fmt(r.get('val/class_coverage'), 2)} | {fmt(r.get('val/confidence'))} "
+              f"| {fmt(r.get('val/target_class_fraction'))} | {fmt(r['val/w2'])} ({fmt(r['val/w2_floor'])}) "
+              f"| {fmt(r['val/nfe'], 0)} | {fmt(r.get('val/not_returned'), 0)} | {r.get('threads', 1)} "
+              f"| {r['seconds'] / 60:.1f} min |")
 
 
 if __name__ == "__main__":
