@@ -1,7 +1,6 @@
 """Sample grids written while training: what the EMA model generates from fixed source points, every N steps."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import matplotlib
@@ -13,7 +12,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer  # noqa: E402
 from lightning.pytorch.callbacks import WeightAveraging  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from lightning_fm.callbacks.plots import image_grid, is_image_shape, run_dir  # noqa: E402
+from lightning_fm.callbacks.plots import is_image_shape, save_figure, show_images  # noqa: E402
 
 
 def averaged_module(trainer: Trainer) -> LightningModule | None:
@@ -123,23 +122,10 @@ class SampleGrid(Callback):
         nrow = self.nrow or (len(self._fixed["y"].unique()) if "y" in self._fixed else None)
         fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.9), squeeze=False)
         for ax, (name, images) in zip(axes[0], panels.items()):
-            grid = image_grid(images, nrow)
-            ax.imshow(grid.squeeze(-1).numpy() if grid.shape[-1] == 1 else grid.numpy(), cmap="gray", vmin=0,
-                      vmax=1, interpolation="nearest")
-            ax.set_title(name)
-            ax.axis("off")
+            show_images(ax, images, name, nrow)
         fig.suptitle(title, fontsize=9)
         fig.tight_layout()
-        out_dir = run_dir(trainer) / "grids"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / f"step_{trainer.global_step:07d}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        shutil.copyfile(path, out_dir / "latest.png")
-        for logger in trainer.loggers:
-            if hasattr(logger, "log_image"):
-                logger.log_image(key="train/samples", images=[str(path)], step=trainer.global_step)
-        return path
+        return save_figure(trainer, fig, "grids", "train/samples")
 
     # -- when ------------------------------------------------------------------------------------------------------
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:

@@ -76,17 +76,37 @@ def image_grid(images: torch.Tensor, columns: int | None = None) -> torch.Tensor
     return grid.permute(1, 2, 0)
 
 
+def show_images(ax, images: torch.Tensor, name: str, columns: int | None = None) -> None:
+    """Draw images ``(N, C, H, W)`` in [-1, 1] on ``ax`` as one grid titled ``name``."""
+    grid = image_grid(images, columns)
+    ax.imshow(grid.squeeze(-1).numpy() if grid.shape[-1] == 1 else grid.numpy(), cmap="gray", vmin=0, vmax=1,
+              interpolation="nearest")
+    ax.set_title(name)
+    ax.axis("off")
+
+
 def _plot_images(result: ValidationResult, title: str, max_images: int):
     fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
     for ax, images, name in ((axes[0], result.generated, "samples"), (axes[1], result.target, "held-out data")):
-        grid = image_grid(images[:max_images])
-        ax.imshow(grid.squeeze(-1).numpy() if grid.shape[-1] == 1 else grid.numpy(), cmap="gray", vmin=0, vmax=1,
-                  interpolation="nearest")
-        ax.set_title(name)
-        ax.axis("off")
+        show_images(ax, images[:max_images], name)
     fig.suptitle(title or "samples")
     fig.tight_layout()
     return fig
+
+
+def save_figure(trainer: Trainer, fig, folder: str, key: str) -> Path:
+    """Write ``fig`` as ``<run dir>/<folder>/step_<global step>.png`` and ``latest.png``, close it, and send it to
+    the loggers that take images (``log_image``, e.g. W&B) under ``key``; returns the PNG's path."""
+    out_dir = run_dir(trainer) / folder
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"step_{trainer.global_step:07d}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    shutil.copyfile(path, out_dir / "latest.png")
+    for logger in trainer.loggers:
+        if hasattr(logger, "log_image"):
+            logger.log_image(key=key, images=[str(path)], step=trainer.global_step)
+    return path
 
 
 def run_dir(trainer: Trainer) -> Path:
@@ -120,17 +140,9 @@ class SamplePlotCallback(Callback):
         self._count += 1
         if (self._count - 1) % self.every_n_validations:
             return
-        w2 = trainer.callback_metrics.get("val/w2")
         title = f"{type(pl_module).__name__}  step {trainer.global_step}"
-        if w2 is not None:
-            title += f"  val/w2 = {float(w2):.3f}"
+        for key in ("val/w2", "val/fd"):  # (val/fd: the digits classifier's Frechet distance, where it is measured)
+            if (value := trainer.callback_metrics.get(key)) is not None:
+                title += f"  {key} = {float(value):.3f}"
         fig = plot_validation(result, title, self.max_points, self.max_lines, self.max_images)
-        out_dir = run_dir(trainer) / "samples"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / f"step_{trainer.global_step:07d}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        shutil.copyfile(path, out_dir / "latest.png")
-        for logger in trainer.loggers:
-            if hasattr(logger, "log_image"):
-                logger.log_image(key="val/samples", images=[str(path)], step=trainer.global_step)
+        save_figure(trainer, fig, "samples", "val/samples")

@@ -188,17 +188,28 @@ class FlowDataModule(StoredHyperparameters, LightningDataModule):
         self._passes_without_trainer += int(advance)
         return epoch, 0, 1
 
-    def _sharded(self, tensors: dict[str, Tensor]) -> DataLoader:
-        return EpochDataLoader(ShardedBatches(tensors, self.hparams.eval_batch_size), self.clock)
+    def evaluation_batches(self, stage: str) -> ShardedBatches:
+        """The ``"val"`` or ``"test"`` set in batches shared out between processes (default: :meth:`eval_set`)."""
+        return ShardedBatches(self.eval_set(stage), self.hparams.eval_batch_size)
+
+    def predict_batches(self) -> ShardedBatches:
+        return ShardedBatches(self.predict_set(), self.hparams.eval_batch_size)
+
+    def evaluation_workers(self) -> int:
+        """DataLoader workers of the evaluation and predict loaders (0: their batches are slices of tensors)."""
+        return 0
+
+    def _evaluation_loader(self, batches: ShardedBatches) -> DataLoader:
+        return EpochDataLoader(batches, self.clock, num_workers=self.evaluation_workers())
 
     def train_dataloader(self) -> DataLoader:
         return EpochDataLoader(self.train_set(), self.clock, num_workers=self.hparams.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return self._sharded(self.eval_set("val"))
+        return self._evaluation_loader(self.evaluation_batches("val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._sharded(self.eval_set("test"))
+        return self._evaluation_loader(self.evaluation_batches("test"))
 
     def predict_dataloader(self) -> DataLoader:
-        return self._sharded(self.predict_set())
+        return self._evaluation_loader(self.predict_batches())

@@ -29,7 +29,6 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from lightning_fm.data.base import (
     PREDICT,
@@ -40,7 +39,6 @@ from lightning_fm.data.base import (
     TRAIN_ORDER,
     VAL,
     VAL_REF,
-    EpochDataLoader,
     EpochIterableDataset,
     FlowDataModule,
     ShardedBatches,
@@ -308,16 +306,7 @@ class ImageDataModule(FlowDataModule):
     def predict_set(self) -> dict[str, Tensor]:
         return self.predict_batches().whole()
 
-    # -- loaders ---------------------------------------------------------------------------------------------------
-    def _loader(self, batches: ImageBatches) -> DataLoader:
+    def evaluation_workers(self) -> int:
+        """``num_workers`` where images are decoded from files per batch (``split.lazy``), else 0."""
         lazy = any(split.lazy for s in self._sets() for split in s.splits().values())
-        return EpochDataLoader(batches, self.clock, num_workers=self.hparams.num_workers if lazy else 0)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.evaluation_batches("val"))
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.evaluation_batches("test"))
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_batches())
+        return self.hparams.num_workers if lazy else 0
