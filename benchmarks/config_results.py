@@ -34,7 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "config_results.json"
 #: the final validation values recorded (None where a config does not log one); image configs with the digits
 #: classifier add its Frechet distance and its floor, class coverage, confidence and the transfer's target share
-VAL_KEYS = ("val/w2", "val/w2_floor", "val/nfe", "val/not_returned", "val/backward", "val/fd", "val/fd_floor",
+VAL_KEYS = ("val/w2", "val/w2_floor", "val/nfe", "val/crossing", "val/not_returned", "val/backward", "val/fd",
+            "val/fd_floor",
             "val/class_coverage", "val/confidence", "val/label_accuracy", "val/target_class_fraction")
 sys.path.insert(0, str(REPO / "benchmarks"))
 
@@ -119,16 +120,17 @@ def print_points(rows: list[dict]) -> None:
 
 def print_images(rows: list[dict]) -> None:
     print("\n| config | steps | classifier FD (floor) | coverage | confidence | target class | val/w2 (floor) | NFE "
-          "| not returned | threads | wall time |")
+          "| crossing / not returned | threads | wall time |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
             print(f"| {r['config']} | failed | | | | | | | | | {r['seconds']:.0f} s |")
             continue
+        lines = "" if r.get("val/crossing") is None else f"{r['val/crossing']:.0f} / {r['val/not_returned']:.0f}"
         print(f"| `{r['config']}` | {r['steps']} | {fmt(r.get('val/fd'), 2)} ({fmt(r.get('val/fd_floor'), 2)}) "
               f"| {fmt(r.get('val/class_coverage'), 2)} | {fmt(r.get('val/confidence'))} "
               f"| {fmt(r.get('val/target_class_fraction'))} | {fmt(r['val/w2'])} ({fmt(r['val/w2_floor'])}) "
-              f"| {fmt(r['val/nfe'], 0)} | {fmt(r.get('val/not_returned'), 0)} | {r.get('threads', 1)} "
+              f"| {fmt(r['val/nfe'], 0)} | {lines} | {r.get('threads', 1)} "
               f"| {r['seconds'] / 60:.1f} min |")
 
 

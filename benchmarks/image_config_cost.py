@@ -3,10 +3,11 @@ that implies, calibrated on a published run (no GPU was available to this projec
 
     python benchmarks/image_config_cost.py [configs/cifar10/*.yaml configs/celeba64/*.yaml configs/mnist/*.yaml]
 
-For each config the backbone is built as configured and one training step's network work is counted with
-``torch.utils.flop_counter.FlopCounterMode``: the forward and backward of the batch the loss evaluates (CFM: the
-batch; IFM/EFM: ``n_points`` points; the superposition's matrix products over the charges are counted too, through
-one call of the module's loss), and one forward per sample per NFE for generation. The wall-time column scales the
+For each config the module is built as configured and one training step's work is counted with
+``torch.utils.flop_counter.FlopCounterMode`` through a call of its loss and its backward on two points, scaled to
+the points a step trains on (CFM: the batch; IFM/EFM: ``n_points``; the superposition's products over the charges,
+O(b B D), are a fraction of a percent of the network's work here), and one forward per sample per NFE for
+generation. The wall-time column scales the
 one published timing of such a recipe: torchcfm issue #105, OT-CFM CIFAR-10 (400k steps at batch 128, this
 U-Net) in about 19 h on one RTX 4090, i.e. it assumes this framework's step costs what the same FLOPs cost there.
 That is an estimate (FLOPs are not time: attention and memory-bound layers differ), not a measurement.
@@ -50,22 +51,28 @@ def flops(fn) -> int:
 
 
 def cost(config: Path) -> dict:
+    """Network FLOPs of one training step and of one evaluation per sample (see the module docstring)."""
     module, cfg = build_module(config)
-    data = cfg["data"]["init_args"]
-    batch, shape = int(data["batch_size"]), SHAPES[config.parent.name]
-    x1, x0 = torch.rand(batch, *shape) * 2 - 1, torch.randn(batch, *shape)
+    batch, shape = int(cfg["data"]["init_args"]["batch_size"]), SHAPES[config.parent.name]
+    n_points = cfg["model"]["init_args"].get("n_points") or batch  # IFM/EFM: the points the network sees
+    points = min(int(n_points), batch) if "n_points" in cfg["model"]["init_args"] else batch
+    probe = 2  # counted on 2 points, scaled linearly (a 64x64 step of 128 points does not fit this machine's memory)
+    batch_of_two = {"x0": torch.randn(probe, *shape), "x1": torch.rand(probe, *shape) * 2 - 1}
+    if module.num_classes:
+        batch_of_two["y1"] = torch.arange(probe) % module.num_classes
 
     def step():
-        module.loss({"x0": x0, "x1": x1}, distributed=False).backward()
+        module.loss(batch_of_two, distributed=False).backward()
 
-    per_step = flops(step)
+    per_point = flops(step) / probe
     one = torch.randn(1, *shape)
     sampler = module.hparams["sampler"]["init_args"]
     nfe = sampler.get("steps", 100) if sampler.get("method") != "dopri5" else None
     per_eval = flops(lambda: module.sample(one, steps=1, method="euler"))
     return {"config": str(config.relative_to(REPO)), "parameters": sum(p.numel() for p in module.backbone.parameters()),
-            "batch": batch, "steps": int(cfg["trainer"]["max_steps"]), "gflop_per_step": per_step / 1e9,
-            "gflop_per_sample_eval": per_eval / 1e9, "sampler": sampler.get("method"), "sampler_nfe": nfe}
+            "batch": batch, "points_per_step": points, "steps": int(cfg["trainer"]["max_steps"]),
+            "gflop_per_step": per_point * points / 1e9, "gflop_per_sample_eval": per_eval / 1e9,
+            "sampler": sampler.get("method"), "sampler_nfe": nfe}
 
 
 def main() -> None:
@@ -83,12 +90,13 @@ def main() -> None:
         r["estimated_steps_per_gpu_day"] = 86400 / (r["gflop_per_step"] * seconds_per_gflop)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"reference": REFERENCE, "rows": rows}, indent=2))
-    print("| config | parameters | batch | GFLOP / step | steps | est. steps / GPU-day | est. total (RTX 4090) "
-          "| GFLOP / sample / NFE | sampler |")
+    print("| config | parameters | batch (points) | GFLOP / step | steps | est. steps / GPU-day "
+          "| est. total (RTX 4090) | GFLOP / sample / NFE | sampler |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         nfe = f"{r['sampler']} ({r['sampler_nfe']} NFE)" if r["sampler_nfe"] else f"{r['sampler']} (adaptive)"
-        print(f"| `{r['config']}` | {r['parameters'] / 1e6:.2f} M | {r['batch']} | {r['gflop_per_step']:.0f} "
+        print(f"| `{r['config']}` | {r['parameters'] / 1e6:.2f} M | {r['batch']} ({r['points_per_step']}) "
+              f"| {r['gflop_per_step']:.0f} "
               f"| {r['steps']:,} | {r['estimated_steps_per_gpu_day']:,.0f} | {r['estimated_hours_rtx4090']:.0f} h "
               f"| {r['gflop_per_sample_eval']:.2f} | {nfe} |")
     print(f"\ncalibration: {REFERENCE}")

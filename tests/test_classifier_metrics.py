@@ -145,7 +145,8 @@ def _validate(callback, trainer, module, batch, generated, sizes=(100, 159, 100)
 @pytest.fixture(scope="module")
 def digits_setup(cache):
     data = DigitsDataModule()
-    trainer = SimpleNamespace(datamodule=data, sanity_checking=False, world_size=1, is_global_zero=True)
+    trainer = SimpleNamespace(datamodule=data, sanity_checking=False, world_size=1, is_global_zero=True,
+                              strategy=SimpleNamespace(root_device=torch.device("cpu")))
     callback = ClassifierMetrics(cache_dir=str(cache))
     callback.setup(trainer, FakeModule(), "fit")
     return callback, trainer, data.eval_set("val")
@@ -204,7 +205,8 @@ def test_transfer_reports_the_fraction_generated_in_the_target_class(cache):
     from lightning_fm.data import DigitsImages, TransferDataModule
 
     data = TransferDataModule(DigitsImages(classes=[2]), DigitsImages(classes=[3]))  # digits 2 -> digits 3
-    trainer = SimpleNamespace(datamodule=data, sanity_checking=False, world_size=1, is_global_zero=True)
+    trainer = SimpleNamespace(datamodule=data, sanity_checking=False, world_size=1, is_global_zero=True,
+                              strategy=SimpleNamespace(root_device=torch.device("cpu")))
     callback = ClassifierMetrics(cache_dir=str(cache))
     callback.setup(trainer, FakeModule(), "fit")  # trained on the source's 2s and the target's 3s
     assert callback.target_classes.tolist() == [3]

@@ -87,6 +87,9 @@ def test_default_guidance_applies_to_labelled_sampling():
     assert torch.allclose(module.sample(x).x, module.sample(x, guidance=None).x)  # no labels: nothing to guide
     with pytest.raises(ValueError, match="guidance=1.5 needs labels"):
         module.sample(x, guidance=1.5)
+    unconditional = CFMModule(MLP(2, width=8, depth=1), LinearPath(0.1))
+    with pytest.raises(ValueError, match="guidance=2.0 needs a class-conditional backbone"):
+        unconditional.sample(x, y, guidance=2.0)
 
 
 def test_guided_forward_only_ifm_follows_the_guided_dual_dynamics():

@@ -1,6 +1,6 @@
-"""The paper-recipe image configs start training: a few CPU steps of every ``configs/cifar10/*.yaml`` as shipped,
-full-size U-Net included, with only the data swapped for synthetic 32x32 images (no download here) and the batch
-made small."""
+"""The paper-recipe image configs start training: two CPU steps of every ``configs/{cifar10,mnist,celeba64}/*.yaml``
+as shipped, full-size U-Net included, with only the data swapped for synthetic images of the data set's shape (no
+download here) and the batch made small."""
 import sys
 from pathlib import Path
 
@@ -12,17 +12,22 @@ from conftest import REPO
 from lightning_fm.cli import main
 
 CIFAR10 = sorted((REPO / "configs" / "cifar10").glob("*.yaml"))
+RECIPES = [*CIFAR10, *sorted((REPO / "configs" / "mnist").glob("*.yaml")),
+           *sorted((REPO / "configs" / "celeba64").glob("*.yaml"))]
+SHAPES = {"cifar10": [3, 32, 32], "mnist": [1, 28, 28], "celeba64": [3, 64, 64]}
 #: the parameters of the shipped backbones: torchcfm's CIFAR-10 U-Net; the IFM/EFM notebooks' DDPM net in a
 #: FieldHead (its 57,634,180 less the 1,024 by which the FieldHead's f_z projection is smaller than its extra
 #: output channel; tests/test_unet.py)
-BACKBONE_PARAMETERS = {"icfm": 35_746_307, "otcfm": 35_746_307, "ifm": 57_633_156, "efm": 57_633_156}
+BACKBONE_PARAMETERS = {"cifar10/icfm": 35_746_307, "cifar10/otcfm": 35_746_307, "cifar10/ifm": 57_633_156,
+                       "cifar10/efm": 57_633_156, "mnist/otcfm": 1_075_361}
 
 
 def small_data_copy(config: Path, tmp_path: Path) -> Path:
-    """The config with synthetic 32x32 CIFAR-shaped data, batches of 4 and a two-image, two-step sample grid."""
+    """The config with synthetic data of its set's shape, batches of 4 and a two-image, two-step sample grid."""
     cfg = yaml.safe_load(config.read_text())
-    cfg["data"]["init_args"]["target"] = {"class_path": "lightning_fm.data.SyntheticImages",
-                                          "init_args": {"shape": [3, 32, 32], "n_train": 16, "n_eval": 4}}
+    classes = 0 if config.parent.name == "celeba64" else 10
+    cfg["data"]["init_args"]["target"] = {"class_path": "lightning_fm.data.SyntheticImages", "init_args": {
+        "shape": SHAPES[config.parent.name], "n_train": 16, "n_eval": 4, "num_classes": classes}}
     cfg["data"]["init_args"].update(batch_size=4, eval_batch_size=4, num_workers=0)
     for callback in cfg["trainer"]["callbacks"]:
         if callback["class_path"].endswith("SampleGrid"):
@@ -32,10 +37,11 @@ def small_data_copy(config: Path, tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("config", CIFAR10, ids=lambda p: p.stem)
-def test_cifar10_config_trains_on_cpu_with_the_full_size_unet(config, tmp_path, monkeypatch):
+@pytest.mark.parametrize("config", RECIPES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_image_recipe_trains_on_cpu_with_its_full_size_unet(config, tmp_path, monkeypatch):
     assert {p.stem for p in CIFAR10} == {"icfm", "otcfm", "ifm", "efm"}
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LIGHTNING_FM_CACHE", str(tmp_path / "cache"))  # the digits classifier of ClassifierMetrics
     monkeypatch.setattr(sys, "argv", ["lightning_fm"])  # the CLI is given its arguments, not pytest's
     torch.manual_seed(0)
     cli = main(["fit", "-c", str(small_data_copy(config, tmp_path)), "--trainer.max_steps=2",
@@ -44,9 +50,11 @@ def test_cifar10_config_trains_on_cpu_with_the_full_size_unet(config, tmp_path, 
     model, trainer = cli.model, cli.trainer
     assert trainer.global_step == 2
     unet = getattr(model.backbone, "backbone", model.backbone)  # inside a FieldHead for IFM/EFM
-    assert type(unet).__name__ == "UNet" and unet.data_shape == (3, 32, 32) and unet.model_channels == 128
-    assert sum(p.numel() for p in model.backbone.parameters()) == BACKBONE_PARAMETERS[config.stem]
+    assert type(unet).__name__ == "UNet" and unet.data_shape == tuple(SHAPES[config.parent.name])
+    parameters = sum(p.numel() for p in model.backbone.parameters())
+    assert parameters == BACKBONE_PARAMETERS.get(f"{config.parent.name}/{config.stem}", parameters)
     grids = list(tmp_path.glob("runs/*/version_0/grids/latest.png"))
     assert len(grids) == 1 and grids[0].stat().st_size > 1000  # the end-of-fit grid, EMA weights
-    x = torch.randn(2, 3, 32, 32)
-    assert torch.isfinite(model.sample(x, steps=2).x).all()
+    x = torch.randn(2, *SHAPES[config.parent.name])
+    y = torch.tensor([3, 7]) if model.num_classes else None
+    assert torch.isfinite(model.sample(x, y=y, steps=2, method="euler").x).all()

@@ -169,7 +169,8 @@ class ClassifierMetrics(Callback):
         world = int(getattr(trainer, "world_size", 1))
         if world > 1 and not trainer.is_global_zero:
             trainer.strategy.barrier("classifier_metrics")
-        classifier = load_or_train_classifier(images, labels, self.cache_dir, **self.settings)
+        settings = {"device": trainer.strategy.root_device, **self.settings}  # trains on the run's accelerator
+        classifier = load_or_train_classifier(images, labels, self.cache_dir, **settings)
         if world > 1 and trainer.is_global_zero:
             trainer.strategy.barrier("classifier_metrics")
         self.classifier, self._data = classifier.eval().requires_grad_(False), datamodule

@@ -124,7 +124,7 @@ class SampleGrid(Callback):
         for ax, (name, images) in zip(axes[0], panels.items()):
             show_images(ax, images, name, nrow)
         fig.suptitle(title, fontsize=9)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 0.96))  # (room for the title above the panels' own)
         return save_figure(trainer, fig, "grids", "train/samples")
 
     # -- when ------------------------------------------------------------------------------------------------------

@@ -185,6 +185,8 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
         if w and labels is None:
             if guidance is None:
                 return 0.0  # the default scale applies to labelled sampling only
+            if not self.num_classes:
+                raise ValueError(f"guidance={w} needs a class-conditional backbone (model.backbone num_classes > 0)")
             raise ValueError(f"guidance={w} needs labels y (classifier-free guidance towards a class)")
         return w
 
