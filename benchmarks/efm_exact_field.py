@@ -111,7 +111,8 @@ def main() -> None:
     print("| L | sampler settings | W2 | floor | NFE | not returned |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['L']} | {r['settings']} | {r['w2']:.3f} | {r['floor']:.3f} | {r['nfe']} | {r['not_returned']:.0f} |")
+        print(f"| {r['L']} | {r['settings']} | {r['w2']:.3f} | {r['floor']:.3f} | {r['nfe']} "
+              f"| {r['not_returned']:.0f} |")
     Path(args.out).write_text(json.dumps({"charges": args.charges, "lines": args.lines, "rows": rows}, indent=2))
     print(f"wrote {args.out}")
 

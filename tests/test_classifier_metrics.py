@@ -223,7 +223,7 @@ def test_transfer_reports_the_fraction_generated_in_the_target_class(cache):
 
 def test_callback_rejects_rgb_data_and_data_without_training_images():
     rgb = SimpleNamespace(data_shape=(3, 8, 8), target_shape=(3, 8, 8))
-    with pytest.raises(ValueError, match="use FID"):
+    with pytest.raises(ValueError, match="remove lightning_fm.callbacks.ClassifierMetrics"):
         ClassifierMetrics().setup(SimpleNamespace(datamodule=rgb), FakeModule(), "fit")
 
     class Points:
@@ -237,7 +237,7 @@ def test_callback_rejects_rgb_data_and_data_without_training_images():
         ClassifierMetrics(every_n_validations=0)
 
 
-def test_training_images_reads_splits_or_an_image_split():
+def test_training_images_reads_an_image_split():
     images, labels = torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 0, 1])
 
     class WithSplit:  # the ImageDataModule form: an object with .labels and .chunks()
@@ -261,3 +261,34 @@ def test_callback_in_a_real_fast_dev_run(cache, tmp_path):
     assert "val/label_accuracy" not in metrics
     assert float(metrics["val/fd"]) > float(metrics["val/fd_floor"]) > 0  # one training step: far from the data
     assert not any("classifier" in name for name in module.state_dict())  # never part of the model
+
+
+def test_under_ddp_every_rank_measures_with_rank_zeros_classifier(digits_setup, monkeypatch):
+    """Rank 0 trains or loads; the others receive its weights (no training, no cache file needed on their node)."""
+    callback, trainer, _ = digits_setup
+    sent = []
+
+    class Strategy:
+        root_device = torch.device("cpu")
+
+        def __init__(self, rank):
+            self.rank = rank
+
+        def broadcast(self, obj, src=0):
+            if self.rank == 0:
+                sent.append(obj)
+            return sent[0]
+
+    rank0 = SimpleNamespace(**{**vars(trainer), "world_size": 2, "is_global_zero": True, "strategy": Strategy(0)})
+    rank1 = SimpleNamespace(**{**vars(trainer), "world_size": 2, "is_global_zero": False, "strategy": Strategy(1)})
+    first = ClassifierMetrics(cache_dir=callback.cache_dir)
+    first.setup(rank0, FakeModule(), "fit")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("rank 1 must not train or read a cache")
+
+    monkeypatch.setattr("lightning_fm.callbacks.classifier_metrics.load_or_train_classifier", no_training)
+    second = ClassifierMetrics(cache_dir="/nonexistent")
+    second.setup(rank1, FakeModule(), "fit")
+    x = torch.rand(5, 1, 8, 8) * 2 - 1
+    assert torch.equal(first.classifier.features(x), second.classifier.features(x))

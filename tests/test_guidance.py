@@ -1,16 +1,18 @@
 """Classifier-free guidance and label dropout: the guidance rules against their closed forms, the duality under
-guidance (a guided forward-only IFM follows its dual CFM's guided dynamics), and the modules' conditioning paths."""
+guidance (a guided forward-only IFM follows its dual CFM's guided dynamics), the modules' conditioning paths, and
+class-conditional superposed targets (the pairs of the point's class)."""
 import math
 
 import pytest
 import torch
 
+from lightning_fm.couplings import IndependentCoupling
 from lightning_fm.data import ToyDataModule
 from lightning_fm.duality import field_from_velocity
-from lightning_fm.fields import CoulombField
+from lightning_fm.fields import CoulombField, StrongInteractionField
 from lightning_fm.models import MLP, FieldHead
-from lightning_fm.modules import CFMModule, ForwardOnlyIFMModule, IFMModule
-from lightning_fm.paths import LinearPath
+from lightning_fm.modules import CFMModule, ForwardOnlyIFMModule, IFMModule, Pairs
+from lightning_fm.paths import BrownianBridgePath, LinearPath
 from lightning_fm.sampling import FieldLineSampler, ODESampler
 from lightning_fm.sampling.guidance import both_conditions, extrapolate, guided_field
 
@@ -154,3 +156,40 @@ def test_efm_guidance_extrapolates_the_field_outputs():
     module.field_output = spy
     module.sample(x, y, guidance=0.5)
     assert len(calls) == 4 and all(torch.equal(c, torch.cat([y, torch.full_like(y, 2)])) for c in calls)
+
+
+def test_class_conditional_ifm_superposes_the_pairs_of_each_points_class():
+    """The target a class-conditional IFM regresses depends on the label: the field of the point's class's pairs
+    (so guidance has a conditional field to extrapolate to); a dropped label (the null class) gets all pairs."""
+    torch.manual_seed(0)
+    L = 2.0
+    module = IFMModule(FieldHead(MLP(2, width=8, depth=1, num_classes=3)), StrongInteractionField(L=L, scale=0.5))
+    x0, x1 = torch.randn(12, 2, dtype=F64), torch.randn(12, 2, dtype=F64) + 1
+    y1 = torch.tensor([0, 1, 2] * 4)
+    pairs = Pairs(x0, x1, None, y1, x0, x1, all_y1=y1)
+    z, x = torch.rand(6, dtype=F64) * L, torch.randn(6, 2, dtype=F64)
+    labels = torch.tensor([0, 1, 2, 3, 3, 1])  # 3: the null class
+    tz, tx = module.target(z, x, labels, pairs)
+    for i, c in enumerate(labels.tolist()):
+        charges = slice(None) if c == 3 else y1 == c
+        ez, ex = module.field.target(z[i:i + 1], x[i:i + 1], x0[charges], x1[charges])
+        assert torch.allclose(tz[i], ez[0]) and torch.allclose(tx[i], ex[0])
+    unconditional = module.field.target(z, x, x0, x1)
+    assert not torch.allclose(tx[:3], unconditional[1][:3])  # the label changes the target
+
+
+def test_class_conditional_multi_sample_cfm_superposes_within_group_and_class():
+    module = CFMModule(MLP(2, width=8, depth=1, num_classes=2), BrownianBridgePath(0.8), IndependentCoupling(),
+                       velocity_target="multi", charges=4)
+    x0, x1 = torch.randn(8, 2, dtype=F64), torch.randn(8, 2, dtype=F64) + 2
+    y1 = torch.tensor([0, 1, 1, 0, 1, 1, 0, 0])
+    pairs = Pairs(x0, x1, None, y1, x0, x1, all_y1=y1)
+    t, labels = torch.rand(8, dtype=F64), torch.tensor([0, 1, 2, 0, 2, 1, 0, 0])  # 2: dropped (null)
+    torch.manual_seed(1)
+    xt, target = module.regression_target(pairs, t, labels)
+    for i in range(8):
+        group = torch.zeros(8, dtype=torch.bool)
+        group[4 * (i // 4): 4 * (i // 4) + 4] = True
+        charges = group if labels[i] == 2 else group & (y1 == labels[i])
+        expected = module.path.posterior(xt[i:i + 1], t[i:i + 1], x0[charges], x1[charges]).velocity[0]
+        assert torch.allclose(target[i], expected, atol=1e-12)

@@ -106,14 +106,17 @@ def test_synthetic_images_batches_shapes_dtype_range():
     val = list(dm.val_dataloader())
     assert [len(b["x1"]) for b in val] == [4, 4, 4] and set(val[0]) == {"x0", "x1", "x1_ref", "y1"}
     pred = list(dm.predict_dataloader())
-    assert [set(p) for p in pred] == [{"x0"}, {"x0"}] and torch.cat([p["x0"] for p in pred]).shape == (9, 3, 8, 8)
+    assert [set(p) for p in pred] == [{"x0", "y1"}] * 2 and torch.cat([p["x0"] for p in pred]).shape == (9, 3, 8, 8)
+    assert torch.equal(torch.cat([p["y1"] for p in pred]), torch.arange(9) % 10)  # balanced classes to generate
     unlabelled = ImageDataModule(target=synthetic(num_classes=0), batch_size=8)
     assert unlabelled.num_classes == 0 and set(one_epoch(unlabelled)[0]) == {"x0", "x1"}
     assert set(unlabelled.eval_set("val")) == {"x0", "x1", "x1_ref"}
 
 
 def test_determinism_seeds_and_epochs():
-    make = lambda **kw: ImageDataModule(target=synthetic(), batch_size=16, hflip=True, **kw)
+    def make(**kw):
+        return ImageDataModule(target=synthetic(), batch_size=16, hflip=True, **kw)
+
     a, b = make(), make()
     a0, b0 = one_epoch(a), one_epoch(b)
     assert all(torch.equal(p[k], q[k]) for p, q in zip(a0, b0) for k in p)

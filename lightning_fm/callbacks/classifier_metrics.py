@@ -17,30 +17,24 @@ from lightning_fm.metrics.frechet import FeatureStatistics, frechet_distance_fro
 
 
 def _images_and_labels(value: Any, what: str) -> tuple[Tensor, Tensor | None]:
-    """``(images, labels)`` from a pair or from an image split (``.labels`` and ``.chunks()`` or ``.get(index)``)."""
+    """``(images, labels)`` from a pair or from an image split (``.labels`` and ``.chunks()``)."""
     if isinstance(value, (tuple, list)) and len(value) == 2:
         return value[0], value[1]
     if hasattr(value, "labels") and callable(getattr(value, "chunks", None)):
         return torch.cat(list(value.chunks())), value.labels
-    if hasattr(value, "labels") and callable(getattr(value, "get", None)):
-        return value.get(torch.arange(len(value.labels))), value.labels
     raise TypeError(f"ClassifierMetrics: {what} must be (images, labels) or an image split with .labels and "
                     f".chunks(), got {type(value).__name__}")
 
 
 def training_images(datamodule: Any) -> tuple[Tensor, Tensor]:
     """The labelled target training images ``(images (N, C, H, W), labels (N,))`` of a data module: its
-    ``splits["train"]`` (:class:`~lightning_fm.data.DigitsDataModule`), else its ``target_train_images()`` (a pair
-    or an image split, :class:`~lightning_fm.data.images.ImageDataModule`)."""
+    ``target_train_images()`` (a pair or an image split, :class:`~lightning_fm.data.images.ImageDataModule`)."""
     name = type(datamodule).__name__
-    splits = getattr(datamodule, "splits", None)
-    if isinstance(splits, Mapping) and "train" in splits:
-        images, labels = _images_and_labels(splits["train"], f"{name}.splits['train']")
-    elif callable(getattr(datamodule, "target_train_images", None)):
-        images, labels = _images_and_labels(datamodule.target_train_images(), f"{name}.target_train_images()")
-    else:
-        raise TypeError(f"ClassifierMetrics cannot find the training images of {name}: it has neither "
-                        "`splits['train']` nor a method `target_train_images()` returning (images, labels)")
+    if not callable(getattr(datamodule, "target_train_images", None)):
+        raise TypeError(f"ClassifierMetrics cannot find the training images of {name}: it has no method "
+                        "`target_train_images()` returning (images, labels) (image data such as "
+                        "lightning_fm.data.ImageDataModule has one)")
+    images, labels = _images_and_labels(datamodule.target_train_images(), f"{name}.target_train_images()")
     if labels is None:
         raise ValueError(f"ClassifierMetrics trains its classifier on labelled images, but the training images of "
                          f"{name} have no labels")
@@ -62,10 +56,11 @@ def source_training_images(datamodule: Any) -> tuple[Tensor, Tensor] | None:
 def check_grey_images(shape: tuple[int, ...]) -> None:
     """Raise a ValueError unless ``shape`` is a grey image ``(1, H, W)``."""
     if len(shape) == 3 and shape[0] == 3:
-        raise ValueError(f"ClassifierMetrics measures grey images (1, H, W); the data are RGB {shape}: "
-                         "use FID (next issue)")
+        raise ValueError(f"ClassifierMetrics measures grey images (1, H, W); the data are RGB {shape}: remove "
+                         "lightning_fm.callbacks.ClassifierMetrics from trainer.callbacks")
     if len(shape) != 3 or shape[0] != 1:
-        raise ValueError(f"ClassifierMetrics measures grey images (1, H, W), but the data have shape {shape}")
+        raise ValueError(f"ClassifierMetrics measures grey images (1, H, W), but the data have shape {shape}: "
+                         "remove lightning_fm.callbacks.ClassifierMetrics from trainer.callbacks")
 
 
 class PredictionStatistics(Metric):
@@ -165,14 +160,18 @@ class ClassifierMetrics(Callback):
         source = source_training_images(datamodule)
         if source is not None:  # a transfer: the classifier learns the source classes too
             images, labels = torch.cat([images, source[0]]), torch.cat([labels, source[1]])
-        # under DDP rank 0 trains and caches first, the others then load its file (or train alike without one)
+        # rank 0 trains (on the run's accelerator) or loads the cached classifier; under DDP it sends its weights to
+        # the other ranks, so that every rank measures in the same feature space (GPU training is not bit-exact)
         world = int(getattr(trainer, "world_size", 1))
-        if world > 1 and not trainer.is_global_zero:
-            trainer.strategy.barrier("classifier_metrics")
-        settings = {"device": trainer.strategy.root_device, **self.settings}  # trains on the run's accelerator
-        classifier = load_or_train_classifier(images, labels, self.cache_dir, **settings)
-        if world > 1 and trainer.is_global_zero:
-            trainer.strategy.barrier("classifier_metrics")
+        classifier = None
+        if world == 1 or trainer.is_global_zero:
+            settings = {"device": trainer.strategy.root_device, **self.settings}
+            classifier = load_or_train_classifier(images, labels, self.cache_dir, **settings)
+        if world > 1:
+            config, state = trainer.strategy.broadcast(
+                None if classifier is None else (classifier.config, classifier.state_dict()), src=0)
+            classifier = DigitsClassifier(**config)
+            classifier.load_state_dict(state)
         self.classifier, self._data = classifier.eval().requires_grad_(False), datamodule
 
     def _prepare(self, device: torch.device) -> None:

@@ -1,6 +1,7 @@
 """Sample grids written while training: what the EMA model generates from fixed source points, every N steps."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -49,10 +50,10 @@ class SampleGrid(Callback):
     ``<run dir>/grids/step_<step>.png`` and ``latest.png``; loggers that take images (``log_image``, e.g. W&B)
     receive it as ``train/samples``.
 
-    Class-conditional models draw one class per row (labels ``0..K-1`` cycled) with guidance ``guidance`` (None: the
-    module's ``model.guidance``). Transfer data (the source is an image set) gives three panels: the source images,
-    their transferred images, and each one's nearest training target in pixel L2 (a memorised sample shows as a
-    copy of its neighbour).
+    Class-conditional models draw one class per row (rows of ``ceil(n_samples / K)`` images of one label) with
+    guidance ``guidance`` (None: the module's ``model.guidance``). Transfer data (the source is an image set) gives
+    three panels: the source images, their transferred images, and each one's nearest training target in pixel L2
+    (a memorised sample shows as a copy of its neighbour).
 
     Args:
         every_n_steps: optimiser steps between grids (0: only at the end of fit).
@@ -71,6 +72,7 @@ class SampleGrid(Callback):
         self.every_n_steps, self.n_samples, self.guidance = int(every_n_steps), int(n_samples), guidance
         self.nrow, self.sampler, self.nearest_limit = nrow, dict(sampler or {}), nearest_limit
         self._fixed: dict[str, Tensor] | None = None
+        self._per_class = 0
         self._last_step = -1
         self.last: dict[str, Tensor] = {}  # the panels of the last grid (images in [-1, 1]), e.g. for a notebook
 
@@ -81,11 +83,11 @@ class SampleGrid(Callback):
             return
         if not is_image_shape(tuple(datamodule.data_shape)):
             return  # points (toys) are drawn by SamplePlotCallback after each validation
-        evaluation = datamodule.eval_set("val")
-        fixed = {"x0": evaluation["x0"][: self.n_samples]}
+        fixed = {"x0": datamodule.evaluation_batches("val").head(self.n_samples)["x0"]}
         classes = int(getattr(pl_module, "num_classes", 0))
-        if classes:
-            fixed["y"] = torch.arange(len(fixed["x0"])) % classes
+        if classes:  # one class per row: rows of ceil(n / K) images
+            self._per_class = math.ceil(len(fixed["x0"]) / classes)
+            fixed["y"] = torch.arange(len(fixed["x0"])) // self._per_class
         self._fixed = fixed
 
     def is_transfer(self, trainer: Trainer) -> bool:
@@ -100,15 +102,15 @@ class SampleGrid(Callback):
         model = averaged_module(trainer)
         weights = "EMA weights" if model is not None else "live weights (no EMA callback)"
         model = model if model is not None else pl_module
-        device = next(model.parameters()).device
+        home, device = next(model.parameters()).device, pl_module.device  # the EMA copy may be kept on the CPU
         was_training = model.training
-        model.eval()
+        model.to(device).eval()
         try:
             y = self._fixed.get("y")
             result = model.sample(self._fixed["x0"].to(device), y=None if y is None else y.to(device),
                                   guidance=self.guidance, **self.sampler)
         finally:
-            model.train(was_training)
+            model.to(home).train(was_training)
         panels = {"samples": result.x.cpu()}
         if self.is_transfer(trainer):
             panels = {"source": self._fixed["x0"], "transferred": panels["samples"],
@@ -119,7 +121,7 @@ class SampleGrid(Callback):
         return self._write(trainer, panels, title)
 
     def _write(self, trainer: Trainer, panels: dict[str, Tensor], title: str) -> Path:
-        nrow = self.nrow or (len(self._fixed["y"].unique()) if "y" in self._fixed else None)
+        nrow = self.nrow or (self._per_class if "y" in self._fixed else None)
         fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.9), squeeze=False)
         for ax, (name, images) in zip(axes[0], panels.items()):
             show_images(ax, images, name, nrow)

@@ -25,7 +25,8 @@ def in_global_order(trainer: Trainer, batches: list[Tensor]) -> list[Tensor] | N
 
 class SampleWriter(Callback):
     """On ``predict``, save all predicted samples (of every process, in the predict set's order) to
-    ``<log_dir>/predictions.pt`` as ``{"samples": (N, *dims)}``."""
+    ``<log_dir>/predictions.pt`` as ``{"samples": (N, *dims)}``, with ``"labels"`` (N,) for a class-conditional
+    model (the predict set's ``y1``)."""
 
     def __init__(self, filename: str = "predictions.pt") -> None:
         self.filename = filename
@@ -37,7 +38,11 @@ class SampleWriter(Callback):
         if not batches:
             return
         samples = torch.cat(batches)
+        saved = {"samples": samples}
+        labels = getattr(trainer.datamodule, "predict_set", dict)().get("y1")
+        if labels is not None and getattr(pl_module, "num_classes", 0):  # the classes a conditional model drew
+            saved["labels"] = labels
         path = run_dir(trainer) / self.filename
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"samples": samples}, path)
+        torch.save(saved, path)
         print(f"wrote {len(samples)} samples to {path}")

@@ -99,6 +99,10 @@ class ShardedBatches(EpochIterableDataset):
     def __len__(self) -> int:
         return self._batches_per_rank()
 
+    def head(self, n: int) -> dict[str, Tensor]:
+        """The set's first ``n`` rows (e.g. fixed sources for sample grids)."""
+        return {key: value[:n] for key, value in self.tensors.items()}
+
     def make_batch(self, k: int) -> dict[str, Tensor]:
         if self.n < self.world_size:
             raise ValueError(f"an evaluation set of {self.n} samples cannot be shared out between {self.world_size} "

@@ -276,7 +276,7 @@ class SyntheticImages(ImageSet):
         return int(self._classes)
 
     def load(self) -> dict[str, ImageSplit]:
-        g = make_generator(self.seed, 0, 0, 0, 0)
+        g = make_generator(self.seed, SPLIT, 0, 0, 1)  # a stream of its own (not the training noise's)
         patterns = smooth_noise(self.num_classes, self.shape, g) if self.num_classes else None
         splits = {}
         for name, n in (("train", self.n_train), ("eval", self.n_eval)):

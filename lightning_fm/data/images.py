@@ -15,7 +15,8 @@ Images are float32 ``(C, H, W)`` in [-1, 1] in every batch. Batches:
   validation) or as many held-out source images (both sides truncated to the same count), and ``x1_ref`` as many
   *training* targets drawn without replacement (another draw for test): the W2 / FID noise floor, the distance
   between two independent finite samples of the data.
-* predict: ``{"x0"}``: ``n_predict`` fixed noise samples, or the held-out source images (at most ``n_predict``).
+* predict: ``{"x0"}``: ``n_predict`` fixed noise samples (+ ``"y1"``, the classes to generate, ``i mod K`` for row
+  ``i``, where the target has classes), or the held-out source images (at most ``n_predict``).
 
 Labels (``y1``, ``y0``) are given where the set has classes (``num_classes > 0``; not for CelebA). Row ``i`` of the
 fixed noise does not depend on the batch or the process that asks for it. Sets decoded per batch (``split.lazy``:
@@ -142,6 +143,9 @@ class ImageBatches(ShardedBatches):
 
     def whole(self) -> dict[str, Tensor]:
         return self._resolved(dict(self.tensors))
+
+    def head(self, n: int) -> dict[str, Tensor]:
+        return self._resolved(super().head(n))
 
     def _resolved(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         return {key: self.resolve[key](value) if key in self.resolve else value for key, value in batch.items()}
@@ -298,6 +302,8 @@ class ImageDataModule(FlowDataModule):
             n = min(n, len(self.source.splits()["eval"]))
         tensors, resolve = self._sources(n, PREDICT)
         tensors.pop("y0", None)
+        if self.source is None and self._has_labels()[1]:  # the classes to generate, balanced
+            tensors["y1"] = torch.arange(n) % self.num_classes
         return ImageBatches(tensors, self.hparams.eval_batch_size, resolve)
 
     def eval_set(self, stage: str) -> dict[str, Tensor]:

@@ -345,8 +345,9 @@ class DecodedFolder:
     """Map-style dataset of an ``ImageFolder``'s files: item ``i`` is file ``i`` as uint8 ``(C, H, W)``, converted
     to ``mode`` ("L" or "RGB"), resized (shorter side) and centre-cropped to ``size`` where given."""
 
-    def __init__(self, files: list[str], mode: str, size: int | None, shape: tuple[int, ...]) -> None:
-        self.files, self.mode, self.size, self.shape = files, mode, size, shape
+    def __init__(self, files: list[str], mode: str, size: int | None, shape: tuple[int, ...],
+                 key: str = "FolderImages") -> None:
+        self.files, self.mode, self.size, self.shape, self.key = files, mode, size, shape, key
 
     def __len__(self) -> int:
         return len(self.files)
@@ -362,7 +363,7 @@ class DecodedFolder:
             x = TF.pil_to_tensor(image)
         if tuple(x.shape) != self.shape:
             raise ValueError(f"{self.files[i]} is {tuple(x.shape[1:])} pixels but the folder's first image "
-                             f"{tuple(self.shape[1:])}; set image_size to resize them all")
+                             f"{tuple(self.shape[1:])}; set {self.key}.image_size to resize them all")
         return x
 
 
@@ -444,7 +445,7 @@ class FolderImages(ImageSet):
         listing = self._folder()
         files = [f for f, _ in listing.samples]
         labels = torch.tensor([c for _, c in listing.samples], dtype=torch.int64)
-        decoded = DecodedFolder(files, self._mode(), self.image_size, self.shape)
+        decoded = DecodedFolder(files, self._mode(), self.image_size, self.shape, self.key)
         in_memory = self.in_memory
         if in_memory is None:
             in_memory = len(files) * math.prod(self.shape) <= IN_MEMORY_BYTES

@@ -125,16 +125,16 @@ class PFGMMixing(VolumeSampler):
         self.sigma_end, self.tau, self.M, self.eps = float(sigma_end), float(tau), int(M), float(eps)
         self.restrict_M, self.near = bool(restrict_M), near
 
-    def _distance(self, x0: Tensor, L: float, m_law: str, generator) -> tuple[Tensor, Tensor, Tensor]:
-        """``(z, |N(0, sigma_end^2)|, (1 + tau)^m)`` with ``z`` at the clamped distance from the plate ``near``."""
+    def _distance(self, x0: Tensor, L: float, m_law: str, generator) -> tuple[Tensor, Tensor]:
+        """``(z, (1 + tau)^m)`` with ``z`` at the clamped PFGM distance from the plate ``near``."""
         base, multiplier = pfgm_distance(x0.shape[0], x0, self.sigma_end, self.tau, self.M, self.restrict_M,
                                          m_law, generator)
         d = (base * multiplier).clamp(self.eps, L - self.eps)
-        return (L - d if self.near == "target" else d), base, multiplier
+        return (L - d if self.near == "target" else d), multiplier
 
     def __call__(self, x0, x1, L, generator=None):
         L = _check(x0, x1, L, self.eps)
-        z, _, _ = self._distance(x0, L, "uniform", generator)
+        z, _ = self._distance(x0, L, "uniform", generator)
         return z, segment(x0, x1, z, L)
 
 
@@ -156,7 +156,7 @@ class GaussianMixing(PFGMMixing):
 
     def __call__(self, x0, x1, L, generator=None):
         L = _check(x0, x1, L, self.eps)
-        z, _, multiplier = self._distance(x0, L, "normal", generator)
+        z, multiplier = self._distance(x0, L, "normal", generator)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype) * self.sigma_end
         radius = noise.flatten(1).norm(dim=1) * multiplier
         plate = x1 if self.near == "target" else x0

@@ -87,8 +87,9 @@ def train_classifier(images: Tensor, labels: Tensor, seed: int = 0, epochs: int 
     """Train a :class:`DigitsClassifier` on ``images`` ``(N, C, H, W)`` in [-1, 1] and int ``labels`` ``(N,)``
     (``num_classes = max(label) + 1``): cross-entropy, AdamW (``lr``, ``weight_decay``) with a cosine decay of the
     learning rate to 0 over ``epochs`` passes in shuffled batches of ``batch_size``, each image moved by a random
-    shift of up to ``max_shift`` pixels. Deterministic given ``seed`` (and the device); the global RNG is left as
-    it was. Returns the classifier in eval mode with gradients off, on the CPU.
+    shift of up to ``max_shift`` pixels. Deterministic given ``seed`` on the CPU (on a GPU, convolution backward
+    passes are not bit-exact); the global RNG is left as it was. Returns the classifier in eval mode with gradients
+    off, on the CPU.
 
     ``device`` (default CPU) is where training runs; it is no part of the cached file's name.
     """
@@ -133,7 +134,7 @@ def _settings(settings: dict[str, Any]) -> dict[str, Any]:
     parameters = TRAIN_SIGNATURE.parameters
     unknown = (set(settings) - set(parameters)) | ({"images", "labels"} & set(settings))
     if unknown:
-        raise TypeError(f"unknown classifier settings {sorted(unknown)}; "
+        raise TypeError(f"unknown classifier settings {sorted(unknown)} (ClassifierMetrics.classifier); "
                         f"known: {sorted(set(parameters) - {'images', 'labels'})}")
     bound = TRAIN_SIGNATURE.bind_partial(**settings)
     bound.apply_defaults()

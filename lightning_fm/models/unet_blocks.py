@@ -19,11 +19,14 @@ def zero_init(module: nn.Module) -> nn.Module:
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in (at least) float32 and cast back to the input dtype: stable under fp16/bf16 autocast."""
+    """GroupNorm computed in (at least) float32 and cast back to the input dtype: stable under fp16/bf16 autocast
+    and with half-precision weights."""
 
     def forward(self, x: Tensor) -> Tensor:
-        wide = x.to(torch.promote_types(x.dtype, self.weight.dtype))
-        return F.group_norm(wide, self.num_groups, self.weight, self.bias, self.eps).to(x.dtype)
+        wide = torch.promote_types(x.dtype, torch.float32)
+        weight = None if self.weight is None else self.weight.to(wide)
+        bias = None if self.bias is None else self.bias.to(wide)
+        return F.group_norm(x.to(wide), self.num_groups, weight, bias, self.eps).to(x.dtype)
 
 
 class EmbedBlock(nn.Module):

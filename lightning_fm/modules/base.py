@@ -27,7 +27,8 @@ from lightning_fm.utils.spec import build, build_callable, callable_spec, class_
 @dataclass
 class Pairs:
     """This process's coupled pairs ``(x0, x1)`` with their labels, and the pairs of the GLOBAL batch (all
-    processes) for superpositions; ``offset`` is the global index of this process's first row."""
+    processes) with their target labels for superpositions; ``offset`` is the global index of this process's first
+    row."""
 
     x0: Tensor
     x1: Tensor
@@ -36,6 +37,24 @@ class Pairs:
     all_x0: Tensor
     all_x1: Tensor
     offset: int = 0
+    all_y1: Tensor | None = None
+
+
+def superposition_groups(row_groups: Tensor, charge_groups: Tensor, row_labels: Tensor | None,
+                         charge_labels: Tensor | None, null_class: int):
+    """The superpositions of a batch's targets, as ``(rows, charges)`` boolean masks: a row superposes the charges
+    (pairs) of its own group and, when it carries a class ``c`` (a class-conditional model; not the null class of a
+    dropped label), only the charges of class ``c``: the class-conditional field (or posterior) that the network
+    given ``c`` must learn, while a null row learns the unconditional one over all classes. One superposition per
+    (group, class) present."""
+    labelled = row_labels is not None and charge_labels is not None
+    keys = row_groups * (null_class + 1) + row_labels if labelled else row_groups
+    for key in torch.unique(keys).tolist():
+        group, label = divmod(key, null_class + 1) if labelled else (key, null_class)
+        charges = charge_groups == group
+        if label != null_class:
+            charges = charges & (charge_labels == label)
+        yield keys == key, charges
 
 
 class FlowMatchingModule(StoredHyperparameters, LightningModule):
@@ -215,14 +234,14 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
         world = self.trainer.world_size if (distributed and self._trainer is not None) else 1
         if world == 1:
             x0, x1, y0, y1 = self.coupling(x0, x1, y0, y1)
-            return Pairs(x0, x1, y0, y1, x0, x1)
+            return Pairs(x0, x1, y0, y1, x0, x1, all_y1=y1)
         rank, n = self.trainer.global_rank, x0.shape[0]
         gathered = [None if v is None else self.all_gather(v).flatten(0, 1) for v in (x0, x1, y0, y1)]
         generator = torch.Generator().manual_seed(int(self.global_step))  # identical plans on every rank
         g0, g1, gy0, gy1 = self.coupling(*gathered, generator=generator)
         local = slice(rank * n, (rank + 1) * n)
         pick = lambda v: None if v is None else v[local]  # noqa: E731
-        return Pairs(g0[local], g1[local], pick(gy0), pick(gy1), g0, g1, rank * n)
+        return Pairs(g0[local], g1[local], pick(gy0), pick(gy1), g0, g1, rank * n, gy1)
 
     # -- evaluation by sampling --------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from lightning_fm.couplings import Coupling, OTCoupling
 from lightning_fm.models import MLP, FieldHead
-from lightning_fm.modules.base import FlowMatchingModule, Pairs
+from lightning_fm.modules.base import FlowMatchingModule, Pairs, superposition_groups
 from lightning_fm.paths import GaussianPath, LinearPath
 from lightning_fm.sampling import ODESampler, SampleResult
 from lightning_fm.sampling.guidance import both_conditions, extrapolate
@@ -28,6 +28,7 @@ class CFMModule(FlowMatchingModule):
       ``sum_j softmax_j(log p_t(x_t|c_j)) u_t(x_t|c_j)`` (the IFM superposition, MATH.md §6.7/§7.2; needs
       sigma > 0). ``charges``: superpose over groups of this many consecutive pairs of the global batch (the
       group of the point's own pair; the same groups under any number of processes), None: over all of them.
+      A class-conditional model superposes only the pairs of the row's class (all of them for a dropped label).
 
     Args:
         backbone: the velocity network ``net(x, t, y=None)``; default ``MLP(data_shape=[2])``.
@@ -80,20 +81,23 @@ class CFMModule(FlowMatchingModule):
         """The learned velocity ``v_theta(x, t, y)``."""
         return self.backbone(x, t, y)
 
-    def regression_target(self, pairs: Pairs, t: Tensor) -> tuple[Tensor, Tensor]:
-        """Training points ``x_t`` of this process's pairs at times ``t`` and their target velocity (single, or
-        superposed over the global batch's pairs in groups of ``charges``)."""
+    def regression_target(self, pairs: Pairs, t: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Training points ``x_t`` of this process's pairs at times ``t`` and their target velocity: the pair's own
+        (single), or superposed over the global batch's pairs in groups of ``charges`` and, for a class-conditional
+        model, over the pairs of the row's class ``labels`` (all classes for a dropped label:
+        :func:`~lightning_fm.modules.base.superposition_groups`)."""
         sample = self.path.sample(pairs.x0, pairs.x1, t)
         if self.hparams.velocity_target == "single":
             return sample.xt, sample.ut
         total = pairs.all_x0.shape[0]
         group = min(self.hparams.charges or total, total)
-        if group == total:
+        if group == total and labels is None:
             return sample.xt, self.path.posterior(sample.xt, t, pairs.all_x0, pairs.all_x1).velocity
-        starts = (pairs.offset + torch.arange(len(t), device=t.device)) // group * group
+        rows_group = (pairs.offset + torch.arange(len(t), device=t.device)) // group
+        charges_group = torch.arange(total, device=t.device) // group
         target = torch.empty_like(sample.xt)
-        for start in torch.unique(starts).tolist():  # one superposition per group of charges
-            rows, charges = starts == start, slice(start, start + group)
+        for rows, charges in superposition_groups(rows_group, charges_group, labels, pairs.all_y1,
+                                                  self.num_classes):
             target[rows] = self.path.posterior(sample.xt[rows], t[rows], pairs.all_x0[charges],
                                                pairs.all_x1[charges]).velocity
         return sample.xt, target
@@ -101,8 +105,9 @@ class CFMModule(FlowMatchingModule):
     def loss(self, batch: dict[str, Tensor], distributed: bool = True) -> Tensor:
         pairs = self.couple(batch, distributed)
         t = torch.rand(pairs.x0.shape[0], device=pairs.x0.device, dtype=pairs.x0.dtype)
-        xt, ut = self.regression_target(pairs, t)
-        return (self.velocity(xt, t, self.training_labels(pairs.y1)) - ut).pow(2).mean()
+        labels = self.training_labels(pairs.y1)
+        xt, ut = self.regression_target(pairs, t, labels)
+        return (self.velocity(xt, t, labels) - ut).pow(2).mean()
 
     @torch.no_grad()
     def sample(self, x_source: Tensor, y: Tensor | None = None, record: bool | int = False,

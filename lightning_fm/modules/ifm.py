@@ -17,15 +17,16 @@ from lightning_fm.couplings import Coupling, IndependentCoupling
 from lightning_fm.fields import InteractionField, StrongInteractionField
 from lightning_fm.fields.volume import UniformVolume, VolumeSampler
 from lightning_fm.models import MLP, FieldHead
-from lightning_fm.modules.base import FlowMatchingModule
+from lightning_fm.modules.base import FlowMatchingModule, Pairs, superposition_groups
 from lightning_fm.sampling import FieldLineSampler, SampleResult
 from lightning_fm.sampling.guidance import both_conditions, guided_field
 
 
 class IFMModule(FlowMatchingModule):
     """Field matching: ``loss = mean_i ||f(z_i, x_i) - sqrt(D+1) n(z_i, x_i)||^2 / (D+1)`` where ``n`` is the unit
-    direction of the field superposed over all B pairs of the (global) batch and the b = ``n_points`` training
-    points are built by ``volume`` from the first b pairs (IFM code: B = 256, b = 64).
+    direction of the field superposed over all B pairs of the (global) batch (for a class-conditional backbone:
+    over the pairs of the point's class, :meth:`target`) and the b = ``n_points`` training points are built by
+    ``volume`` from the first b pairs (IFM code: B = 256, b = 64).
 
     Args:
         backbone: a :class:`~lightning_fm.models.FieldHead` around a velocity backbone (it returns ``(f_z, f_x)``),
@@ -33,7 +34,8 @@ class IFMModule(FlowMatchingModule):
             behind the target plate, z / L > 1). Default ``FieldHead(MLP(data_shape=[2]))``.
         field: the interaction field (StrongInteractionField, CoulombField, ForwardOnlyField).
         coupling: the transport plan of the superposition (IFM-MB = minibatch OT).
-        volume: where training points are drawn (UniformVolume, PFGMMixing, PathVolume, SlabAndBeyondVolume).
+        volume: where training points are drawn (UniformVolume, PFGMMixing, GaussianMixing, PathVolume,
+            SlabAndBeyondVolume).
         sampler: how ``sample`` follows the learned lines; default ``FieldLineSampler("euler", 100)``, continued
             past the target plate when the field is not forward-only.
         n_points: training points per step (None = one per pair of the batch).
@@ -80,12 +82,27 @@ class IFMModule(FlowMatchingModule):
         pairs = self.couple(batch, distributed)  # under DDP the superposition runs over the global batch's pairs
         b = min(self.n_points or pairs.x0.shape[0], pairs.x0.shape[0])
         z, x = self.volume(pairs.x0[:b], pairs.x1[:b], self.L)
-        with torch.no_grad():
-            target_z, target_x = self.field.target(z, x, pairs.all_x0, pairs.all_x1)
         y = self.training_labels(pairs.y1)
-        f_z, f_x = self.field_output(z, x, None if y is None else y[:b])
+        y = None if y is None else y[:b]
+        with torch.no_grad():
+            target_z, target_x = self.target(z, x, y, pairs)
+        f_z, f_x = self.field_output(z, x, y)
         squared = (f_z - target_z).pow(2) + (f_x - target_x).pow(2).flatten(1).sum(1)
         return squared.mean() / (x[0].numel() + 1)
+
+    def target(self, z: Tensor, x: Tensor, labels: Tensor | None, pairs: Pairs) -> tuple[Tensor, Tensor]:
+        """The regression target at the points ``(z, x)``: the field superposed over all pairs of the global
+        batch, or, for a class-conditional model, over the pairs of each point's class (all pairs for points whose
+        label was dropped: :func:`~lightning_fm.modules.base.superposition_groups`)."""
+        if labels is None:
+            return self.field.target(z, x, pairs.all_x0, pairs.all_x1)
+        target_z, target_x = torch.empty_like(z), torch.empty_like(x)
+        none = torch.zeros(len(z), dtype=torch.long, device=z.device)
+        for rows, charges in superposition_groups(none, torch.zeros_like(pairs.all_y1), labels, pairs.all_y1,
+                                                  self.num_classes):
+            target_z[rows], target_x[rows] = self.field.target(z[rows], x[rows], pairs.all_x0[charges],
+                                                               pairs.all_x1[charges])
+        return target_z, target_x
 
     @torch.no_grad()
     def sample(self, x_source: Tensor, y: Tensor | None = None, record: bool | int = False,

@@ -12,6 +12,9 @@ unconditional one; the convention of FAIR's flow_matching, ``cfg_scale``):
   dual CFM. Where either prediction has ``f_z <= 0`` (no velocity exists) the field rule below is used, so the
   sampler still sees, guards and counts that point;
 * field that is not forward-only (EFM): the network outputs themselves, ``f_w = (1 + w) f(y) - w f(null)``.
+
+A sampler's NFE counts calls of the guided function: each call evaluates the network once on twice the batch (the
+conditional and the null rows together), so a guided sample costs about twice the network work of its NFE.
 """
 from __future__ import annotations
 
