@@ -44,13 +44,11 @@ def torchcfm_scores(log_dir: Path) -> dict:
     """W2 of the run's final model on torchcfm's own 8gaussians -> moons samples (see the module docstring)."""
     import torch
     from torchcfm_reference import reference_samples
+    from trained_runs import load_run
 
     from lightning_fm.metrics import wasserstein2
-    from lightning_fm.utils.spec import import_class
 
-    config = yaml.safe_load((log_dir / "config.yaml").read_text())
-    module = import_class(config["model"]["class_path"]).load_from_checkpoint(log_dir / "checkpoints" / "last.ckpt",
-                                                                         map_location="cpu")
+    module, _ = load_run(log_dir)
     ref = reference_samples()
     with torch.no_grad():
         samples = module.sample(ref["source"]).x

@@ -17,35 +17,21 @@ import json
 from pathlib import Path
 
 import torch
-import yaml
+from trained_runs import digits_evaluation, load_run, run_name
 
 OUT = Path(__file__).resolve().parent / "results" / "family_agreement.json"
-
-
-def load(run: Path):
-    from lightning_fm.utils.spec import import_class
-
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    module = import_class(config["model"]["class_path"]).load_from_checkpoint(run / "checkpoints" / "last.ckpt",
-                                                                         map_location="cpu")
-    return module.eval(), config
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     args = parser.parse_args()
-    from lightning_fm.data import DigitsDataModule
-    from lightning_fm.metrics import load_or_train_classifier
-
-    data = DigitsDataModule()
-    train_images, train_labels = data.splits["train"]
-    classifier = load_or_train_classifier(train_images, train_labels)
-    x0 = data.eval_set("val")["x0"]
+    evaluation, classifier = digits_evaluation()
+    x0 = evaluation["x0"]
     samples, names = {}, []
     for run in args.runs:
-        module, config = load(run)
-        name = Path(config["trainer"]["logger"]["init_args"]["name"]).name
+        module, config = load_run(run)
+        name = run_name(config)
         with torch.no_grad():
             samples[name] = module.sample(x0).x.clamp(-1, 1)
         names.append(name)
@@ -55,7 +41,7 @@ def main() -> None:
     for a, b in itertools.combinations(names, 2):
         rows.append({"a": a, "b": b, "same_digit": float((digits[a] == digits[b]).float().mean()),
                      "pixel_distance": float((samples[a] - samples[b]).flatten(1).norm(dim=1).mean())})
-    held_out = data.eval_set("val")["x1"].flatten(1)
+    held_out = evaluation["x1"].flatten(1)
     distances = torch.cdist(held_out, held_out).fill_diagonal_(float("inf"))
     yardstick = float(distances.min(dim=1).values.mean())
     OUT.parent.mkdir(parents=True, exist_ok=True)
