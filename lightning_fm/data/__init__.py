@@ -5,13 +5,13 @@ MNIST, Fashion-MNIST, CIFAR-10, CelebA 64x64, any ImageFolder tree, synthetic im
 (:class:`DigitsDataModule`)."""
 from lightning_fm.data.base import FlowDataModule
 from lightning_fm.data.digits import DigitsDataModule
+from lightning_fm.data.folder_images import FolderImages
 from lightning_fm.data.image_sets import DigitsImages, ImageSet, ImageSplit, SyntheticImages
 from lightning_fm.data.images import ImageDataModule
 from lightning_fm.data.torchvision_sets import (
     CelebA64Images,
     CIFAR10Images,
     FashionMNISTImages,
-    FolderImages,
     MNISTImages,
 )
 from lightning_fm.data.toy import ToyDataModule
