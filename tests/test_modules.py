@@ -7,8 +7,8 @@ import torch
 from lightning.pytorch import Trainer
 
 from lightning_fm.couplings import IndependentCoupling, OTCoupling
-from lightning_fm.data import ToyDataModule
-from lightning_fm.models import MLP, FieldHead
+from lightning_fm.data import DigitsDataModule, ToyDataModule
+from lightning_fm.models import MLP, FieldHead, UNet
 from lightning_fm.modules import CFMModule, ForwardOnlyIFMModule, IFMModule, Pairs
 from lightning_fm.paths import BrownianBridgePath, LinearPath, LipmanPath
 from lightning_fm.sampling import FieldLineSampler, ODESampler
@@ -140,6 +140,11 @@ def test_backbone_of_the_wrong_shape_or_classes_is_caught_before_training():
         _fit(CFMModule(backbone=MLP(3)), ToyDataModule(steps_per_epoch=2))
     with pytest.raises(ValueError, match="num_classes=3, but the data has 2 classes"):
         _fit(CFMModule(backbone=MLP(2, num_classes=3)), ToyDataModule(steps_per_epoch=2))
+    rgb_unet = UNet((3, 8, 8), model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(),
+                    norm_groups=4)  # digits are grey (1, 8, 8): the channels do not match the data
+    message = r"model.backbone cannot take data of shape \(1, 8, 8\).*data_shape \[3, 8, 8\]"
+    with pytest.raises(ValueError, match=message):
+        _fit(CFMModule(backbone=rgb_unet), DigitsDataModule(batch_size=16))
 
 
 def test_source_and_target_of_different_shapes_fail_before_training():
