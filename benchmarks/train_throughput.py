@@ -87,11 +87,13 @@ def main() -> None:
         plain = plain_steps_per_second(coupling, args.steps, args.batch_size, args.warmup)
         rows.append({"variant": name, "lightning_fm_steps_per_s": lit, "plain_torch_steps_per_s": plain,
                      "overhead": plain / lit})
-    print(f"\nbatch {args.batch_size}, {args.steps} timed steps, {args.threads} thread(s), {platform.processor() or platform.machine()}")
+    machine = platform.processor() or platform.machine()
+    print(f"\nbatch {args.batch_size}, {args.steps} timed steps, {args.threads} thread(s), {machine}")
     print("| variant | lightning_fm steps/s | plain PyTorch steps/s | plain / lightning_fm |")
     print("|---|---|---|---|")
     for r in rows:
-        print(f"| {r['variant']} | {r['lightning_fm_steps_per_s']:.0f} | {r['plain_torch_steps_per_s']:.0f} | {r['overhead']:.2f} |")
+        print(f"| {r['variant']} | {r['lightning_fm_steps_per_s']:.0f} | {r['plain_torch_steps_per_s']:.0f} "
+              f"| {r['overhead']:.2f} |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"batch_size": args.batch_size, "steps": args.steps, "threads": args.threads,

@@ -26,3 +26,30 @@ def run_cli(args, cwd, timeout=300):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), MPLBACKEND="Agg", WANDB_MODE="offline")
     return subprocess.run([sys.executable, "-m", "lightning_fm", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def make_standin_inception_weights(path: Path) -> Path:
+    """A stand-in for FID's Inception v3 weights file (the real one cannot be downloaded here): torch-fidelity's own
+    architecture with He-initialised random weights, saved as the state dict its loader expects (the same keys and
+    shapes as the real file)."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class Layout(FeatureExtractorInceptionV3):
+        def load_state_dict(self, state_dict, strict=True, assign=False):  # build the layers, load nothing
+            return None
+
+    empty = path.parent / "empty_state_dict.pth"
+    torch.save({}, empty)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = Layout("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty))
+        for module in net.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module.weight)
+    torch.save(net.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def standin_inception(tmp_path_factory) -> Path:
+    return make_standin_inception_weights(tmp_path_factory.mktemp("inception") / "standin-inception.pth")

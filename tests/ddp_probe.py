@@ -1,6 +1,7 @@
 """Run by tests/test_ddp.py as ``python tests/ddp_probe.py OUT_DIR``: a 2-process DDP fit and validation on CPU
 (gloo) of a class-conditional OT-CFM with within-class coupling, recording what each rank coupled and generated in
-``OUT_DIR/rank<r>.pt``, and its predictions in ``OUT_DIR/predictions.pt``. Lightning's DDP launcher re-runs this script for rank 1."""
+``OUT_DIR/rank<r>.pt``, and its predictions in ``OUT_DIR/predictions.pt``. Lightning's DDP launcher re-runs this
+script for rank 1."""
 import sys
 from pathlib import Path
 

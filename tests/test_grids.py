@@ -5,7 +5,8 @@ from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.loggers import CSVLogger
 
 from lightning_fm.callbacks import SampleGrid
-from lightning_fm.callbacks.grids import averaged_module, nearest
+from lightning_fm.callbacks.ema import averaged_module
+from lightning_fm.callbacks.grids import nearest
 from lightning_fm.couplings import IndependentCoupling
 from lightning_fm.data import DigitsDataModule, DigitsImages, TransferDataModule
 from lightning_fm.models import UNet

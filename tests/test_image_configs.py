@@ -1,6 +1,7 @@
 """The paper-recipe image configs start training: two CPU steps of every ``configs/{cifar10,mnist,celeba64}/*.yaml``
 as shipped, full-size U-Net included, with only the data swapped for synthetic images of the data set's shape (no
 download here) and the batch made small."""
+import json
 import sys
 from pathlib import Path
 
@@ -22,8 +23,9 @@ BACKBONE_PARAMETERS = {"cifar10/icfm": 35_746_307, "cifar10/otcfm": 35_746_307, 
                        "cifar10/efm": 57_633_156, "mnist/otcfm": 1_075_361}
 
 
-def small_data_copy(config: Path, tmp_path: Path) -> Path:
-    """The config with synthetic data of its set's shape, batches of 4 and a two-image, two-step sample grid."""
+def small_data_copy(config: Path, tmp_path: Path, inception: Path) -> Path:
+    """The config with synthetic data of its set's shape, batches of 4, a two-image, two-step sample grid and FID
+    on stand-in Inception weights."""
     cfg = yaml.safe_load(config.read_text())
     classes = 0 if config.parent.name == "celeba64" else 10
     cfg["data"]["init_args"]["target"] = {"class_path": "lightning_fm.data.SyntheticImages", "init_args": {
@@ -32,19 +34,24 @@ def small_data_copy(config: Path, tmp_path: Path) -> Path:
     for callback in cfg["trainer"]["callbacks"]:
         if callback["class_path"].endswith("SampleGrid"):
             callback["init_args"].update(n_samples=2, sampler={"method": "euler", "steps": 2})
+        if callback["class_path"].endswith("FIDCallback"):
+            callback["init_args"].update(weights_path=str(inception), cache_dir=str(tmp_path / "cache"),
+                                         test_samples=3, batch_size=2, kid=False)
+        if callback["class_path"].endswith("ModelCheckpoint"):
+            callback["init_args"].update(every_n_train_steps=2)
     path = tmp_path / config.name
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
 @pytest.mark.parametrize("config", RECIPES, ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_image_recipe_trains_on_cpu_with_its_full_size_unet(config, tmp_path, monkeypatch):
+def test_image_recipe_trains_on_cpu_with_its_full_size_unet(config, tmp_path, monkeypatch, standin_inception):
     assert {p.stem for p in CIFAR10} == {"icfm", "otcfm", "ifm", "efm"}
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LIGHTNING_FM_CACHE", str(tmp_path / "cache"))  # the digits classifier of ClassifierMetrics
     monkeypatch.setattr(sys, "argv", ["lightning_fm"])  # the CLI is given its arguments, not pytest's
     torch.manual_seed(0)
-    cli = main(["fit", "-c", str(small_data_copy(config, tmp_path)), "--trainer.max_steps=2",
+    cli = main(["fit", "-c", str(small_data_copy(config, tmp_path, standin_inception)), "--trainer.max_steps=2",
                 "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
                 "--trainer.enable_model_summary=false"])
     model, trainer = cli.model, cli.trainer
@@ -58,3 +65,26 @@ def test_image_recipe_trains_on_cpu_with_its_full_size_unet(config, tmp_path, mo
     x = torch.randn(2, *SHAPES[config.parent.name])
     y = torch.tensor([3, 7]) if model.num_classes else None
     assert torch.isfinite(model.sample(x, y=y, steps=2, method="euler").x).all()
+    fid = [c for c in trainer.callbacks if type(c).__name__ == "FIDCallback"]
+    assert len(fid) == (config.parent.name != "mnist")  # the RGB recipes measure FID (validation was skipped here)
+
+
+def test_the_test_command_of_a_cifar10_recipe_measures_fid_and_writes_its_settings(tmp_path, monkeypatch,
+                                                                                   standin_inception):
+    """``python -m lightning_fm test -c configs/cifar10/otcfm.yaml --ckpt_path ...``: FID of ``test_samples``
+    generated images (dopri5 as configured) against the training split, the settings written beside it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["lightning_fm"])
+    config = str(small_data_copy(REPO / "configs" / "cifar10" / "otcfm.yaml", tmp_path, standin_inception))
+    main(["fit", "-c", config, "--trainer.max_steps=2", "--trainer.limit_val_batches=0",
+          "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
+    checkpoint = next(tmp_path.glob("runs/cifar10_otcfm/version_0/checkpoints/last.ckpt"))
+    cli = main(["test", "-c", config, f"--ckpt_path={checkpoint}", "--trainer.enable_progress_bar=false"])
+    fid = next(c for c in cli.trainer.callbacks if type(c).__name__ == "FIDCallback")
+    record = fid.last
+    assert record["stage"] == "test" and record["n_samples"] == 3 and record["fid"] > 0
+    assert record["sampler"]["options"]["method"] == "dopri5" and record["nfe_per_batch"] > 0
+    assert record["weights"] == "checkpoint weights" and record["reference"]["n"] == 16
+    assert "test/fid" in cli.trainer.callback_metrics
+    written = list(tmp_path.glob("runs/cifar10_otcfm/version_*/fid/test_step_*.json"))
+    assert len(written) == 1 and json.loads(written[0].read_text())["fid"] == pytest.approx(record["fid"])

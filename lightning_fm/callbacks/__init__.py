@@ -1,8 +1,11 @@
-"""Callbacks: validation plots, sample grids, prediction writer, duality checks, classifier-based image metrics."""
+"""Callbacks: validation plots, sample grids, prediction writer, duality checks, image metrics (FID/KID, and the
+digits classifier's)."""
 from lightning_fm.callbacks.classifier_metrics import ClassifierMetrics
 from lightning_fm.callbacks.duality import DualityCheck
+from lightning_fm.callbacks.fid import FIDCallback
 from lightning_fm.callbacks.grids import SampleGrid
 from lightning_fm.callbacks.plots import SamplePlotCallback, plot_validation
 from lightning_fm.callbacks.predictions import SampleWriter
 
-__all__ = ["ClassifierMetrics", "DualityCheck", "SampleGrid", "SamplePlotCallback", "SampleWriter", "plot_validation"]
+__all__ = ["ClassifierMetrics", "DualityCheck", "FIDCallback", "SampleGrid", "SamplePlotCallback", "SampleWriter",
+           "plot_validation"]

@@ -10,21 +10,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from lightning.pytorch import Callback, LightningModule, Trainer  # noqa: E402
-from lightning.pytorch.callbacks import WeightAveraging  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from lightning_fm.callbacks.ema import averaged_module  # noqa: E402
 from lightning_fm.callbacks.plots import is_image_shape, save_figure, show_images  # noqa: E402
-
-
-def averaged_module(trainer: Trainer) -> LightningModule | None:
-    """The EMA copy of the module kept by Lightning's ``EMAWeightAveraging`` (any ``WeightAveraging``), or None.
-
-    Between training steps the copy holds the averaged weights (the callback swaps them into the live module only
-    during validation, and copies them into it at the end of fit)."""
-    for callback in trainer.callbacks:
-        if isinstance(callback, WeightAveraging) and getattr(callback, "_average_model", None) is not None:
-            return callback._average_model.module
-    return None
 
 
 def nearest(queries: Tensor, split, limit: int | None = None, chunk: int = 2048) -> Tensor:

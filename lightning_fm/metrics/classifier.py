@@ -11,8 +11,6 @@ import hashlib
 import inspect
 import json
 import math
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_fm.utils.cache import atomic_save, cache_root
 from lightning_fm.utils.seeding import derive_seed
 
-CACHE_ENV = "LIGHTNING_FM_CACHE"
 CACHE_VERSION = "digits-classifier-v1"  # bump when the architecture or the training procedure changes
 
 
@@ -144,11 +142,6 @@ def _settings(settings: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-def default_cache_dir() -> Path:
-    """``$LIGHTNING_FM_CACHE`` if set, else ``~/.cache/lightning_fm``."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "lightning_fm")
-
-
 def classifier_cache_path(images: Tensor, labels: Tensor, cache_dir: str | Path | None = None,
                           **settings: Any) -> Path:
     """``<cache_dir>/classifiers/digits_classifier-<hash>.pt``, the hash (SHA-256) covering the training images
@@ -159,8 +152,7 @@ def classifier_cache_path(images: Tensor, labels: Tensor, cache_dir: str | Path 
     digest.update(json.dumps({"shape": list(x.shape), "settings": resolved}, sort_keys=True).encode())
     digest.update(x.numpy().tobytes())
     digest.update(labels.detach().long().cpu().contiguous().numpy().tobytes())
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return root / "classifiers" / f"digits_classifier-{digest.hexdigest()[:24]}.pt"
+    return cache_root(cache_dir) / "classifiers" / f"digits_classifier-{digest.hexdigest()[:24]}.pt"
 
 
 def _load(path: Path) -> DigitsClassifier:
@@ -171,16 +163,7 @@ def _load(path: Path) -> DigitsClassifier:
 
 
 def _save(model: DigitsClassifier, path: Path, settings: dict[str, Any]) -> None:
-    """Write atomically: a temporary file in the same folder, then a rename (concurrent writers are safe)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save({"config": model.config, "state_dict": model.state_dict(), "settings": settings}, file)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_save({"config": model.config, "state_dict": model.state_dict(), "settings": settings}, path)
 
 
 def load_or_train_classifier(images: Tensor, labels: Tensor, cache_dir: str | Path | None = None,
