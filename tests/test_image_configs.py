@@ -2,6 +2,7 @@
 as shipped, full-size U-Net included, with only the data swapped for synthetic images of the data set's shape (no
 download here) and the batch made small."""
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def test_image_recipe_trains_on_cpu_with_its_full_size_unet(config, tmp_path, mo
     assert len(fid) == (config.parent.name != "mnist")  # the RGB recipes measure FID (validation was skipped here)
 
 
-def test_the_test_command_of_a_cifar10_recipe_measures_fid_and_writes_its_settings(tmp_path, monkeypatch,
+def test_the_test_command_of_a_cifar10_recipe_measures_fid_and_writes_its_settings(tmp_path, monkeypatch, caplog,
                                                                                    standin_inception):
     """``python -m lightning_fm test -c configs/cifar10/otcfm.yaml --ckpt_path ...``: FID of ``test_samples``
     generated images (dopri5 as configured) against the training split, the settings written beside it."""
@@ -79,7 +80,8 @@ def test_the_test_command_of_a_cifar10_recipe_measures_fid_and_writes_its_settin
     main(["fit", "-c", config, "--trainer.max_steps=2", "--trainer.limit_val_batches=0",
           "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
     checkpoint = next(tmp_path.glob("runs/cifar10_otcfm/version_0/checkpoints/last.ckpt"))
-    cli = main(["test", "-c", config, f"--ckpt_path={checkpoint}", "--trainer.enable_progress_bar=false"])
+    with caplog.at_level(logging.INFO):
+        cli = main(["test", "-c", config, f"--ckpt_path={checkpoint}", "--trainer.enable_progress_bar=false"])
     fid = next(c for c in cli.trainer.callbacks if type(c).__name__ == "FIDCallback")
     record = fid.last
     assert record["stage"] == "test" and record["n_samples"] == 3 and record["fid"] > 0
@@ -88,3 +90,7 @@ def test_the_test_command_of_a_cifar10_recipe_measures_fid_and_writes_its_settin
     assert "test/fid" in cli.trainer.callback_metrics
     written = list(tmp_path.glob("runs/cifar10_otcfm/version_*/fid/test_step_*.json"))
     assert len(written) == 1 and json.loads(written[0].read_text())["fid"] == pytest.approx(record["fid"])
+    printed = next(line for line in caplog.messages if line.startswith("test/fid"))  # the number beside its settings
+    for setting in (f"{record['fid']:.4g}", "3 samples (checkpoint weights)", "method=dopri5", "16 images of the train",
+                    "NOT the reference Inception weights", record["features"]["weights_sha256"][:12], str(written[0].resolve())):
+        assert setting in printed

@@ -25,8 +25,10 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torchmetrics import CatMetric
+from tqdm.auto import tqdm
 
 import lightning_fm
 from lightning_fm.callbacks.ema import evaluation_weights
@@ -106,8 +108,10 @@ class FIDCallback(Callback):
                     "fingerprint": images_fingerprint(split.get(torch.arange(min(n, 64)))),
                     "features": {k: v for k, v in self.extractor.settings().items() if k != "weights"}}
                 chunks = (split.get(torch.arange(i, min(i + self.batch_size, n))) for i in range(0, n, self.batch_size))
-                reference = reference_statistics(self.extractor.to(device), self.extractor.feature_dim, chunks, key,
-                                                 self.cache_dir, self.kid_reference if self.kid else 0)
+                with _progress(trainer, n, "FID reference statistics (cached after this)") as bar:
+                    reference = reference_statistics(self.extractor.to(device), self.extractor.feature_dim, chunks,
+                                                     key, self.cache_dir, self.kid_reference if self.kid else 0,
+                                                     progress=lambda done: bar.update(done - bar.n))
             if trainer.world_size > 1:
                 reference = trainer.strategy.broadcast(reference, src=0)
             self.reference = reference
@@ -133,6 +137,7 @@ class FIDCallback(Callback):
         rank, world, device = trainer.global_rank, trainer.world_size, model.device
         shape, classes, nfes = tuple(trainer.datamodule.data_shape), int(getattr(model, "num_classes", 0)), []
         mine = torch.arange(rank, n, world)
+        bar = _progress(trainer, len(mine), f"FID: generating {n} samples")
         for start in range(0, len(mine), self.batch_size):
             index = mine[start:start + self.batch_size]
             noise = torch.stack([self.noise(int(i), shape) for i in index]).to(device)
@@ -143,6 +148,8 @@ class FIDCallback(Callback):
             if rows is not None:
                 rows.update(features)
             nfes.append(result.nfe)
+            bar.update(len(index))
+        bar.close()
         return sum(nfes) / max(len(nfes), 1)
 
     def noise(self, i: int, shape: tuple[int, ...]) -> Tensor:
@@ -204,6 +211,27 @@ class FIDCallback(Callback):
             out = run_dir(trainer) / "fid" / f"{prefix}_step_{trainer.global_step:07d}.json"
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(record, indent=2, default=str))
+            rank_zero_info(summary(record) + f"\n  (all settings: {out.resolve()})")
+
+
+def summary(record: dict[str, Any]) -> str:
+    """One line of a measurement with the settings it depends on, as the log prints it."""
+    features, sampler, ref = record["features"], record["sampler"], record["reference"]
+    options = ", ".join(f"{k}={v}" for k, v in sampler["options"].items())
+    kid = f", KID {record['kid']:.5f} +- {record['kid_std']:.5f}" if "kid" in record else ""
+    weights = "the reference Inception weights" if features["reference_weights"] else \
+        "NOT the reference Inception weights (not comparable with published FIDs)"
+    return (f"{record['stage']}/fid {record['fid']:.4g}{kid} at step {record['step']}: {record['n_samples']} samples ("
+            f"{record['weights']}), {sampler['class_path']}({options}), NFE {record['nfe_per_batch']:.1f}, "
+            f"guidance {record['guidance']}; reference: {ref['n']} images of the {ref['split']} split; "
+            f"torch-fidelity {features['torch_fidelity']}, {weights} (sha256 {features['weights_sha256'][:12]}), "
+            f"{features['resize']}; world size {record['world_size']}, {record['precision']}, {record['device']}")
+
+
+def _progress(trainer: Trainer, total: int, description: str) -> tqdm:
+    """A progress bar on rank 0 where the trainer shows one."""
+    shown = trainer.is_global_zero and trainer.progress_bar_callback is not None
+    return tqdm(total=total, desc=description, unit="img", leave=False, dynamic_ncols=True, disable=not shown)
 
 
 def _device_name(device: torch.device) -> str:
