@@ -101,17 +101,10 @@ class FIDCallback(Callback):
         if self.reference is None:
             reference = None
             if trainer.is_global_zero:
-                split = trainer.datamodule.target_train_images()
-                n = len(split) if self.reference_samples is None else min(len(split), self.reference_samples)
-                key = {"name": type(trainer.datamodule).__name__, "data": to_spec(getattr(
-                    trainer.datamodule, "target", None)), "split": self.reference_split, "n": n,
-                    "fingerprint": images_fingerprint(split.get(torch.arange(min(n, 64)))),
-                    "features": {k: v for k, v in self.extractor.settings().items() if k != "weights"}}
-                chunks = (split.get(torch.arange(i, min(i + self.batch_size, n))) for i in range(0, n, self.batch_size))
-                with _progress(trainer, n, "FID reference statistics (cached after this)") as bar:
-                    reference = reference_statistics(self.extractor.to(device), self.extractor.feature_dim, chunks,
-                                                     key, self.cache_dir, self.kid_reference if self.kid else 0,
-                                                     progress=lambda done: bar.update(done - bar.n))
+                with _progress(trainer, 0, "FID reference statistics (cached after this)") as bar:
+                    reference = training_split_statistics(
+                        trainer.datamodule, self.extractor.to(device), self.batch_size, self.cache_dir,
+                        self.kid_reference if self.kid else 0, self.reference_samples, bar)
             if trainer.world_size > 1:
                 reference = trainer.strategy.broadcast(reference, src=0)
             self.reference = reference
@@ -212,6 +205,23 @@ class FIDCallback(Callback):
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(record, indent=2, default=str))
             rank_zero_info(summary(record) + f"\n  (all settings: {out.resolve()})")
+
+
+def training_split_statistics(datamodule, extractor: InceptionFeatures, batch_size: int, cache_dir: str | None,
+                              kid_features: int, max_images: int | None = None, bar: tqdm | None = None) -> dict:
+    """:func:`~lightning_fm.metrics.reference.reference_statistics` of an image data module's training split (at
+    most ``max_images``), keyed by the data module's class and target spec, the split, the count, a fingerprint of
+    the first images and the extractor's settings (its weights by hash)."""
+    split = datamodule.target_train_images()
+    n = len(split) if max_images is None else min(len(split), max_images)
+    key = {"name": type(datamodule).__name__, "data": to_spec(getattr(datamodule, "target", None)), "split": "train",
+           "n": n, "fingerprint": images_fingerprint(split.get(torch.arange(min(n, 64)))),
+           "features": {k: v for k, v in extractor.settings().items() if k != "weights"}}
+    chunks = (split.get(torch.arange(i, min(i + batch_size, n))) for i in range(0, n, batch_size))
+    if bar is not None:
+        bar.reset(total=n)
+    return reference_statistics(extractor, extractor.feature_dim, chunks, key, cache_dir, kid_features,
+                                progress=None if bar is None else (lambda done: bar.update(done - bar.n)))
 
 
 def summary(record: dict[str, Any]) -> str:
