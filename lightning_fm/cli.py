@@ -7,7 +7,9 @@ Model and data are chosen by class (``--model CFMModule``, ``--data DigitsDataMo
 The data shape is given once, by the data: a backbone whose ``data_shape`` is left out takes ``data.data_shape``
 (also through wrappers such as ``FieldHead``). With no arguments, ``fit`` runs the default embedded job: OT-CFM on
 the 2-D toy 8gaussians -> moons (the same settings as ``configs/toy/otcfm.yaml``), leaving a checkpoint with EMA
-weights, the resolved config, metrics and sample plots in ``runs/<name>/version_<n>/``.
+weights, the resolved config, metrics and sample plots in ``runs/<name>/version_<n>/``; ``fit --ckpt_path last``
+resumes the newest run of a config in its own directory, and ``test``/``predict --ckpt_path <run>/checkpoints/...``
+write beside that run (:mod:`lightning_fm.cli_runs`).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
 import lightning_fm.data  # noqa: F401  (registers the DataModules for class-name lookup)
+from lightning_fm.cli_runs import RunConfigCallback, continue_run
 from lightning_fm.modules import FlowMatchingModule
 from lightning_fm.utils.spec import build
 
@@ -43,10 +46,10 @@ PARSER_DEFAULTS = {
         optimizer=_spec("torch.optim.Adam", lr=1e-3),
     ),
     "data": _spec("lightning_fm.data.ToyDataModule", source="8gaussians", target="moons", batch_size=256),
-    "trainer.logger": _spec("lightning.pytorch.loggers.CSVLogger", save_dir="runs", name="toy_otcfm"),
+    "trainer.logger": _spec("lightning_fm.loggers.CSVLogger", save_dir="runs", name="toy_otcfm"),
     "trainer.callbacks": [
         _spec("lightning.pytorch.callbacks.EMAWeightAveraging", decay=0.999),
-        _spec("lightning.pytorch.callbacks.ModelCheckpoint", save_last=True),
+        _spec("lightning.pytorch.callbacks.ModelCheckpoint", save_last=True, every_n_train_steps=1000),
         _spec("lightning.pytorch.callbacks.LearningRateMonitor", logging_interval="step"),
         _spec("lightning_fm.callbacks.SamplePlotCallback"),
         _spec("lightning_fm.callbacks.SampleWriter"),
@@ -110,8 +113,11 @@ class FlowMatchingCLI(LightningCLI):
         self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
 
     def before_instantiate_classes(self) -> None:
-        """Link the data's shape to the backbone (``link_arguments`` cannot reach through a ``FieldHead``)."""
+        """Link the data's shape to the backbone (``link_arguments`` cannot reach through a ``FieldHead``); point
+        the logger at the run directory that the command continues (:func:`~lightning_fm.cli_runs.continue_run`)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand:
+            continue_run(config, self.subcommand)
         datamodule = build(_as_dict(config.data))
         fill_data_shape(config.model.init_args.get("backbone"), tuple(datamodule.data_shape))
 
@@ -136,6 +142,7 @@ def main(args: list[str] | None = None) -> FlowMatchingCLI | None:
         subclass_mode_data=True,
         trainer_defaults=TRAINER_DEFAULTS,
         seed_everything_default=0,
+        save_config_callback=RunConfigCallback,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,  # the optimiser and schedule are the model's own arguments
         args=None if (args is None and argv) else (argv or ["fit"]),  # no arguments at all: the default job

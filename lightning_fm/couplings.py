@@ -143,13 +143,13 @@ class OTCoupling(Coupling):
             return torch.from_numpy(np.asarray(ot.emd(a.numpy(), b.numpy(), cost.numpy()), dtype=np.float64))
         # Plain (multiplicative) Sinkhorn in float64 numpy is much faster than the log-domain iterations, and exact
         # as long as the Gibbs kernel exp(-M/reg) does not underflow: every row and column must keep an entry
-        # above ~1e-300, i.e. min cost / reg < 690. Otherwise the log-domain iterations (POT's torch backend).
-        if max(cost.min(1).values.max().item(), cost.min(0).values.max().item()) / self.reg < 690:
-            plan = ot.sinkhorn(a.numpy(), b.numpy(), cost.numpy(), self.reg, method="sinkhorn",
-                               numItermax=self.max_iter, stopThr=self.stop_thr)
-            return torch.from_numpy(np.asarray(plan, dtype=np.float64))
-        return ot.sinkhorn(a, b, cost, self.reg, method="sinkhorn_log", numItermax=self.max_iter,
+        # above ~1e-300, i.e. min cost / reg < 690. Otherwise the log-domain iterations. Both run on POT's numpy
+        # backend (its torch backend is disabled, see lightning_fm/__init__.py).
+        stable = max(cost.min(1).values.max().item(), cost.min(0).values.max().item()) / self.reg < 690
+        method = "sinkhorn" if stable else "sinkhorn_log"
+        plan = ot.sinkhorn(a.numpy(), b.numpy(), cost.numpy(), self.reg, method=method, numItermax=self.max_iter,
                            stopThr=self.stop_thr)
+        return torch.from_numpy(np.asarray(plan, dtype=np.float64))
 
     def _draw(self, plan: Tensor, generator: torch.Generator | None) -> Tensor:
         """For each row i a column ``j ~ plan[i] / plan[i].sum()`` (CPU int64 ``(B0,)``)."""

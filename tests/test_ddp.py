@@ -67,19 +67,49 @@ def test_ddp_predictions_of_all_ranks_are_written_once_in_order(probe):
     assert written.shape == (101, 2) and torch.allclose(written, expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("config", ["configs/toy/otcfm.yaml", "configs/toy/ifm_exact.yaml"])
-def test_two_process_ddp_fit_on_cpu(tmp_path, config):
+@pytest.mark.parametrize("config, logger", [("configs/toy/otcfm.yaml", "wandb"), ("configs/toy/ifm_exact.yaml", "csv")])
+def test_two_process_ddp_fit_on_cpu(tmp_path, monkeypatch, config, logger):
+    """``fit --trainer.devices 2 --trainer.strategy ddp``: one run directory with one set of checkpoints, of plots
+    and (W&B) one offline W&B run holding the config and the plots, written by rank 0 alone."""
     shutil.copytree(REPO / "configs", tmp_path / "configs")
-    result = run_cli(["fit", "-c", config, "--trainer.accelerator=cpu", "--trainer.devices=2",
-                      "--trainer.strategy=ddp", "--trainer.max_steps=60", "--data.init_args.steps_per_epoch=30",
-                      "--data.init_args.n_val=400", "--trainer.log_every_n_steps=10"], cwd=tmp_path, timeout=400)
+    monkeypatch.delenv("WANDB_DIR")  # W&B's files go into the run directory
+    result = run_cli(["fit", "-c", config, "-c", f"configs/logger/{logger}.yaml", "--trainer.accelerator=cpu",
+                      "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.max_steps=60",
+                      "--data.init_args.steps_per_epoch=30", "--data.init_args.n_val=400",
+                      "--trainer.log_every_n_steps=10"], cwd=tmp_path, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
-    log_dir = next((tmp_path / "runs").glob("*/version_0"))
-    assert (log_dir / "checkpoints" / "last.ckpt").is_file()
+    [log_dir] = (tmp_path / "runs").glob("*/*")  # one run directory (no second version from rank 1)
+    assert sorted(p.name for p in (log_dir / "checkpoints").iterdir()) == ["last.ckpt"]  # one, by rank 0
+    assert sorted(p.name for p in (log_dir / "samples").iterdir()) == [
+        "latest.png", "step_0000030.png", "step_0000060.png"]  # two validations, drawn once each
+    assert (log_dir / "config.yaml").is_file()
+    if logger == "wandb":
+        [run] = (log_dir / "wandb").glob("offline-run-*")  # one W&B run, its id saved beside the checkpoints
+        assert run.name.endswith((log_dir / "wandb_run_id").read_text().strip())
+        assert len(list((run / "files" / "media" / "images" / "samples").glob("validation_*.png"))) == 2  # plots in W&B
+        assert (run / "files" / log_dir.name / "config.yaml").is_file()  # the resolved config among the run's files
+        record = next(run.glob("run-*.wandb")).read_bytes()  # and as the W&B config: the data and model classes too
+        assert b"lightning_fm.data.ToyDataModule" in record and b"lightning_fm.couplings.OTCoupling" in record
+        return
     rows = list(csv.DictReader(open(log_dir / "metrics.csv")))
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert len(losses) >= 5 and all(v == v for v in losses) and losses[-1] < losses[0]
+    assert all(float(r["train/samples_per_s"]) > 0 for r in rows if r.get("train/samples_per_s"))
     w2 = [float(r["val/w2"]) for r in rows if r.get("val/w2")]
-    assert len(w2) == 2  # validated twice
-    if "otcfm" in config:  # a CFM sampler cannot diverge; an IFM one may after 60 steps (then W2 is NaN, not hidden)
-        assert all(0 < v < 10 for v in w2)
+    assert len(w2) == 2  # validated twice (an IFM sampler may diverge after 60 steps: then W2 is NaN, not hidden)
+
+
+def test_a_non_finite_loss_on_one_rank_stops_every_rank(tmp_path):
+    """A NaN loss on rank 1 alone (at step 50, a check step): both processes stop there with the per-rank losses,
+    instead of rank 1 stopping alone and rank 0 waiting for it in the next collective."""
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    env_path = f"{REPO / 'tests'}{os.pathsep}{REPO}"
+    result = subprocess.run(
+        [sys.executable, "-m", "lightning_fm", "fit", "-c", "configs/toy/otcfm.yaml",
+         "--model.class_path=nan_probe.NaNOnRank1", "--trainer.accelerator=cpu", "--trainer.devices=2",
+         "--trainer.strategy=ddp", "--trainer.max_steps=200", "--trainer.limit_val_batches=0",
+         "--trainer.enable_progress_bar=false"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=env_path, MPLBACKEND="Agg"))
+    assert result.returncode != 0
+    assert "training loss is not finite at step 50" in result.stderr and "rank 1: nan" in result.stderr
+    assert "rank 0: nan" not in result.stderr, result.stderr[-2000:]

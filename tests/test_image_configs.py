@@ -24,9 +24,9 @@ BACKBONE_PARAMETERS = {"cifar10/icfm": 35_746_307, "cifar10/otcfm": 35_746_307, 
                        "cifar10/efm": 57_633_156, "mnist/otcfm": 1_075_361}
 
 
-def small_data_copy(config: Path, tmp_path: Path, inception: Path) -> Path:
-    """The config with synthetic data of its set's shape, batches of 4, a two-image, two-step sample grid and FID
-    on stand-in Inception weights."""
+def small_data_copy(config: Path, tmp_path: Path, inception: Path, checkpoints: bool = True) -> Path:
+    """The config with synthetic data of its set's shape, batches of 4, a two-image, two-step sample grid, FID on
+    stand-in Inception weights, and a checkpoint every 2 steps (or none: a full-size checkpoint is up to 1.7 GB)."""
     cfg = yaml.safe_load(config.read_text())
     classes = 0 if config.parent.name == "celeba64" else 10
     cfg["data"]["init_args"]["target"] = {"class_path": "lightning_fm.data.SyntheticImages", "init_args": {
@@ -40,6 +40,10 @@ def small_data_copy(config: Path, tmp_path: Path, inception: Path) -> Path:
                                          test_samples=3, batch_size=2, kid=False)
         if callback["class_path"].endswith("ModelCheckpoint"):
             callback["init_args"].update(every_n_train_steps=2)
+    if not checkpoints:
+        cfg["trainer"]["callbacks"] = [c for c in cfg["trainer"]["callbacks"]
+                                       if not c["class_path"].endswith("ModelCheckpoint")]
+        cfg["trainer"]["enable_checkpointing"] = False
     path = tmp_path / config.name
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -52,7 +56,8 @@ def test_image_recipe_trains_on_cpu_with_its_full_size_unet(config, tmp_path, mo
     monkeypatch.setenv("LIGHTNING_FM_CACHE", str(tmp_path / "cache"))  # the digits classifier of ClassifierMetrics
     monkeypatch.setattr(sys, "argv", ["lightning_fm"])  # the CLI is given its arguments, not pytest's
     torch.manual_seed(0)
-    cli = main(["fit", "-c", str(small_data_copy(config, tmp_path, standin_inception)), "--trainer.max_steps=2",
+    cli = main(["fit", "-c", str(small_data_copy(config, tmp_path, standin_inception, checkpoints=False)),
+                "--trainer.max_steps=2",
                 "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
                 "--trainer.enable_model_summary=false"])
     model, trainer = cli.model, cli.trainer
@@ -92,5 +97,6 @@ def test_the_test_command_of_a_cifar10_recipe_measures_fid_and_writes_its_settin
     assert len(written) == 1 and json.loads(written[0].read_text())["fid"] == pytest.approx(record["fid"])
     printed = next(line for line in caplog.messages if line.startswith("test/fid"))  # the number beside its settings
     for setting in (f"{record['fid']:.4g}", "3 samples (checkpoint weights)", "method=dopri5", "16 images of the train",
-                    "NOT the reference Inception weights", record["features"]["weights_sha256"][:12], str(written[0].resolve())):
+                    "NOT the reference Inception weights", record["features"]["weights_sha256"][:12],
+                    str(written[0].resolve())):
         assert setting in printed

@@ -37,7 +37,7 @@ class SampleGrid(Callback):
     fixed source points (the first of the validation set) with the EMA weights (the averaged copy of
     ``EMAWeightAveraging``; the live weights, said in the title, when there is none) and writes
     ``<run dir>/grids/step_<step>.png`` and ``latest.png``; loggers that take images (``log_image``, e.g. W&B)
-    receive it as ``train/samples``.
+    receive it as ``samples/grid``.
 
     Class-conditional models draw one class per row (rows of ``ceil(n_samples / K)`` images of one label) with
     guidance ``guidance`` (None: the module's ``model.guidance``). Transfer data (the source is an image set) gives
@@ -116,7 +116,7 @@ class SampleGrid(Callback):
             show_images(ax, images, name, nrow)
         fig.suptitle(title, fontsize=9)
         fig.tight_layout(rect=(0, 0, 1, 0.96))  # (room for the title above the panels' own)
-        return save_figure(trainer, fig, "grids", "train/samples")
+        return save_figure(trainer, fig, "grids", "samples/grid")
 
     # -- when ------------------------------------------------------------------------------------------------------
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:

@@ -145,4 +145,4 @@ class SamplePlotCallback(Callback):
             if (value := trainer.callback_metrics.get(key)) is not None:
                 title += f"  {key} = {float(value):.3f}"
         fig = plot_validation(result, title, self.max_points, self.max_lines, self.max_images)
-        save_figure(trainer, fig, "samples", "val/samples")
+        save_figure(trainer, fig, "samples", "samples/validation")

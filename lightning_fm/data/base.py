@@ -36,10 +36,12 @@ TRAIN, VAL, TEST, PREDICT, TRAIN_ORDER, VAL_REF, TEST_REF, SPLIT = range(8)
 class EpochIterableDataset(IterableDataset):
     """A dataset of ``len(self)`` batches a pass, batch ``k`` built by ``make_batch(k)`` and knowing the
     ``(epoch, rank, world_size)`` of the pass; with several DataLoader workers, worker ``w`` builds the batches
-    ``k = w mod num_workers`` (the DataLoader interleaves them back into order)."""
+    ``k = w mod num_workers`` (the DataLoader interleaves them back into order); a pass starts at batch
+    ``start``."""
 
     def __init__(self) -> None:
         self.epoch, self.rank, self.world_size = 0, 0, 1
+        self.start = 0  # the first batch of the pass (a resumed epoch skips the batches already trained on)
 
     def set_epoch_state(self, epoch: int, rank: int, world_size: int) -> None:
         self.epoch, self.rank, self.world_size = int(epoch), int(rank), int(world_size)
@@ -53,7 +55,7 @@ class EpochIterableDataset(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        for k in range(worker, len(self), workers):
+        for k in range(self.start + worker, len(self), workers):
             yield self.make_batch(k)
 
 
@@ -67,11 +69,24 @@ Clock = Callable[[bool], tuple[int, int, int]]
 class EpochDataLoader(DataLoader):
     """A DataLoader that tells its dataset the current ``(epoch, rank, world_size)`` from ``clock(advance)``
     (``dataset.set_epoch_state``) before each pass, in the main process, so that worker processes started
-    afterwards see it too; before its length is read, the rank and world size only (the length is this rank's)."""
+    afterwards see it too; before its length is read, the rank and world size only (the length is this rank's).
 
-    def __init__(self, dataset: EpochIterableDataset, clock: Clock, **kwargs: Any) -> None:
+    Resumable (Lightning saves ``state_dict()`` in checkpoints): the state is the epoch and ``position()``, the
+    batches of that epoch already trained on; after ``load_state_dict`` the pass of that epoch starts behind them,
+    so a run resumed from a mid-epoch checkpoint sees exactly the batches of an uninterrupted run."""
+
+    def __init__(self, dataset: EpochIterableDataset, clock: Clock, position: Callable[[], int] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(dataset, batch_size=None, **kwargs)
-        self.clock = clock
+        self.clock, self.position = clock, position
+        self._resume: dict[str, int] | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, _, _ = self.clock(False)
+        return {"epoch": int(epoch), "batches_done": int(self.position()) if self.position else 0}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = {"epoch": int(state["epoch"]), "batches_done": int(state["batches_done"])}
 
     def __len__(self) -> int:
         _, rank, world_size = self.clock(False)
@@ -79,7 +94,10 @@ class EpochDataLoader(DataLoader):
         return super().__len__()
 
     def __iter__(self):
-        self.dataset.set_epoch_state(*self.clock(True))
+        epoch, rank, world_size = self.clock(True)
+        self.dataset.set_epoch_state(epoch, rank, world_size)
+        resume, self._resume = self._resume, None
+        self.dataset.start = resume["batches_done"] if resume and resume["epoch"] == epoch else 0
         return super().__iter__()
 
 
@@ -206,8 +224,13 @@ class FlowDataModule(StoredHyperparameters, LightningDataModule):
     def _evaluation_loader(self, batches: ShardedBatches) -> DataLoader:
         return EpochDataLoader(batches, self.clock, num_workers=self.evaluation_workers())
 
+    def batches_done(self) -> int:
+        """Training batches of the current epoch already trained on (the trainer's count; 0 without one)."""
+        trainer = self.trainer
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed) if trainer is not None else 0
+
     def train_dataloader(self) -> DataLoader:
-        return EpochDataLoader(self.train_set(), self.clock, num_workers=self.hparams.num_workers)
+        return EpochDataLoader(self.train_set(), self.clock, self.batches_done, num_workers=self.hparams.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return self._evaluation_loader(self.evaluation_batches("val"))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +23,11 @@ from torch import Tensor
 from lightning_fm.modules.evaluation import EvaluationMetrics, PlotSamples, ValidationResult
 from lightning_fm.sampling import SampleResult
 from lightning_fm.utils.hparams import StoredHyperparameters
+from lightning_fm.utils.seeding import derive_seed
 from lightning_fm.utils.spec import build, build_callable, callable_spec, class_path, to_spec
+
+#: the seed stream of the training steps' randomness (apart from the data's streams)
+STEP_STREAM = 101
 
 
 @dataclass
@@ -217,14 +223,44 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
         schedule = self.lr_scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
+    def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Seed the step's randomness (times, path noise, label dropout, dropout) from ``(seed, step, rank)``:
+        ``torch.manual_seed(derive_seed(PL_GLOBAL_SEED, STEP_STREAM, global_step, rank))``, so a resumed run draws
+        what the uninterrupted run drew (Lightning does not restore the global generators), and the processes of a
+        DDP run draw independently."""
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        torch.manual_seed(derive_seed(seed, STEP_STREAM, self.global_step, self.global_rank))
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self.loss(batch)
-        # stop on a diverged loss (checked every 50 steps: each check synchronises an accelerator with the host)
-        if self.global_step % 50 == 0 and not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step}; the last "
-                                     "checkpoint (checkpoints/last.ckpt) is intact and resumable with --ckpt_path")
+        if self.global_step % 50 == 0:  # each check synchronises the accelerator with the host
+            self.stop_if_diverged(loss)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["x0"].shape[0])
+        self.log_speed(batch["x0"].shape[0])
         return loss
+
+    def stop_if_diverged(self, loss: Tensor) -> None:
+        """Raise ``FloatingPointError`` on EVERY process when the loss is not finite on ANY (one rank stopping alone
+        would leave the others waiting in the next collective); the message lists each process's loss."""
+        losses = self.all_gather(loss.detach()).flatten() if self.trainer.world_size > 1 else loss.detach().flatten()
+        if not bool(torch.isfinite(losses).all()):
+            per_rank = ", ".join(f"rank {r}: {v:.4g}" for r, v in enumerate(losses.tolist()))
+            raise FloatingPointError(f"training loss is not finite at step {self.global_step} ({per_rank}); the "
+                                     "last checkpoint (checkpoints/last.ckpt) is intact and resumable with "
+                                     "--ckpt_path last")
+
+    def log_speed(self, batch_size: int) -> None:
+        """``train/samples_per_s``: global training samples a second, averaged over the steps since the last
+        multiple of ``log_every_n_steps`` (the window that each written value covers)."""
+        now, every = time.perf_counter(), max(1, int(self.trainer.log_every_n_steps))
+        start = getattr(self, "_speed_window", None)
+        if start is None or self.global_step % every == 0:
+            self._speed_window = (now, self.global_step)
+            return
+        elapsed, steps = now - start[0], self.global_step - start[1]
+        if elapsed > 0 and steps > 0:
+            rate = steps * batch_size * self.trainer.world_size / elapsed
+            self.log("train/samples_per_s", rate, batch_size=batch_size)
 
     def couple(self, batch: dict[str, Tensor], distributed: bool = True) -> Pairs:
         """Pair the batch with ``self.coupling``. Under DDP (``distributed``) over the GLOBAL batch: every process

@@ -1,0 +1,89 @@
+"""``WandbLogger`` with the run directory of :class:`~lightning_fm.loggers.CSVLogger`.
+
+Lightning's ``WandbLogger`` puts W&B's files in ``save_dir`` (ignoring ``WANDB_DIR``) and checkpoints in
+``<save_dir>/<project>/<run id>/checkpoints``, and a config or plot written to ``trainer.log_dir`` lands in the
+``save_dir`` shared by every run. Here a run owns ``<save_dir>/<name>/version_<n>/`` as with the CSV logger
+(checkpoints, ``config.yaml``, plots, FID records, ``wandb_run_id``); W&B's own files go to ``$WANDB_DIR`` if set,
+else into that directory. The W&B run id is written to ``<run dir>/wandb_run_id`` when the run starts, and a logger
+opening an existing run directory (a resume: ``fit --ckpt_path last``) takes that id, so W&B continues the same run.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import string
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import WandbLogger as _WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from lightning_fm.runs import next_version
+
+RUN_ID_FILE = "wandb_run_id"
+
+
+class WandbLogger(_WandbLogger):
+    """W&B logging into the run directory ``<save_dir>/<name>/<version>`` (module docstring).
+
+    Args:
+        name: the run family: its directory under ``save_dir`` and the W&B group (the W&B run is named
+            ``<name>/<version>``).
+        save_dir, version: the run directory (``version`` None: the next ``version_<n>``; an int n: ``version_<n>``).
+        project: the W&B project (None: ``$WANDB_PROJECT``, else ``lightning_fm``).
+        id: the W&B run id (None: the one saved in the run directory, else a new one).
+        log_model: checkpoints as W&B artifacts (``True``: at the end of training, ``"all"``: as they are saved).
+        offline, prefix, **kwargs: as Lightning's ``WandbLogger`` (``kwargs`` go to ``wandb.init``: ``entity``,
+            ``tags``, ``notes``, ``mode``, ...).
+    """
+
+    def __init__(self, name: str = "lightning_fm", save_dir: str = "runs", version: int | str | None = None,
+                 project: str | None = None, id: str | None = None, log_model: bool | str = False,
+                 offline: bool = False, prefix: str = "", **kwargs: Any) -> None:
+        root = Path(save_dir) / name
+        self._run_name, self._run_save_dir = name, str(save_dir)
+        self._run_version = f"version_{version}" if isinstance(version, int) else (version or next_version(root))
+        self._run_dir = root / self._run_version
+        saved = self._run_dir / RUN_ID_FILE
+        if id is None and saved.is_file():
+            id = saved.read_text().strip()
+        if id is None:
+            id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}  # the CLI passes every wandb.init argument
+        super().__init__(name=f"{name}/{self._run_version}", save_dir=os.environ.get("WANDB_DIR") or str(self._run_dir),
+                         id=id, project=project or os.environ.get("WANDB_PROJECT") or "lightning_fm",
+                         log_model=log_model, offline=offline, prefix=prefix, group=kwargs.pop("group", name),
+                         **kwargs)
+
+    @property
+    def experiment(self):
+        """The W&B run (created on first use, on rank 0), its id saved in the run directory."""
+        starting = self._experiment is None and rank_zero_only.rank == 0
+        if starting:
+            Path(self._wandb_init["dir"]).mkdir(parents=True, exist_ok=True)
+        run = super().experiment
+        if starting:
+            self._run_dir.mkdir(parents=True, exist_ok=True)
+            (self._run_dir / RUN_ID_FILE).write_text(f"{run.id}\n")
+        return run
+
+    @property
+    def name(self) -> str:
+        return self._run_name
+
+    @property
+    def version(self) -> str:
+        return self._run_version
+
+    @property
+    def save_dir(self) -> str:
+        return self._run_save_dir
+
+    @property
+    def log_dir(self) -> str:
+        return str(self._run_dir)
+
+    @property
+    def run_id(self) -> str:
+        """The W&B run id."""
+        return self._id
