@@ -3,6 +3,7 @@ config written there (and uploaded to W&B)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -12,10 +13,18 @@ from lightning.pytorch.cli import SaveConfigCallback
 
 from lightning_fm.callbacks.plots import run_dir
 from lightning_fm.runs import continuation
+from lightning_fm.utils.spec import import_class
 
-#: loggers that keep a run directory ``<save_dir>/<name>/<version>`` and continue it
-CONTINUING = {"lightning_fm.loggers.CSVLogger": "csv", "lightning_fm.loggers.csv.CSVLogger": "csv",
-              "lightning_fm.loggers.WandbLogger": "wandb", "lightning_fm.loggers.wandb.WandbLogger": "wandb"}
+
+def continuing_kind(logger: Any) -> str | None:
+    """``"csv"`` or ``"wandb"`` for a logger config of this framework's loggers (or their subclasses), which keep
+    a run directory ``<save_dir>/<name>/<version>`` and continue it; None otherwise."""
+    from lightning_fm.loggers import CSVLogger, WandbLogger
+
+    if not (isinstance(logger, Namespace) and logger.get("class_path")):
+        return None
+    cls = import_class(logger.class_path)
+    return "csv" if issubclass(cls, CSVLogger) else "wandb" if issubclass(cls, WandbLogger) else None
 
 
 def checkpoint_step(path: str) -> int:
@@ -32,7 +41,7 @@ def continue_run(config: Namespace, subcommand: str) -> None:
     checkpoint. Only this framework's loggers, one logger, and (but for ``hpc``) a ``version`` not set by the
     user."""
     logger = config.trainer.get("logger")
-    kind = CONTINUING.get(logger.get("class_path")) if isinstance(logger, Namespace) else None
+    kind = continuing_kind(logger)
     ckpt_path = config.get("ckpt_path")
     if kind is None or not ckpt_path:
         return
