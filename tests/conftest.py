@@ -25,6 +25,7 @@ def _offline_env(tmp_path, monkeypatch):
 def run_cli(args, cwd, timeout=300):
     """Run ``python -m lightning_fm ARGS`` in a subprocess; return the CompletedProcess."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), MPLBACKEND="Agg", WANDB_MODE="offline")
+    env.pop("WANDB_SERVICE", None)  # a W&B run of this process left its service's address: the child needs its own
     return subprocess.run([sys.executable, "-m", "lightning_fm", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 

@@ -228,15 +228,18 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
         ``torch.manual_seed(derive_seed(PL_GLOBAL_SEED, STEP_STREAM, global_step, rank))``, so a resumed run draws
         what the uninterrupted run drew (Lightning does not restore the global generators), and the processes of a
         DDP run draw independently."""
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        torch.manual_seed(derive_seed(seed, STEP_STREAM, self.global_step, self.global_rank))
+        seed = derive_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)), STEP_STREAM, self.global_step, self.global_rank)
+        # the generators this process draws from, not torch.manual_seed: that also queues a lazy seeding of every
+        # CUDA device, recording a stack trace each time (a millisecond a step, more than a toy step's maths)
+        torch.default_generator.manual_seed(seed)
+        if self.device.type == "cuda":
+            torch.cuda.default_generators[self.device.index or 0].manual_seed(seed)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self.loss(batch)
         if self.global_step % 50 == 0:  # each check synchronises the accelerator with the host
             self.stop_if_diverged(loss)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["x0"].shape[0])
-        self.log_speed(batch["x0"].shape[0])
+        self.log_training(loss, batch["x0"].shape[0])
         return loss
 
     def stop_if_diverged(self, loss: Tensor) -> None:
@@ -249,14 +252,18 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
                                      "last checkpoint (checkpoints/last.ckpt) is intact and resumable with "
                                      "--ckpt_path last")
 
-    def log_speed(self, batch_size: int) -> None:
-        """``train/samples_per_s``: global training samples a second, averaged over the steps since the last
-        multiple of ``log_every_n_steps`` (the window that each written value covers)."""
+    def log_training(self, loss: Tensor, batch_size: int) -> None:
+        """``train/loss`` and ``train/samples_per_s`` (global training samples a second over the steps since the
+        last multiple of ``log_every_n_steps``), logged at the steps the loggers write, ``(step + 1) %
+        log_every_n_steps == 0``, only: a ``self.log`` call costs about as much as a toy step's maths (the progress
+        bar's loss is the last written one)."""
         now, every = time.perf_counter(), max(1, int(self.trainer.log_every_n_steps))
         start = getattr(self, "_speed_window", None)
         if start is None or self.global_step % every == 0:
-            self._speed_window = (now, self.global_step)
+            self._speed_window = start = (now, self.global_step)
+        if (self.global_step + 1) % every:
             return
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         elapsed, steps = now - start[0], self.global_step - start[1]
         if elapsed > 0 and steps > 0:
             rate = steps * batch_size * self.trainer.world_size / elapsed
