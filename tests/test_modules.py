@@ -155,3 +155,34 @@ def test_source_and_target_of_different_shapes_fail_before_training():
 
     with pytest.raises(ValueError, match=r"source samples have shape \(2,\) but target samples \(3,\)"):
         _fit(CFMModule(), Mismatched(steps_per_epoch=2))
+
+
+@pytest.mark.parametrize("family", ["cfm", "ifm"])
+def test_bf16_autocast_trains_the_network_in_bf16_and_keeps_pairs_and_targets_in_float32(family):
+    """Under ``precision: bf16-mixed`` (Lightning's autocast) the coupling, the points and the regression target
+    (the multi-sample posterior velocity, the superposed field) are computed in float32 with autocast off; only the
+    network runs in bf16, and the loss is a float32 number."""
+    from lightning_fm.fields import CoulombField
+
+    torch.manual_seed(0)
+    if family == "cfm":
+        module = CFMModule(MLP([2], width=16), LinearPath(0.1), IndependentCoupling(), velocity_target="multi")
+        inner, name = module.path, "posterior"
+    else:
+        module = IFMModule(FieldHead(MLP([2], width=16)), CoulombField(0.3))
+        inner, name = module.field, "target"
+    seen = []
+    original = getattr(inner, name)
+
+    def recording(*args, **kwargs):
+        seen.append((torch.is_autocast_enabled("cpu"), {a.dtype for a in args if torch.is_tensor(a)}))
+        return original(*args, **kwargs)
+
+    setattr(inner, name, recording)
+    batch = {"x0": torch.randn(32, 2), "x1": torch.randn(32, 2)}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = module.loss(batch, distributed=False)
+    assert seen and all(not enabled and dtypes == {torch.float32} for enabled, dtypes in seen)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.parameters())

@@ -4,16 +4,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import Tensor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from lightning.pytorch import Callback, LightningModule, Trainer  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from lightning_fm.callbacks.ema import averaged_module  # noqa: E402
-from lightning_fm.callbacks.plots import is_image_shape, save_figure, show_images  # noqa: E402
+from lightning_fm.callbacks.ema import averaged_module
+from lightning_fm.callbacks.plots import is_image_shape, pyplot, save_figure, show_images
 
 
 def nearest(queries: Tensor, split, limit: int | None = None, chunk: int = 2048) -> Tensor:
@@ -111,7 +107,7 @@ class SampleGrid(Callback):
 
     def _write(self, trainer: Trainer, panels: dict[str, Tensor], title: str) -> Path:
         nrow = self.nrow or (self._per_class if "y" in self._fixed else None)
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.9), squeeze=False)
+        fig, axes = pyplot().subplots(1, len(panels), figsize=(4.6 * len(panels), 4.9), squeeze=False)
         for ax, (name, images) in zip(axes[0], panels.items()):
             show_images(ax, images, name, nrow)
         fig.suptitle(title, fontsize=9)

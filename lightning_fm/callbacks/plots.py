@@ -5,14 +5,20 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import matplotlib
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from lightning.pytorch import Callback, LightningModule, Trainer  # noqa: E402
+from lightning_fm.modules.evaluation import ValidationResult
 
-from lightning_fm.modules.evaluation import ValidationResult  # noqa: E402
+
+def pyplot():
+    """matplotlib's ``pyplot`` on the Agg backend, imported at the first figure (not at start-up)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def is_image_shape(shape: tuple[int, ...]) -> bool:
@@ -37,7 +43,7 @@ def _xy(v: torch.Tensor, lead: int) -> torch.Tensor:
 
 def _plot_points(result: ValidationResult, title: str, max_points: int, max_lines: int):
     has_traj = result.trajectory is not None and result.times is not None
-    fig, axes = plt.subplots(1, 2 if has_traj else 1, figsize=(11 if has_traj else 5.5, 5), squeeze=False)
+    fig, axes = pyplot().subplots(1, 2 if has_traj else 1, figsize=(11 if has_traj else 5.5, 5), squeeze=False)
     ax = axes[0, 0]
     tgt, gen, src = (_xy(v[:max_points], 1) for v in (result.target, result.generated, result.source))
     ax.scatter(src[:, 0], src[:, 1], s=2, c="0.75", alpha=0.5, label="source")
@@ -86,7 +92,7 @@ def show_images(ax, images: torch.Tensor, name: str, columns: int | None = None)
 
 
 def _plot_images(result: ValidationResult, title: str, max_images: int):
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
+    fig, axes = pyplot().subplots(1, 2, figsize=(10, 5.4))
     for ax, images, name in ((axes[0], result.generated, "samples"), (axes[1], result.target, "held-out data")):
         show_images(ax, images[:max_images], name)
     fig.suptitle(title or "samples")
@@ -101,7 +107,7 @@ def save_figure(trainer: Trainer, fig, folder: str, key: str) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"step_{trainer.global_step:07d}.png"
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    pyplot().close(fig)
     shutil.copyfile(path, out_dir / "latest.png")
     for logger in trainer.loggers:
         if hasattr(logger, "log_image"):

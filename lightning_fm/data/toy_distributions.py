@@ -26,12 +26,18 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from sklearn import datasets as skd
 from torch import Tensor
 
 from lightning_fm.utils.seeding import numpy_seed
 
 Sampler = Callable[[int, torch.Generator], tuple[Tensor, Tensor]]
+
+
+def _sklearn_datasets():
+    """scikit-learn's ``datasets``, imported where a toy needs it (not at start-up)."""
+    from sklearn import datasets
+
+    return datasets
 
 
 def _zeros(n: int) -> Tensor:
@@ -87,14 +93,14 @@ def moons(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
 def noisy_moons(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """scikit-learn ``make_moons(noise=0.2)`` mapped by ``x * 3 - 1`` (torchcfm's scale, not its construction):
     Gaussian noise of std 0.6 per coordinate after scaling, a much wider target than :func:`moons`."""
-    x, y = skd.make_moons(n, noise=0.2, random_state=numpy_seed(generator))
+    x, y = _sklearn_datasets().make_moons(n, noise=0.2, random_state=numpy_seed(generator))
     return _out(x * 3 - 1, y)
 
 
 def circles(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """FFJORD ``circles``: scikit-learn ``make_circles(factor=0.5, noise=0.08)`` times 3: concentric circles of
     radius 3 (label 0) and 1.5 (label 1), evenly spaced, Gaussian noise std 0.24 per coordinate."""
-    x, y = skd.make_circles(n, factor=0.5, noise=0.08, random_state=numpy_seed(generator))
+    x, y = _sklearn_datasets().make_circles(n, factor=0.5, noise=0.08, random_state=numpy_seed(generator))
     return _out(x * 3, y)
 
 
@@ -112,14 +118,14 @@ def checkerboard(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
 def swissroll(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """FFJORD ``swissroll``: scikit-learn ``make_swiss_roll(noise=1.0)``, coordinates (x, z) divided by 5: the
     spiral ``(t cos t, t sin t) / 5`` with ``t ~ U[1.5 pi, 4.5 pi]`` (radius 0.94..2.83), noise std 0.2. Labels: 0."""
-    x, _ = skd.make_swiss_roll(n, noise=1.0, random_state=numpy_seed(generator))
+    x, _ = _sklearn_datasets().make_swiss_roll(n, noise=1.0, random_state=numpy_seed(generator))
     return _out(x[:, [0, 2]] / 5.0, np.zeros(n))
 
 
 def scurve(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """scikit-learn ``make_s_curve(noise=0.1)``, coordinates (x, z) times 2: ``2 (sin t, sign(t)(cos t - 1))`` with
     ``t ~ U[-1.5 pi, 1.5 pi]``, so x in [-2, 2], y in [-4, 4], noise std 0.2. Labels: 0."""
-    x, _ = skd.make_s_curve(n, noise=0.1, random_state=numpy_seed(generator))
+    x, _ = _sklearn_datasets().make_s_curve(n, noise=0.1, random_state=numpy_seed(generator))
     return _out(x[:, [0, 2]] * 2.0, np.zeros(n))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import ot
 import torch
 from torch import Tensor
 
@@ -21,6 +20,8 @@ def wasserstein2(x: Tensor, y: Tensor, max_iter: int = 10_000_000) -> float:
         return float("nan")
     cost = torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist").pow(2).numpy()
     wa, wb = np.full(len(a), 1.0 / len(a)), np.full(len(b), 1.0 / len(b))
+    import ot  # POT: imported where it is used, it is slow to import
+
     return float(np.sqrt(max(ot.emd2(wa, wb, cost, numItermax=max_iter), 0.0)))
 
 

@@ -223,6 +223,11 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
         schedule = self.lr_scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
+    def full_precision(self):
+        """A region outside mixed-precision autocast (``precision: bf16-mixed``): couplings, volumes, paths and
+        field targets run in the data's float32 there, the network alone in bf16."""
+        return torch.autocast(self.device.type, enabled=False)
+
     def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         """Seed the step's randomness (times, path noise, label dropout, dropout) from ``(seed, step, rank)``:
         ``torch.manual_seed(derive_seed(PL_GLOBAL_SEED, STEP_STREAM, global_step, rank))``, so a resumed run draws
@@ -253,13 +258,12 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
                                      "--ckpt_path last")
 
     def log_training(self, loss: Tensor, batch_size: int) -> None:
-        """``train/loss`` and ``train/samples_per_s`` (global training samples a second over the steps since the
-        last multiple of ``log_every_n_steps``), logged at the steps the loggers write, ``(step + 1) %
-        log_every_n_steps == 0``, only: a ``self.log`` call costs about as much as a toy step's maths (the progress
-        bar's loss is the last written one)."""
+        """``train/loss`` and ``train/samples_per_s`` (global training samples a second since the last written
+        step), logged at the steps the loggers write, ``(step + 1) % log_every_n_steps == 0``, only: a ``self.log``
+        call costs about as much as a toy step's maths (the progress bar's loss is the last written one)."""
         now, every = time.perf_counter(), max(1, int(self.trainer.log_every_n_steps))
         start = getattr(self, "_speed_window", None)
-        if start is None or self.global_step % every == 0:
+        if start is None:
             self._speed_window = start = (now, self.global_step)
         if (self.global_step + 1) % every:
             return
@@ -268,6 +272,7 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
         if elapsed > 0 and steps > 0:
             rate = steps * batch_size * self.trainer.world_size / elapsed
             self.log("train/samples_per_s", rate, batch_size=batch_size)
+        self._speed_window = (now, self.global_step)
 
     def couple(self, batch: dict[str, Tensor], distributed: bool = True) -> Pairs:
         """Pair the batch with ``self.coupling``. Under DDP (``distributed``) over the GLOBAL batch: every process

@@ -103,11 +103,12 @@ class CFMModule(FlowMatchingModule):
         return sample.xt, target
 
     def loss(self, batch: dict[str, Tensor], distributed: bool = True) -> Tensor:
-        pairs = self.couple(batch, distributed)
-        t = torch.rand(pairs.x0.shape[0], device=pairs.x0.device, dtype=pairs.x0.dtype)
-        labels = self.training_labels(pairs.y1)
-        xt, ut = self.regression_target(pairs, t, labels)
-        return (self.velocity(xt, t, labels) - ut).pow(2).mean()
+        with self.full_precision():  # the pairs and the target in float32 under bf16-mixed
+            pairs = self.couple(batch, distributed)
+            t = torch.rand(pairs.x0.shape[0], device=pairs.x0.device, dtype=pairs.x0.dtype)
+            labels = self.training_labels(pairs.y1)
+            xt, ut = self.regression_target(pairs, t, labels)
+        return (self.velocity(xt, t, labels).float() - ut).pow(2).mean()
 
     @torch.no_grad()
     def sample(self, x_source: Tensor, y: Tensor | None = None, record: bool | int = False,

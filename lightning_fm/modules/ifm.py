@@ -79,14 +79,15 @@ class IFMModule(FlowMatchingModule):
         return self.backbone(x, z / self.L, y)
 
     def loss(self, batch: dict[str, Tensor], distributed: bool = True) -> Tensor:
-        pairs = self.couple(batch, distributed)  # under DDP the superposition runs over the global batch's pairs
-        b = min(self.n_points or pairs.x0.shape[0], pairs.x0.shape[0])
-        z, x = self.volume(pairs.x0[:b], pairs.x1[:b], self.L)
-        y = self.training_labels(pairs.y1)
-        y = None if y is None else y[:b]
-        with torch.no_grad():
-            target_z, target_x = self.target(z, x, y, pairs)
-        f_z, f_x = self.field_output(z, x, y)
+        with self.full_precision():  # the pairs, the points and the field target in float32 under bf16-mixed
+            pairs = self.couple(batch, distributed)  # under DDP the superposition runs over the global batch's pairs
+            b = min(self.n_points or pairs.x0.shape[0], pairs.x0.shape[0])
+            z, x = self.volume(pairs.x0[:b], pairs.x1[:b], self.L)
+            y = self.training_labels(pairs.y1)
+            y = None if y is None else y[:b]
+            with torch.no_grad():
+                target_z, target_x = self.target(z, x, y, pairs)
+        f_z, f_x = (f.float() for f in self.field_output(z, x, y))
         squared = (f_z - target_z).pow(2) + (f_x - target_x).pow(2).flatten(1).sum(1)
         return squared.mean() / (x[0].numel() + 1)
 
