@@ -1,0 +1,144 @@
+"""lightning_fm against torchcfm on torchcfm's own toy problem, side by side in one run: OT-CFM, I-CFM and SB-CFM,
+the same batch (256), MLP (64-wide, 3 hidden SELU layers, ``[x, t]`` input), Adam (1e-3) and step budget, one
+thread each. torchcfm runs its own flow matchers and tutorial loop in its own venv (``benchmarks/.envs/torchcfm``,
+:mod:`peer_env`); lightning_fm runs its Lightning training loop with the shipped toy recipes' components (EMA 0.999
+and gradient clipping 1.0 included). Only the training loop is timed. Both models then map torchcfm's fixed
+``sample_8gaussians(2000)`` with 100 Euler steps, scored by exact W2 against torchcfm's ``sample_moons(2000)``
+(:func:`torchcfm_reference.reference_samples`; floor: an i.i.d. moons sample). Prints a table, writes JSON.
+
+    python benchmarks/torchcfm_side_by_side.py [--steps 3000] [--seeds 0]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import EMAWeightAveraging
+from torchcfm_reference import CACHE, SETTINGS, TORCHCFM, _snippet, ensure_env, reference_samples, run_in_env
+from train_throughput import StepTimer
+
+from lightning_fm.couplings import IndependentCoupling, OTCoupling
+from lightning_fm.data import ToyDataModule
+from lightning_fm.metrics import wasserstein2
+from lightning_fm.models import MLP
+from lightning_fm.modules import CFMModule
+from lightning_fm.paths import BrownianBridgePath, LinearPath
+
+OUT = Path(__file__).resolve().parent / "results" / "torchcfm_side_by_side.json"
+
+#: (torchcfm's matcher, ours): the same path and coupling on both sides (configs/toy/{otcfm,icfm,sbcfm}.yaml)
+VARIANTS = {
+    "OT-CFM": ("ExactOptimalTransportConditionalFlowMatcher(sigma=0.1)",
+               lambda: (LinearPath(0.1), OTCoupling("exact"))),
+    "I-CFM": ("ConditionalFlowMatcher(sigma=0.1)", lambda: (LinearPath(0.1), IndependentCoupling())),
+    "SB-CFM": ("SchrodingerBridgeConditionalFlowMatcher(sigma=1.0, ot_method='sinkhorn')",
+               lambda: (BrownianBridgePath(1.0), OTCoupling("sinkhorn", reg=2.0))),
+}
+
+_TRAIN = """
+import json, time
+import numpy as np, torch
+torch.set_num_threads(1)
+import torchcfm
+from torchcfm.conditional_flow_matching import *
+from torchcfm.models.models import MLP
+from torchcfm.utils import sample_8gaussians, sample_moons
+P = json.loads(__PARAMS__)
+torch.manual_seed(P["seed"]); np.random.seed(P["seed"])
+model = MLP(dim=2, time_varying=True, w=P["width"])
+optimizer = torch.optim.Adam(model.parameters(), lr=P["lr"])
+FM = eval(P["matcher"])
+for step in range(P["warmup"] + P["steps"]):
+    if step == P["warmup"]:
+        start = time.perf_counter()
+    optimizer.zero_grad()
+    x0, x1 = sample_8gaussians(P["batch"]), sample_moons(P["batch"])
+    t, xt, ut = FM.sample_location_and_conditional_flow(x0, x1)
+    vt = model(torch.cat([xt, t[:, None]], dim=-1))
+    loss = torch.mean((vt - ut) ** 2)
+    loss.backward()
+    optimizer.step()
+seconds = time.perf_counter() - start
+x = torch.load(P["reference"])["source"]
+with torch.no_grad():
+    for i in range(P["euler_steps"]):
+        t = torch.full((len(x), 1), i * P["dt"])
+        x = x + P["dt"] * model(torch.cat([x, t], -1))
+torch.save(x, P["out"])
+print(json.dumps({"train_s": seconds, "torchcfm": torchcfm.__version__}))
+"""
+
+
+def torchcfm_run(matcher: str, steps: int, warmup: int, seed: int) -> dict:
+    python = ensure_env("torchcfm", [TORCHCFM])
+    reference = CACHE / f"reference_n{SETTINGS['n']}_seed{SETTINGS['reference_seed']}.pt"
+    with tempfile.TemporaryDirectory() as tmp:
+        params = {**SETTINGS, "matcher": matcher, "steps": steps, "warmup": warmup, "seed": seed,
+                  "reference": str(reference), "out": f"{tmp}/x.pt"}
+        info = json.loads(run_in_env(python, _snippet(_TRAIN, **params), 3600).strip().splitlines()[-1])
+        samples = torch.load(f"{tmp}/x.pt")
+    return {"steps_per_s": steps / info["train_s"], "samples": samples, "torchcfm": info["torchcfm"]}
+
+
+def ours_run(components, steps: int, warmup: int, seed: int) -> dict:
+    torch.manual_seed(seed)
+    path, coupling = components()
+    model = CFMModule(MLP(2, 64, 3), path, coupling)
+    data = ToyDataModule("8gaussians", "moons", batch_size=SETTINGS["batch"], steps_per_epoch=steps + warmup,
+                         seed=seed)
+    timer = StepTimer(warmup)
+    trainer = Trainer(max_steps=steps + warmup, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, limit_val_batches=0, accelerator="cpu", gradient_clip_val=1.0,
+                      callbacks=[timer, EMAWeightAveraging(decay=0.999)])
+    trainer.fit(model, data)  # the EMA weights are copied into the model at the end of training
+    source = reference_samples(SETTINGS["n"], SETTINGS["reference_seed"])["source"]
+    samples = model.eval().sample(source.float(), method="euler", steps=SETTINGS["euler_steps"]).x
+    return {"steps_per_s": timer.steps / (timer.end - timer.start), "samples": samples}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    ref = reference_samples(SETTINGS["n"], SETTINGS["reference_seed"])
+    floor = wasserstein2(ref["target_iid"], ref["target"])
+    rows = []
+    for name in args.variants:
+        matcher, components = VARIANTS[name]
+        for seed in args.seeds:
+            theirs = torchcfm_run(matcher, args.steps, args.warmup, seed)
+            ours = ours_run(components, args.steps, args.warmup, seed)
+            row = {"variant": name, "seed": seed, "torchcfm_matcher": matcher, "torchcfm": theirs["torchcfm"],
+                   "torchcfm_steps_per_s": theirs["steps_per_s"], "ours_steps_per_s": ours["steps_per_s"],
+                   "speed_ratio": ours["steps_per_s"] / theirs["steps_per_s"],
+                   "torchcfm_w2": wasserstein2(theirs["samples"], ref["target"]),
+                   "ours_w2": wasserstein2(ours["samples"], ref["target"])}
+            rows.append(row)
+            print(row, flush=True)
+    print(f"\n{args.steps} steps (after {args.warmup}), batch {SETTINGS['batch']}, one thread, "
+          f"{platform.processor() or platform.machine()}; W2 of 2000 samples (100 Euler steps) to torchcfm's "
+          f"moons, i.i.d. floor {floor:.3f}")
+    print("| variant | seed | torchcfm steps/s | lightning_fm steps/s | ratio | torchcfm W2 | lightning_fm W2 |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['variant']} | {r['seed']} | {r['torchcfm_steps_per_s']:.0f} | {r['ours_steps_per_s']:.0f} | "
+              f"{r['speed_ratio']:.2f} | {r['torchcfm_w2']:.3f} | {r['ours_w2']:.3f} |")
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps({"steps": args.steps, "warmup": args.warmup, "floor_iid": floor,
+                               "torch": torch.__version__, "time": time.strftime("%Y-%m-%d"), "rows": rows},
+                              indent=2))
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
