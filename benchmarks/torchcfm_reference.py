@@ -61,14 +61,15 @@ torch.save({"source": source, "target": target, "target2": target2, "target_iid"
 
 _TRAIN = _HEADER + """
 import torchcfm
-from torchcfm.conditional_flow_matching import ExactOptimalTransportConditionalFlowMatcher
+from torchcfm.conditional_flow_matching import *
 from torchcfm.models.models import MLP
 torch.manual_seed(P["seed"]); np.random.seed(P["seed"])
 model = MLP(dim=2, time_varying=True, w=P["width"])
 optimizer = torch.optim.Adam(model.parameters(), lr=P["lr"])
-FM = ExactOptimalTransportConditionalFlowMatcher(sigma=P["sigma"])
-start = time.perf_counter()
-for _ in range(P["steps"]):
+FM = eval(P["matcher"])
+for step in range(P["warmup"] + P["steps"]):
+    if step == P["warmup"]:
+        start = time.perf_counter()
     optimizer.zero_grad()
     x0, x1 = sample_8gaussians(P["batch"]), sample_moons(P["batch"])
     t, xt, ut = FM.sample_location_and_conditional_flow(x0, x1)
@@ -86,6 +87,9 @@ torch.save(x, P["out"])
 print(json.dumps({"train_s": seconds, "loss": loss.item(), "torch": torch.__version__,
                   "torchcfm": torchcfm.__version__, "numpy": np.__version__}))
 """
+
+#: torchcfm's OT-CFM flow matcher, as its 2-D tutorial builds it
+OTCFM_MATCHER = "ExactOptimalTransportConditionalFlowMatcher(sigma=P['sigma'])"
 
 
 def _snippet(code: str, **params) -> str:
@@ -105,6 +109,23 @@ def reference_samples(n: int = 2000, seed: int = 0, cache: Path = CACHE) -> dict
     return torch.load(path)
 
 
+def torchcfm_train(matcher: str, steps: int, seed: int = 0, warmup: int = 0) -> dict:
+    """Train with torchcfm's flow matcher ``matcher`` (a constructor call evaluated in its venv, e.g.
+    ``"ConditionalFlowMatcher(sigma=0.1)"``) for ``warmup + steps`` steps, timing the last ``steps``; map the
+    seed-0 reference ``source`` with 100 Euler steps. Returns ``samples`` (n, 2), ``train_s``, ``steps_per_s``, the
+    final batch ``loss`` and the env's versions."""
+    python = ensure_env("torchcfm", [TORCHCFM])
+    reference_samples(SETTINGS["n"], SETTINGS["reference_seed"])  # drawn once, in torchcfm's venv
+    reference = CACHE / f"reference_n{SETTINGS['n']}_seed{SETTINGS['reference_seed']}.pt"
+    with tempfile.TemporaryDirectory() as tmp:
+        params = {**SETTINGS, "matcher": matcher, "steps": steps, "warmup": warmup, "seed": seed,
+                  "reference": str(reference), "out": f"{tmp}/x.pt"}
+        stdout = run_in_env(python, _snippet(_TRAIN, **params), 24 * 3600)
+        samples = torch.load(f"{tmp}/x.pt")
+    info = json.loads(stdout.strip().splitlines()[-1])
+    return {"samples": samples, "steps_per_s": steps / info["train_s"], **info}
+
+
 def torchcfm_otcfm_w2(steps: int, seed: int = 0) -> dict:
     """Train torchcfm's OT-CFM ``steps`` steps (training seed ``seed``) and score it on the seed-0 reference sets.
 
@@ -112,18 +133,11 @@ def torchcfm_otcfm_w2(steps: int, seed: int = 0) -> dict:
     the final batch ``loss`` and the env's versions."""
     from lightning_fm.metrics import wasserstein2
 
-    python = ensure_env("torchcfm", [TORCHCFM])
+    run = torchcfm_train(OTCFM_MATCHER, steps, seed)
     ref = reference_samples(SETTINGS["n"], SETTINGS["reference_seed"])
-    reference = CACHE / f"reference_n{SETTINGS['n']}_seed{SETTINGS['reference_seed']}.pt"
-    with tempfile.TemporaryDirectory() as tmp:
-        params = {**SETTINGS, "steps": steps, "seed": seed, "reference": str(reference), "out": f"{tmp}/x.pt"}
-        stdout = run_in_env(python, _snippet(_TRAIN, **params), 24 * 3600)
-        samples = torch.load(f"{tmp}/x.pt")
-    info = json.loads(stdout.strip().splitlines()[-1])
-    return {"steps": steps, "seed": seed, "samples": samples, "w2": wasserstein2(samples, ref["target"]),
+    return {"steps": steps, "seed": seed, "w2": wasserstein2(run["samples"], ref["target"]),
             "floor": wasserstein2(ref["target"], ref["target2"]),
-            "floor_iid": wasserstein2(ref["target_iid"], ref["target"]),
-            "steps_per_s": steps / info["train_s"], **info}
+            "floor_iid": wasserstein2(ref["target_iid"], ref["target"]), **run}
 
 
 def main() -> None:

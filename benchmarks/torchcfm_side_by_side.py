@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import EMAWeightAveraging
-from torchcfm_reference import CACHE, SETTINGS, TORCHCFM, _snippet, ensure_env, reference_samples, run_in_env
+from torchcfm_reference import SETTINGS, reference_samples, torchcfm_train
 from train_throughput import StepTimer
 
 from lightning_fm.couplings import IndependentCoupling, OTCoupling
@@ -40,51 +39,6 @@ VARIANTS = {
     "SB-CFM": ("SchrodingerBridgeConditionalFlowMatcher(sigma=1.0, ot_method='sinkhorn')",
                lambda: (BrownianBridgePath(1.0), OTCoupling("sinkhorn", reg=2.0))),
 }
-
-_TRAIN = """
-import json, time
-import numpy as np, torch
-torch.set_num_threads(1)
-import torchcfm
-from torchcfm.conditional_flow_matching import *
-from torchcfm.models.models import MLP
-from torchcfm.utils import sample_8gaussians, sample_moons
-P = json.loads(__PARAMS__)
-torch.manual_seed(P["seed"]); np.random.seed(P["seed"])
-model = MLP(dim=2, time_varying=True, w=P["width"])
-optimizer = torch.optim.Adam(model.parameters(), lr=P["lr"])
-FM = eval(P["matcher"])
-for step in range(P["warmup"] + P["steps"]):
-    if step == P["warmup"]:
-        start = time.perf_counter()
-    optimizer.zero_grad()
-    x0, x1 = sample_8gaussians(P["batch"]), sample_moons(P["batch"])
-    t, xt, ut = FM.sample_location_and_conditional_flow(x0, x1)
-    vt = model(torch.cat([xt, t[:, None]], dim=-1))
-    loss = torch.mean((vt - ut) ** 2)
-    loss.backward()
-    optimizer.step()
-seconds = time.perf_counter() - start
-x = torch.load(P["reference"])["source"]
-with torch.no_grad():
-    for i in range(P["euler_steps"]):
-        t = torch.full((len(x), 1), i * P["dt"])
-        x = x + P["dt"] * model(torch.cat([x, t], -1))
-torch.save(x, P["out"])
-print(json.dumps({"train_s": seconds, "torchcfm": torchcfm.__version__}))
-"""
-
-
-def torchcfm_run(matcher: str, steps: int, warmup: int, seed: int) -> dict:
-    python = ensure_env("torchcfm", [TORCHCFM])
-    reference = CACHE / f"reference_n{SETTINGS['n']}_seed{SETTINGS['reference_seed']}.pt"
-    with tempfile.TemporaryDirectory() as tmp:
-        params = {**SETTINGS, "matcher": matcher, "steps": steps, "warmup": warmup, "seed": seed,
-                  "reference": str(reference), "out": f"{tmp}/x.pt"}
-        info = json.loads(run_in_env(python, _snippet(_TRAIN, **params), 3600).strip().splitlines()[-1])
-        samples = torch.load(f"{tmp}/x.pt")
-    return {"steps_per_s": steps / info["train_s"], "samples": samples, "torchcfm": info["torchcfm"]}
-
 
 def ours_run(components, steps: int, warmup: int, seed: int) -> dict:
     torch.manual_seed(seed)
@@ -116,7 +70,7 @@ def main() -> None:
     for name in args.variants:
         matcher, components = VARIANTS[name]
         for seed in args.seeds:
-            theirs = torchcfm_run(matcher, args.steps, args.warmup, seed)
+            theirs = torchcfm_train(matcher, args.steps, seed, args.warmup)
             ours = ours_run(components, args.steps, args.warmup, seed)
             row = {"variant": name, "seed": seed, "torchcfm_matcher": matcher, "torchcfm": theirs["torchcfm"],
                    "torchcfm_steps_per_s": theirs["steps_per_s"], "ours_steps_per_s": ours["steps_per_s"],
