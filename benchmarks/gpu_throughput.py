@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from lightning_fm.modules.hot_path import channels_last_batch
 from lightning_fm.utils.spec import build, import_class
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,17 +47,17 @@ def build_module(recipe: str, shape: list[int]):
 def steps_per_second(module, batch_size: int, shape: list[int], device: torch.device, precision: str, steps: int,
                      warmup: int, channels_last: bool = False, compile: bool = False) -> dict:
     module = module.to(device).train()
-    if channels_last:
-        module = module.to(memory_format=torch.channels_last)
-    if compile:
-        module.backbone = torch.compile(module.backbone)
+    module.hparams.channels_last = channels_last  # the module's own hot path (lightning_fm.modules.hot_path)
+    module.compile_options = {} if compile else None
+    module.setup("fit")
+    module.on_fit_start()
     optimizer = module.configure_optimizers()
     optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
     generator = torch.Generator(device="cpu").manual_seed(0)
     batch = {"x0": torch.randn(batch_size, *shape, generator=generator).to(device),
              "x1": torch.rand(batch_size, *shape, generator=generator).to(device) * 2 - 1}
     if channels_last:
-        batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
+        batch = channels_last_batch(batch)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

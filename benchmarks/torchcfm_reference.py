@@ -78,7 +78,7 @@ for step in range(P["warmup"] + P["steps"]):
     loss.backward()
     optimizer.step()
 seconds = time.perf_counter() - start
-x = torch.load(P["reference"])["source"]
+x = torch.load(P["reference"], weights_only=True)["source"]
 with torch.no_grad():
     for i in range(P["euler_steps"]):
         t = torch.full((len(x), 1), i * P["dt"])
@@ -106,7 +106,7 @@ def reference_samples(n: int = 2000, seed: int = 0, cache: Path = CACHE) -> dict
         path.parent.mkdir(parents=True, exist_ok=True)
         python = ensure_env("torchcfm", [TORCHCFM])
         run_in_env(python, _snippet(_SAMPLE, n=n, seed=seed, path=str(path)), 600)
-    return torch.load(path)
+    return torch.load(path, weights_only=True)
 
 
 def torchcfm_train(matcher: str, steps: int, seed: int = 0, warmup: int = 0) -> dict:
@@ -121,7 +121,7 @@ def torchcfm_train(matcher: str, steps: int, seed: int = 0, warmup: int = 0) -> 
         params = {**SETTINGS, "matcher": matcher, "steps": steps, "warmup": warmup, "seed": seed,
                   "reference": str(reference), "out": f"{tmp}/x.pt"}
         stdout = run_in_env(python, _snippet(_TRAIN, **params), 24 * 3600)
-        samples = torch.load(f"{tmp}/x.pt")
+        samples = torch.load(f"{tmp}/x.pt", weights_only=True)
     info = json.loads(stdout.strip().splitlines()[-1])
     return {"samples": samples, "steps_per_s": steps / info["train_s"], **info}
 

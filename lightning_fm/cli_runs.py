@@ -1,5 +1,6 @@
-"""The CLI's run directories: which directory a command logs into (:mod:`lightning_fm.runs`), and the resolved
-config written there (and uploaded to W&B)."""
+"""The CLI's run directories and schedule: where a command's run lands (``trainer.default_root_dir`` or the logger's
+``save_dir``), which run directory it continues (:mod:`lightning_fm.runs`), the resolved config written there (and
+uploaded to W&B), and a validation cadence that fits the run's length."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,6 +26,50 @@ def continuing_kind(logger: Any) -> str | None:
         return None
     cls = import_class(logger.class_path)
     return "csv" if issubclass(cls, CSVLogger) else "wandb" if issubclass(cls, WandbLogger) else None
+
+
+#: a run of ``max_steps`` steps validates at least this many times (see :func:`validation_interval`)
+MIN_VALIDATIONS = 2
+
+
+def place_runs(config: Namespace) -> None:
+    """The parent directory of this framework's run directories: the logger's ``save_dir`` where given, else
+    ``trainer.default_root_dir``, else ``runs`` (relative to the working directory)."""
+    logger = config.trainer.get("logger")
+    if continuing_kind(logger) is not None and logger.init_args.get("save_dir") is None:
+        logger.init_args.save_dir = str(config.trainer.get("default_root_dir") or "runs")
+
+
+def validation_interval(val_check_interval: Any, check_val_every_n_epoch: Any, max_steps: Any) -> Any:
+    """The validation interval of a run: with step-based validation (``check_val_every_n_epoch: null`` and an integer
+    ``val_check_interval``, as the configs set it), ``min(val_check_interval, max_steps // MIN_VALIDATIONS)`` (at
+    least 1), so that a short run validates (and plots) at least :data:`MIN_VALIDATIONS` times, the last at or near
+    its end; any other setting is returned unchanged."""
+    step_based = check_val_every_n_epoch is None and isinstance(val_check_interval, int) and \
+        not isinstance(val_check_interval, bool)
+    if not step_based or not isinstance(max_steps, int) or max_steps < 1:
+        return val_check_interval
+    return max(1, min(val_check_interval, max_steps // MIN_VALIDATIONS))
+
+
+def check_schedule(config: Namespace, subcommand: str) -> None:
+    """Values Lightning would take and fail on later: ``seed_everything`` in ``0 .. 2**32 - 1`` (or true/false),
+    ``trainer.accumulate_grad_batches >= 1``, and for ``fit`` optimiser steps to take: ``trainer.max_steps >= 1``, or
+    ``-1`` (train by epochs) with ``trainer.max_epochs`` not 0."""
+    seed, trainer = config.get("seed_everything"), config.trainer
+    if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed < 2**32:
+        raise ValueError(f"seed_everything={seed} must lie in 0..{2**32 - 1} (true: a random seed, false: none)")
+    accumulate = trainer.get("accumulate_grad_batches")
+    if isinstance(accumulate, int) and accumulate < 1:
+        raise ValueError(f"trainer.accumulate_grad_batches={accumulate} must be an integer >= 1")
+    if subcommand != "fit":
+        return
+    steps, epochs = trainer.get("max_steps"), trainer.get("max_epochs")
+    if not isinstance(steps, int) or steps >= 1 or (steps == -1 and epochs != 0):
+        return
+    given = f"trainer.max_steps={steps}" + (" with trainer.max_epochs=0" if steps == -1 else "")
+    raise ValueError(f"{given} trains nothing: give the number of optimiser steps (>= 1), or -1 to train for "
+                     "trainer.max_epochs epochs")
 
 
 def checkpoint_step(path: str) -> int:

@@ -79,7 +79,8 @@ class OTCoupling(Coupling):
     ``a = 1/B0``, ``b = 1/B1``:
 
     * ``method="exact"``: ``P* = argmin_{P in U(a, b)} <P, M>``. For equal batch sizes ``P*`` is a permutation matrix
-      (Birkhoff), found directly by ``scipy.optimize.linear_sum_assignment``: x0 stays in order and x1 (with y1) is
+      (Birkhoff): ``ot.emd``'s network simplex ends on one, the permutation is read off it
+      (``scipy.optimize.linear_sum_assignment`` should the solver stop early): x0 stays in order and x1 (with y1) is
       permuted, every target row used once. For unequal sizes ``P* = ot.emd(a, b, M)`` and each source row i draws its
       partner ``j ~ P*_ij / sum_j P*_ij``.
     * ``method="sinkhorn"``: ``P = argmin_{P in U(a, b)} <P, M> - reg H(P)`` (``ot.sinkhorn`` in the log domain,
@@ -140,7 +141,11 @@ class OTCoupling(Coupling):
         a = torch.full((n0,), 1.0 / n0, dtype=torch.float64)
         b = torch.full((n1,), 1.0 / n1, dtype=torch.float64)
         if self.method == "exact":
-            return torch.from_numpy(np.asarray(ot.emd(a.numpy(), b.numpy(), cost.numpy()), dtype=np.float64))
+            plan, log = ot.emd(a.numpy(), b.numpy(), cost.numpy(), numItermax=max(100_000, 50 * n0 * n1), log=True)
+            if log["result_code"] != 1:  # 1: optimal
+                warnings.warn(f"OTCoupling: ot.emd stopped before the optimum ({log['warning']})", RuntimeWarning,
+                              stacklevel=3)
+            return torch.from_numpy(np.asarray(plan, dtype=np.float64))
         # Plain (multiplicative) Sinkhorn in float64 numpy is much faster than the log-domain iterations, and exact
         # as long as the Gibbs kernel exp(-M/reg) does not underflow: every row and column must keep an entry
         # above ~1e-300, i.e. min cost / reg < 690. Otherwise the log-domain iterations. Both run on POT's numpy
@@ -163,7 +168,11 @@ class OTCoupling(Coupling):
                 stacklevel=3,
             )
             plan = torch.where(bad, torch.ones_like(plan), plan)
-        return torch.multinomial(plan, 1, generator=generator).squeeze(1)
+        # inverse-CDF draw, j with cdf[j-1] <= u < cdf[j] (right=True: never a column of zero mass); a single
+        # uniform per row, cheaper than torch.multinomial
+        cdf = plan.cumsum(1)
+        u = torch.rand(plan.shape[0], 1, dtype=cdf.dtype, generator=generator) * cdf[:, -1:]
+        return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_max_(plan.shape[1] - 1)
 
     # -- pairing -------------------------------------------------------------------------------------------------
     def partners(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -171,6 +180,13 @@ class OTCoupling(Coupling):
         exact plan of equal batches, else a draw from each row of the plan."""
         cost = self.cost_matrix(x0, x1)
         if self.method == "exact" and x0.shape[0] == x1.shape[0]:
+            # ot.emd's network simplex ends on a vertex of the Birkhoff polytope, a permutation matrix / B: read the
+            # permutation off it; should the solver stop early, solve the assignment directly
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                j = self.plan(cost).argmax(1)
+            if not caught and torch.unique(j).numel() == j.numel():
+                return j
             from scipy.optimize import linear_sum_assignment
 
             rows, cols = linear_sum_assignment(cost.numpy())

@@ -150,22 +150,18 @@ class GaussianPath(Buildable, ABC):
             xi, ti = x[start : start + chunk_size].flatten(1).to(work), t[start : start + chunk_size].to(work)
             a, b, da, db = (c[:, None] for c in self.coefficients(ti))
             s = self._positive_sigma(ti)[:, None]
-            sq = (
-                xi.pow(2).sum(1, keepdim=True)
-                + a**2 * n0
-                + b**2 * n1
-                + 2 * a * b * c01
-                - 2 * a * (xi @ X0.T)
-                - 2 * b * (xi @ X1.T)
-            ).clamp_min(0)
-            logits = -0.5 * sq / s**2
-            w = torch.softmax(logits, dim=1)
+            xx = xi.pow(2).sum(1, keepdim=True)
+            # the part of ||x - mu_j||^2 that depends on j: ||x||^2 is common to all j and leaves the weights
+            # unchanged; kept out of them, it cannot swamp the differences between pairs far from every pair
+            rest = a**2 * n0 + b**2 * n1 + 2 * a * b * c01 - 2 * a * (xi @ X0.T) - 2 * b * (xi @ X1.T)
+            rest = torch.maximum(rest, -xx)  # ||x - mu_j||^2 >= 0 (round-off)
+            w = torch.softmax(-0.5 * rest / s**2, dim=1)
             m0, m1 = w @ X0, w @ X1  # posterior means of x0 and x1
             rate = self.log_sigma_rate(ti)[:, None]
             velocities.append(da * m0 + db * m1 + rate * (xi - a * m0 - b * m1))
             dim = xi.shape[1]
             log_norm = -dim * torch.log(s[:, 0]) - 0.5 * dim * math.log(2 * math.pi) - math.log(X0.shape[0])
-            log_densities.append(torch.logsumexp(logits, dim=1) + log_norm)
+            log_densities.append(torch.logsumexp(-0.5 * rest / s**2, dim=1) - 0.5 * xx[:, 0] / s[:, 0] ** 2 + log_norm)
         velocity = torch.cat(velocities).reshape(x.shape).to(x.dtype)
         return Posterior(velocity=velocity, log_density=torch.cat(log_densities).to(x.dtype))
 

@@ -43,7 +43,7 @@ def test_fit_on_a_toy_config_lowers_the_loss_and_leaves_checkpoint_config_metric
                       "--data.init_args.n_predict=300"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     predictions = list((tmp_path / "runs" / "toy_otcfm").glob("version_*/predictions.pt"))
-    assert len(predictions) == 1 and torch.load(predictions[0])["samples"].shape == (300, 2)
+    assert len(predictions) == 1 and torch.load(predictions[0], weights_only=True)["samples"].shape == (300, 2)
 
 
 def test_bad_configuration_fails_before_training_and_names_the_key(tmp_path):

@@ -100,16 +100,21 @@ def test_two_process_ddp_fit_on_cpu(tmp_path, monkeypatch, config, logger):
 
 
 def test_a_non_finite_loss_on_one_rank_stops_every_rank(tmp_path):
-    """A NaN loss on rank 1 alone (at step 50, a check step): both processes stop there with the per-rank losses,
-    instead of rank 1 stopping alone and rank 0 waiting for it in the next collective."""
+    """A NaN loss on rank 1 alone at step 50 (the averaged gradient then makes every later loss NaN on both ranks):
+    both processes stop at the next check (step 59, log_every_n_steps = 10) with each process's count, instead of
+    rank 1 stopping alone and rank 0 waiting for it in the next collective; no checkpoint is claimed (the first one
+    would come at step 1000)."""
     shutil.copytree(REPO / "configs", tmp_path / "configs")
     env_path = f"{REPO / 'tests'}{os.pathsep}{REPO}"
     result = subprocess.run(
         [sys.executable, "-m", "lightning_fm", "fit", "-c", "configs/toy/otcfm.yaml",
          "--model.class_path=nan_probe.NaNOnRank1", "--trainer.accelerator=cpu", "--trainer.devices=2",
          "--trainer.strategy=ddp", "--trainer.max_steps=200", "--trainer.limit_val_batches=0",
-         "--trainer.enable_progress_bar=false"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+         "--trainer.log_every_n_steps=10", "--trainer.enable_progress_bar=false"], cwd=tmp_path,
+        capture_output=True, text=True, timeout=300,
         env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=env_path, MPLBACKEND="Agg"))
     assert result.returncode != 0
-    assert "training loss is not finite at step 50" in result.stderr and "rank 1: nan" in result.stderr
-    assert "rank 0: nan" not in result.stderr, result.stderr[-2000:]
+    said = ("training loss is not finite in steps 50..59 (non-finite steps per process: rank 0: 9, rank 1: 10); "
+            "noticed at step 59")
+    assert said in result.stderr, result.stderr[-2000:]
+    assert "no checkpoint has been written yet (one every 1000 steps" in result.stderr

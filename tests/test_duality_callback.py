@@ -117,4 +117,5 @@ def test_duality_command_writes_a_report_with_every_exact_check_passing(tmp_path
     assert report["models"]["cfm"]["steps"] == 25 and report["models"]["ifm"]["steps"] == 25
     md = (out / "report.md").read_text()
     assert "| C1 divergence (fp64) |" in md and "forward-only" in md and "![duality](duality.png)" in md
+    assert "have not both learned the target" in md and "same dynamics:" not in md  # 25 steps learn nothing
     assert math.isfinite(report["models"]["cfm"]["val"]["val/w2"])

@@ -5,11 +5,21 @@ in its ``on_validation_epoch_start`` and back in ``on_validation_epoch_end``; it
 only, so outside ``fit`` (``validate``/``test``/``predict`` of a checkpoint) there is no copy and the live module
 holds the checkpoint's weights, the EMA ones where it was trained with the callback (Lightning saves them as the
 state dict). Callback hooks run in the order of ``trainer.callbacks``.
+
+So Lightning's warning that the averaging state "cannot be restored" outside ``fit``, printed on every
+``test``/``validate``/``predict`` of a checkpoint, says nothing here (the EMA weights are loaded as the state): it is
+filtered when this module is imported, which importing :mod:`lightning_fm.callbacks` does.
 """
 from __future__ import annotations
 
+import warnings
+
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import WeightAveraging
+
+#: the start of Lightning's warning (module docstring)
+OUTSIDE_FIT_WARNING = r"You're using the WeightAveraging callback, but loading a checkpoint outside the 'fit' stage"
+warnings.filterwarnings("ignore", message=OUTSIDE_FIT_WARNING)
 
 
 def averaging_callback(trainer: Trainer) -> WeightAveraging | None:

@@ -38,7 +38,8 @@ class FieldAsVelocity:
     Args:
         field_model: anything with ``field_output(z (B,), x) -> (f_z (B,), f_x)`` and an attribute ``L``.
         min_fz: the guard of Psi: ``f_z <= min_fz`` is not divided (velocity 0) and counted in ``n_invalid``
-            (cumulative over calls; :meth:`reset_counts` clears it).
+            (cumulative over calls; :meth:`reset_counts` clears it); ``last_invalid`` is the ``(B,)`` mask of the
+            latest call.
     """
 
     def __init__(self, field_model: Any, min_fz: float = 1e-6) -> None:
@@ -48,6 +49,7 @@ class FieldAsVelocity:
         self.min_fz = float(min_fz)
         self.n_invalid = 0
         self.n_evaluated = 0
+        self.last_invalid: Tensor | None = None
 
     @property
     def L(self) -> float:
@@ -64,6 +66,7 @@ class FieldAsVelocity:
         result = velocity_from_field(f_z, f_x, self.L, self.min_fz)
         self.n_invalid += result.n_invalid
         self.n_evaluated += x.shape[0]
+        self.last_invalid = result.invalid
         return result.velocity
 
     @torch.no_grad()

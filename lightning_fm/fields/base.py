@@ -93,7 +93,7 @@ class InteractionField(Buildable, ABC):
     def __init__(self, L: float) -> None:
         L = float(L)
         if not (math.isfinite(L) and L > 0):
-            raise ValueError(f"plate distance L must be > 0 and finite, got {L}")
+            raise ValueError(f"{type(self).__name__}.L must be > 0 and finite (the plate distance), got {L}")
         self.L = L
 
     # -- z <-> t ---------------------------------------------------------------------------------------------

@@ -99,6 +99,8 @@ class StrongInteractionField(InteractionField):
 
     def __init__(self, L: float = 1.0, scale: float = 1.0, exact: bool = True, ramp: float | None = None) -> None:
         super().__init__(L)
+        if not (math.isfinite(float(scale)) and scale > 0):
+            raise ValueError(f"StrongInteractionField.scale must be > 0 and finite (the tube width), got {scale}")
         self.path = SineBridgePath(scale, 0.5 if ramp is None else ramp)
         self.scale = self.path.scale
         self.exact = bool(exact)

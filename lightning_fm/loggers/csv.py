@@ -45,13 +45,14 @@ class CSVLogger(_CSVLogger):
         metrics_file: the file's name (the CLI's ``test``, ``validate`` and ``predict`` write ``metrics_<command>.csv``
             beside the training log of the checkpoint's run).
         keep_until_step: rows of an existing file at this step or later are dropped (set by the CLI on resume).
+        save_dir: the runs' parent directory; None: ``runs`` (the CLI: ``trainer.default_root_dir`` when given).
         Others: as Lightning's ``CSVLogger``.
     """
 
-    def __init__(self, save_dir: str = "runs", name: str | None = "lightning_fm", version: int | str | None = None,
+    def __init__(self, save_dir: str | None = None, name: str | None = "lightning_fm", version: int | str | None = None,
                  prefix: str = "", flush_logs_every_n_steps: int = 100, metrics_file: str = "metrics.csv",
                  keep_until_step: int | None = None) -> None:
-        super().__init__(save_dir, name=name, version=version, prefix=prefix,
+        super().__init__("runs" if save_dir is None else save_dir, name=name, version=version, prefix=prefix,
                          flush_logs_every_n_steps=flush_logs_every_n_steps)
         self.metrics_file, self.keep_until_step = metrics_file, keep_until_step
 

@@ -29,7 +29,8 @@ class WandbLogger(_WandbLogger):
     Args:
         name: the run family: its directory under ``save_dir`` and the W&B group (the W&B run is named
             ``<name>/<version>``).
-        save_dir, version: the run directory (``version`` None: the next ``version_<n>``; an int n: ``version_<n>``).
+        save_dir, version: the run directory (``save_dir`` None: ``runs``, the CLI: ``trainer.default_root_dir`` when
+            given; ``version`` None: the next ``version_<n>``; an int n: ``version_<n>``).
         project: the W&B project (None: ``$WANDB_PROJECT``, else ``lightning_fm``).
         id: the W&B run id (None: the one saved in the run directory, else a new one).
         log_model: checkpoints as W&B artifacts (``True``: at the end of training, ``"all"``: as they are saved).
@@ -37,9 +38,10 @@ class WandbLogger(_WandbLogger):
             ``tags``, ``notes``, ``mode``, ...).
     """
 
-    def __init__(self, name: str = "lightning_fm", save_dir: str = "runs", version: int | str | None = None,
+    def __init__(self, name: str = "lightning_fm", save_dir: str | None = None, version: int | str | None = None,
                  project: str | None = None, id: str | None = None, log_model: bool | str = False,
                  offline: bool = False, prefix: str = "", **kwargs: Any) -> None:
+        save_dir = "runs" if save_dir is None else save_dir
         root = Path(save_dir) / name
         self._run_name, self._run_save_dir = name, str(save_dir)
         self._run_version = f"version_{version}" if isinstance(version, int) else (version or next_version(root))

@@ -18,10 +18,25 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 
-from lightning_fm.modules.evaluation import EvaluationMetrics, PlotSamples, ValidationResult
+from lightning_fm.modules.evaluation import (
+    EvaluationMetrics,
+    NonFiniteSamplesWarning,
+    PlotSamples,
+    ValidationResult,
+    nonfinite_warning,
+)
+from lightning_fm.modules.hot_path import (
+    channels_last_batch,
+    cheap_cuda_probe,
+    compile_in_place,
+    compile_options,
+    to_channels_last,
+)
 from lightning_fm.sampling import SampleResult
+from lightning_fm.utils.finite import NonFiniteTracker
 from lightning_fm.utils.hparams import StoredHyperparameters
 from lightning_fm.utils.seeding import derive_seed
 from lightning_fm.utils.spec import build, build_callable, callable_spec, class_path, to_spec
@@ -70,7 +85,7 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
         optimizer: the optimiser factory ``params -> Optimizer``; default ``torch.optim.Adam`` (lr 1e-3), the
             torchcfm 2-D recipe. In YAML: ``{class_path: torch.optim.AdamW, init_args: {lr: 2e-4}}``.
         lr_scheduler: the schedule factory ``optimizer -> LRScheduler``, stepped after every optimiser step (e.g.
-            ``lightning_fm.utils.schedules.LinearWarmup``); None: constant learning rate.
+            ``lightning_fm.utils.schedules.LinearWarmup``, ``CosineDecay``); None: constant learning rate.
         val_trajectories: lines whose trajectories validation records (of its first batch, for plots).
         w2_max_samples: validation W2 (exact EMD, cubic cost) uses at most this many samples of each side.
         plot_samples: samples of each validation kept for plots.
@@ -78,6 +93,15 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
             training; needs a class-conditional backbone). 0: no dropout.
         guidance: the default classifier-free guidance scale ``w`` of :meth:`sample` and of evaluation
             (:mod:`lightning_fm.sampling.guidance`: ``(1 + w) cond - w uncond``; 0: the conditional model).
+        nonfinite_tolerance: the fraction of generated samples of a validation or test pass that may be non-finite
+            without a warning (``<stage>/nonfinite_frac`` is logged either way; W2 of a pass with a non-finite
+            sample is NaN, never computed on the finite ones alone).
+        channels_last: keep image backbones and batches in the channels_last memory format (GPU tensor cores;
+            :mod:`lightning_fm.modules.hot_path`). Needs image data.
+        compile_backbone: ``torch.compile`` the backbone in place: true, or a dict of ``torch.compile``'s keyword
+            arguments (``mode``, ``backend``, ``fullgraph``, ``dynamic``); false: eager.
+
+    A non-finite training loss stops the run (:meth:`stop_if_diverged`) within ``trainer.log_every_n_steps`` steps.
     """
 
     time_label = "t"
@@ -93,6 +117,9 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
         plot_samples: int = 2000,
         label_dropout: float = 0.0,
         guidance: float = 0.0,
+        nonfinite_tolerance: float = 0.0,
+        channels_last: bool = False,
+        compile_backbone: bool | dict[str, Any] = False,
     ) -> None:
         super().__init__()
         for key, value, low in (("val_trajectories", val_trajectories, 0), ("plot_samples", plot_samples, 0),
@@ -103,6 +130,10 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
             raise ValueError(f"model.label_dropout must lie in [0, 1), got {label_dropout!r}")
         if not math.isfinite(guidance):
             raise ValueError(f"model.guidance must be finite, got {guidance!r}")
+        if not 0.0 <= nonfinite_tolerance <= 1.0:
+            raise ValueError(f"model.nonfinite_tolerance must lie in [0, 1] (a fraction of samples), got "
+                             f"{nonfinite_tolerance!r}")
+        self.compile_options = compile_options(compile_backbone)
         self.save_hyperparameters(ignore=["backbone"])  # every constructor's arguments up the class hierarchy
         self.drop_cli_keys(*self.derived_hparams)
         accepted = self.accepted_hparams()
@@ -116,6 +147,7 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
         self.evaluation = EvaluationMetrics(w2_max_samples)
         self.validation_result: ValidationResult | None = None
         self._plots: PlotSamples | None = None
+        self._loss_watch = NonFiniteTracker()
 
     # -- components and checkpoints ----------------------------------------------------------------------------
     @classmethod
@@ -144,8 +176,24 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
         ``--ckpt_path`` rebuilds that class from them (:mod:`lightning_fm.cli`)."""
         checkpoint.setdefault("lightning_fm", {})["module"] = class_path(self)
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, allowed_classes: tuple[str, ...] = (),
+                             **kwargs: Any) -> FlowMatchingModule:
+        """Lightning's ``load_from_checkpoint`` (``weights_only=True`` by default), building nothing a checkpoint
+        names outside the allow-list (``allowed_classes``: more trusted modules or classes), loading any family from
+        ``FlowMatchingModule`` and refusing another family's checkpoint
+        (:func:`lightning_fm.utils.checkpoint_files.load_module`)."""
+        from lightning_fm.utils.checkpoint_files import load_module
+
+        return load_module(cls, checkpoint_path, super().load_from_checkpoint, allowed_classes, *args, **kwargs)
+
     # -- data checks (before training starts) ------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        """Check the data against the model; ``model.channels_last`` (after the callbacks' setup: an EMA copy keeps
+        the default layout) and a cheap CUDA probe where there is no CUDA device (:mod:`.hot_path`)."""
+        cheap_cuda_probe()
+        if self.hparams.channels_last:
+            to_channels_last(self)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is None:
             return
@@ -159,6 +207,9 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
 
     def check_data(self, datamodule: Any, data_shape: tuple[int, ...]) -> None:
         """Raise a ValueError naming the config key when the model cannot take this data."""
+        if self.hparams.channels_last and len(data_shape) != 3:
+            raise ValueError(f"model.channels_last=true is a memory format of images (C, H, W), but the data has "
+                             f"shape {tuple(data_shape)}")
         classes = self.num_classes
         for key in ("label_dropout", "guidance"):
             if self.hparams[key] and not classes:
@@ -215,12 +266,21 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
             raise ValueError(f"guidance={w} needs labels y (classifier-free guidance towards a class)")
         return w
 
+    # -- hot path (GPU) ----------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        """``model.compile_backbone``, once the callbacks have copied the module: a compiled forward holds the module
+        it was compiled from, so a copy made after it (the EMA average) would run the live weights."""
+        if self.compile_options is not None:
+            compile_in_place(self.backbone, self.compile_options)
+
     # -- optimisation ------------------------------------------------------------------------------------------
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())
         if self.lr_scheduler_factory is None:
             return optimizer
         schedule = self.lr_scheduler_factory(optimizer)
+        if getattr(schedule, "wants_total_steps", False):  # e.g. CosineDecay: decay over the run's max_steps
+            schedule.set_total_steps(self.trainer.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def full_precision(self):
@@ -232,7 +292,9 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
         """Seed the step's randomness (times, path noise, label dropout, dropout) from ``(seed, step, rank)``:
         ``torch.manual_seed(derive_seed(PL_GLOBAL_SEED, STEP_STREAM, global_step, rank))``, so a resumed run draws
         what the uninterrupted run drew (Lightning does not restore the global generators), and the processes of a
-        DDP run draw independently."""
+        DDP run draw independently. With ``model.channels_last`` the batch's images are stored channels_last."""
+        if self.hparams.channels_last:
+            batch.update(channels_last_batch(batch))
         seed = derive_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)), STEP_STREAM, self.global_step, self.global_rank)
         # the generators this process draws from, not torch.manual_seed: that also queues a lazy seeding of every
         # CUDA device, recording a stack trace each time (a millisecond a step, more than a toy step's maths)
@@ -242,20 +304,49 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self.loss(batch)
-        if self.global_step % 50 == 0:  # each check synchronises the accelerator with the host
-            self.stop_if_diverged(loss)
+        self._loss_watch.update(loss, self.global_step)  # on the device: no synchronisation
+        if self.is_divergence_check_step():
+            self.stop_if_diverged()
         self.log_training(loss, batch["x0"].shape[0])
         return loss
 
-    def stop_if_diverged(self, loss: Tensor) -> None:
-        """Raise ``FloatingPointError`` on EVERY process when the loss is not finite on ANY (one rank stopping alone
-        would leave the others waiting in the next collective); the message lists each process's loss."""
-        losses = self.all_gather(loss.detach()).flatten() if self.trainer.world_size > 1 else loss.detach().flatten()
-        if not bool(torch.isfinite(losses).all()):
-            per_rank = ", ".join(f"rank {r}: {v:.4g}" for r, v in enumerate(losses.tolist()))
-            raise FloatingPointError(f"training loss is not finite at step {self.global_step} ({per_rank}); the "
-                                     "last checkpoint (checkpoints/last.ckpt) is intact and resumable with "
-                                     "--ckpt_path last")
+    def is_divergence_check_step(self) -> bool:
+        """The steps where the loss record is read: those the loggers write (``(step + 1) % log_every_n_steps ==
+        0``) and the last one (``step + 1 == max_steps``); every process reaches them together."""
+        step, every = self.global_step + 1, max(1, int(self.trainer.log_every_n_steps))
+        return step % every == 0 or step == self.trainer.max_steps
+
+    def stop_if_diverged(self) -> None:
+        """Raise ``FloatingPointError`` on EVERY process when the training loss was not finite at any step since
+        the last check on ANY process (one rank stopping alone would leave the others waiting in the next
+        collective). The loss is counted on the device every step (:class:`~lightning_fm.utils.finite.
+        NonFiniteTracker`); this reads the counts, one synchronisation (a gather under DDP). The message gives the
+        steps, each process's count, and the checkpoint that holds the last finite state."""
+        window = self._loss_watch.window
+        counts = self._loss_watch.pending(self.device)
+        self._loss_watch.reset()
+        world = self.trainer.world_size
+        counts = (self.all_gather(counts) if world > 1 else counts).reshape(-1).tolist()
+        if not any(counts):
+            return
+        first, last = window if window is not None else (self.global_step, self.global_step)
+        if world > 1:
+            where = (f"in steps {first}..{last} (non-finite steps per process: "
+                     + ", ".join(f"rank {rank}: {count}" for rank, count in enumerate(counts)) + ")")
+        else:
+            where = f"at {counts[0]} of the {last - first + 1} steps {first}..{last}"
+        raise FloatingPointError(
+            f"training loss is not finite {where}; noticed at step {last} (the loss is checked every "
+            f"trainer.log_every_n_steps={self.trainer.log_every_n_steps} steps); {self.finite_checkpoint_note()}")
+
+    def finite_checkpoint_note(self) -> str:
+        """Which checkpoint holds the last finite state, from the checkpoint callbacks that know it
+        (:class:`~lightning_fm.callbacks.checkpoints.CrashSafeModelCheckpoint`)."""
+        notes = [c.finite_note() for c in self.trainer.checkpoint_callbacks if hasattr(c, "finite_note")]
+        if notes:
+            return "; ".join(notes)
+        return ("no checkpoint is known to be finite (trainer.callbacks has no "
+                "lightning_fm.callbacks.CrashSafeModelCheckpoint)")
 
     def log_training(self, loss: Tensor, batch_size: int) -> None:
         """``train/loss`` and ``train/samples_per_s`` (global training samples a second since the last written
@@ -328,6 +419,10 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
     def _end_evaluation(self, prefix: str) -> None:
         values = self.evaluation.compute()  # already gathered over processes: the mean below changes nothing
         self.log_dict({f"{prefix}/{k}": v.float() for k, v in values.items()}, prog_bar=prefix == "val", sync_dist=True)
+        warning = nonfinite_warning(prefix, float(values["nonfinite"]), float(values["nonfinite_frac"]),
+                                    float(self.hparams.get("nonfinite_tolerance", 0.0)))
+        if warning:
+            rank_zero_warn(warning, category=NonFiniteSamplesWarning)
         info = {f"{prefix}/{k}": torch.tensor(v, device=self.device) for k, v in self.evaluation.info.items()}
         if info:
             self.log_dict(info, sync_dist=True, reduce_fx="sum")

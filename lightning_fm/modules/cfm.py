@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_fm.couplings import Coupling, OTCoupling
+from lightning_fm.likelihood import LikelihoodResult, LogProb, log_likelihood, standard_normal_log_prob
 from lightning_fm.models import MLP, FieldHead
 from lightning_fm.modules.base import FlowMatchingModule, Pairs, superposition_groups
 from lightning_fm.paths import GaussianPath, LinearPath
@@ -126,3 +127,14 @@ class CFMModule(FlowMatchingModule):
             def velocity(t: Tensor, x: Tensor) -> Tensor:
                 return self.velocity(x, t, y)
         return self.sampler(velocity, x_source, record, **overrides)
+
+    def log_likelihood(self, x: Tensor, source_log_prob: LogProb | None = None, y: Tensor | None = None,
+                       **options: Any) -> LikelihoodResult:
+        """``log p_1(x)`` of the model's flow ``dx/dt = v_theta(x, t, y)`` (MATH.md §6.5b): ``log p_0(x(0)) -
+        int_0^1 div v_theta dt`` along the line through ``x`` (:func:`lightning_fm.likelihood.log_likelihood`;
+        ``options``: its solver and divergence settings). ``source_log_prob``: ``log p_0``; None is N(0, I) (the
+        image and Gaussian-source configs). With labels ``y`` (a class-conditional backbone): ``log p_1(x | y)``, no
+        guidance. Call it in eval mode."""
+        y = self.condition(y)
+        return log_likelihood(lambda x_, t: self.velocity(x_, t, y), x,
+                              standard_normal_log_prob if source_log_prob is None else source_log_prob, **options)

@@ -12,6 +12,10 @@ from lightning_fm.metrics import SampleW2
 from lightning_fm.sampling import SampleResult
 
 
+class NonFiniteSamplesWarning(UserWarning):
+    """A validation or test pass generated more non-finite samples than ``model.nonfinite_tolerance`` allows."""
+
+
 @dataclass
 class ValidationResult:
     """What the last validation kept for plots: the first samples of the pass (``source``, ``generated``,
@@ -29,28 +33,33 @@ class ValidationResult:
 
 
 class EvaluationMetrics(nn.Module):
-    """The metrics of one pass: ``loss`` (mean over samples), ``w2`` (exact W2 between all generated samples and
-    all held-out targets, on the union over processes; see :class:`~lightning_fm.metrics.SampleW2`), ``w2_floor``
-    (W2 between the held-out targets and an independent target sample ``x1_ref`` of the same size: what a perfect
-    model scores), ``nfe`` (mean per batch), ``nonfinite`` (generated samples with a non-finite entry) and the
-    sampler's diagnostics (sums of ``SampleResult.info``)."""
+    """The metrics of one pass: ``loss`` (mean over samples, ``sum_b n_b loss_b / sum_b n_b``: a non-finite batch
+    loss makes it non-finite, it is not dropped), ``w2`` (exact W2 between all generated samples and all held-out
+    targets, on the union over processes; see :class:`~lightning_fm.metrics.SampleW2`: NaN when a kept sample is not
+    finite), ``w2_floor`` (W2 between the held-out targets and an independent target sample ``x1_ref`` of the same
+    size: what a perfect model scores), ``nfe`` (mean per batch), ``nonfinite`` (generated samples with a non-finite
+    entry), ``nonfinite_frac`` (``nonfinite`` / generated samples) and the sampler's diagnostics (sums of
+    ``SampleResult.info``)."""
 
     def __init__(self, w2_max_samples: int) -> None:
         super().__init__()
-        self.loss, self.nfe, self.nonfinite = MeanMetric(), MeanMetric(), SumMetric()
+        # sums without torchmetrics' NaN filter: a NaN must reach the logged value (and the filter syncs the host)
+        self.loss_sum, self.count = SumMetric(nan_strategy="disable"), SumMetric(nan_strategy="disable")
+        self.nfe, self.nonfinite = MeanMetric(), SumMetric(nan_strategy="disable")
         self.w2, self.w2_floor = SampleW2(w2_max_samples), SampleW2(w2_max_samples)
         self.info: dict[str, float] = {}
 
     def reset(self) -> None:
-        for metric in (self.loss, self.nfe, self.nonfinite, self.w2, self.w2_floor):
+        for metric in (self.loss_sum, self.count, self.nfe, self.nonfinite, self.w2, self.w2_floor):
             metric.reset()
         self.info = {}
 
     def update(self, loss: Tensor, batch: dict[str, Tensor], result: SampleResult) -> None:
         n = batch["x0"].shape[0]
-        self.loss.update(loss.detach(), n)
+        self.loss_sum.update(loss.detach().float() * n)
+        self.count.update(torch.tensor(float(n), device=loss.device))
         self.nfe.update(float(result.nfe))
-        self.nonfinite.update((~torch.isfinite(result.x.flatten(1)).all(1)).sum())
+        self.nonfinite.update((~torch.isfinite(result.x.flatten(1)).all(1)).sum().float())
         self.w2.update(result.x, batch["x1"])
         if "x1_ref" in batch:
             self.w2_floor.update(batch["x1_ref"], batch["x1"])
@@ -60,11 +69,22 @@ class EvaluationMetrics(nn.Module):
     def compute(self) -> dict[str, Tensor]:
         """The pass's values (gathered over processes), keyed by metric name; the ``info`` sums are this process's
         only (log them with a sum over processes)."""
-        values = {"loss": self.loss.compute(), "w2": self.w2.compute(), "nfe": self.nfe.compute(),
-                  "nonfinite": self.nonfinite.compute()}
+        count, nonfinite = self.count.compute(), self.nonfinite.compute()
+        values = {"loss": self.loss_sum.compute() / count, "w2": self.w2.compute(), "nfe": self.nfe.compute(),
+                  "nonfinite": nonfinite, "nonfinite_frac": nonfinite / count}
         if self.w2_floor.update_count:
             values["w2_floor"] = self.w2_floor.compute()
         return values
+
+
+def nonfinite_warning(prefix: str, nonfinite: float, fraction: float, tolerance: float) -> str | None:
+    """The warning of a pass in which a ``fraction`` above ``tolerance`` of the generated samples (``nonfinite`` of
+    them) is not finite; None otherwise."""
+    if not fraction > tolerance:
+        return None
+    return (f"{prefix}: {int(nonfinite)} generated samples ({fraction:.1%}) are not finite (above "
+            f"model.nonfinite_tolerance={tolerance:g}): the sampler diverged on them; {prefix}/w2 is NaN when one "
+            f"of them is among its samples (logged: {prefix}/nonfinite_frac)")
 
 
 class PlotSamples:

@@ -8,14 +8,17 @@ the number that never return is reported as ``not_returned``.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from lightning_fm.couplings import Coupling, IndependentCoupling
+from lightning_fm.duality.wrappers import FieldAsVelocity
 from lightning_fm.fields import InteractionField, StrongInteractionField
 from lightning_fm.fields.volume import UniformVolume, VolumeSampler
+from lightning_fm.likelihood import LikelihoodResult, LogProb, log_likelihood, standard_normal_log_prob
 from lightning_fm.models import MLP, FieldHead
 from lightning_fm.modules.base import FlowMatchingModule, Pairs, superposition_groups
 from lightning_fm.sampling import FieldLineSampler, SampleResult
@@ -124,3 +127,37 @@ class IFMModule(FlowMatchingModule):
             def field_fn(z: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
                 return self.field_output(z, x, y)
         return self.sampler(field_fn, x_source, self.L, record, forward_only=forward_only, **overrides)
+
+    def log_likelihood(self, x: Tensor, source_log_prob: LogProb | None = None, y: Tensor | None = None,
+                       min_fz: float = 1e-6, **options: Any) -> LikelihoodResult:
+        """``log p_1(x)`` of a forward-only field model through the duality (MATH.md §6.5b): the learned field read
+        as the velocity ``v(x, t) = L f_x / f_z`` at ``z = t L`` (Psi, :class:`~lightning_fm.duality.FieldAsVelocity`),
+        then ``log p_0(x(0)) - int_0^1 div v dt`` (:func:`lightning_fm.likelihood.log_likelihood`; ``options``: its
+        solver and divergence settings). ``source_log_prob``: ``log p_0`` at z = 0; None is N(0, I). With labels
+        ``y``: ``log p_1(x | y)``, no guidance. Call it in eval mode.
+
+        Where the learned ``f_z <= min_fz`` the division is guarded (``v = 0`` there): ``result.guarded`` flags the
+        lines with such an evaluation (their ``log_prob`` is then not the model's density) and ``result.info``
+        counts ``guarded_evaluations`` of all ``evaluations`` (points times solver stages). A field that is not
+        forward-only (EFM) raises a ValueError: z is not a time there and there is no density.
+        """
+        if not self.field.forward_only:
+            raise ValueError(
+                f"{type(self).__name__} with field {type(self.field).__name__} has no likelihood: the field is not "
+                "forward-only (E_z <= 0 somewhere, its lines turn back in z and leave the slab), so z is not a time, "
+                "the lines are not a flow in t and carry no density (MATH.md §6.5b, §6.6)")
+        y = self.condition(y)
+        conditioned = SimpleNamespace(L=self.L, field_output=lambda z, x_: self.field_output(z, x_, y))
+        dual = FieldAsVelocity(conditioned, min_fz)
+        masks: list[Tensor] = []
+
+        def velocity(x_: Tensor, t: Tensor) -> Tensor:
+            v = dual.velocity(x_, t)
+            masks.append(dual.last_invalid)
+            return v
+
+        result = log_likelihood(velocity, x, standard_normal_log_prob if source_log_prob is None else source_log_prob,
+                                **options)
+        result.guarded = torch.stack(masks).any(0) if masks else torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        result.info.update(guarded_evaluations=float(dual.n_invalid), evaluations=float(dual.n_evaluated))
+        return result

@@ -7,9 +7,16 @@ Phase 1 (every field): from ``z = eps`` (source plate) to ``z = L`` (target plat
 fixed-step Runge-Kutta method in z (``euler``, ``midpoint``, ``heun``, ``rk4``) or adaptive ``dopri5`` through
 :func:`lightning_fm.sampling.ode.integrate`. For a forward-only field this is exactly the CFM ODE in ``t = z / L``
 (MATH.md §6.3: Euler in z with step dz = Euler in t with dt = dz / L). ``fz <= 0`` cannot be followed in z: such
-evaluations are guarded (``fz`` is clamped to ``fz_min`` and optionally to ``fz_min_rel * ||f||``, never a silent
-division by 0) and the lines where it happened are counted in ``info["backward"]`` (MATH.md C9: 0 for a
-forward-only field).
+evaluations are guarded by one of two rules (never a silent division by 0), counted per evaluation in
+``info["guarded"]`` and per line in ``info["backward"]`` (lines with ``fz <= 0`` at some evaluation; MATH.md C9: 0
+for an exact forward-only field):
+
+* ``nonpositive_fz="hold"`` (the default of :class:`~lightning_fm.sampling.FieldLineSampler` for forward-only
+  fields): where ``fz <= fz_min`` the slope is 0, the line holds its ``x`` for that evaluation. It is the guard of
+  the duality map Psi (:func:`lightning_fm.duality.velocity_from_field`: velocity 0 where ``f_z <= min_fz``), so a
+  forward-only model sampled along its field lines and as a velocity (``FieldAsVelocity``) take the same steps.
+* ``nonpositive_fz="clamp"`` (the default for other fields, EFM): ``fz`` is raised to ``fz_min`` and optionally to
+  ``fz_min_rel * ||f||``; the line keeps moving along ``fx`` with a slope of at most ``|fx| / fz_min``.
 
 Phase 2 (``continue_outside``, for fields that are not forward-only, e.g. EFM): lines whose field still points
 forward at ``z = L`` (``fz > 0``: they would cross the target plate) are continued by arclength steps
@@ -46,6 +53,8 @@ from lightning_fm.sampling.result import SampleResult, recorded_lines
 from lightning_fm.utils.tensors import pad_like
 
 FieldFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+#: what phase 1 does where ``fz <= fz_min`` (module docstring)
+NONPOSITIVE_FZ_RULES = ("clamp", "hold")
 
 
 def integrate_field_lines(
@@ -63,13 +72,15 @@ def integrate_field_lines(
     cross_probe: float = 0.0,
     fz_min: float = 1e-7,
     fz_min_rel: float = 0.0,
+    nonpositive_fz: str = "clamp",
     z_end: float | None = None,
     atol: float = 1e-5,
     rtol: float = 1e-5,
 ) -> SampleResult:
     """Move ``x_source`` (on the source plate) along ``field_fn`` to the target plate (see the module docstring).
 
-    The result's ``info`` counts lines: ``backward`` (``fz <= 0`` at some phase-1 evaluation), ``crossing``
+    The result's ``info`` counts lines: ``backward`` (``fz <= 0`` at some phase-1 evaluation), ``guarded``
+    (phase-1 evaluations, line by line, where the ``nonpositive_fz`` rule applied), ``crossing``
     (``fz > 0`` at the target plate; only evaluated with ``continue_outside``), ``not_returned`` (of those, still
     outside after ``max_arc_steps``), ``absorbed`` (continued lines stopped at a sink: a step reversing the previous
     one, a point charge of the target plate, where the line ends). ``end_z`` and ``returned`` are per line;
@@ -88,7 +99,9 @@ def integrate_field_lines(
             (default 0: on the plate itself). A learned field is smooth across the target plate, where the true
             field jumps (by the plate's charge density); its sign at ``z = L`` is then an average of the two
             sides, while ``E_z(L+)`` decides whether the line crosses or ends there (MATH.md §4.3).
-        fz_min: ``fz`` is clamped to at least this in ``fx / fz``.
+        fz_min: the guard's threshold: ``fz <= fz_min`` is never divided by.
+        nonpositive_fz: what the guard does there (module docstring): ``"clamp"`` (``fz`` raised to ``fz_min``, and
+            to ``fz_min_rel * ||f||``) or ``"hold"`` (slope 0: the line does not move in ``x`` at that evaluation).
         fz_min_rel: and to at least ``fz_min_rel * ||f||``: the slope ``||dx/dz||`` is then at most
             ``sqrt(1 - r^2) / r`` (r = fz_min_rel; 0.05: 20). For fields whose ``E_z`` is known to be positive
             inside the slab (EFM: both plates push upwards there), a learned ``fz <= 0`` is an error near a plate
@@ -101,6 +114,8 @@ def integrate_field_lines(
     check_solver_options(method, steps, atol, rtol, owner="field-line")
     if not 0 <= fz_min_rel < 1:
         raise ValueError(f"fz_min_rel must be in [0, 1), got {fz_min_rel}")
+    if nonpositive_fz not in NONPOSITIVE_FZ_RULES:
+        raise ValueError(f"nonpositive_fz must be one of {NONPOSITIVE_FZ_RULES}, got {nonpositive_fz!r}")
     L = float(L)
     z_end = L if z_end is None else float(z_end)
     if not 0 <= eps < z_end <= L:
@@ -110,17 +125,24 @@ def integrate_field_lines(
     n_lines = x_source.shape[0]
     nfe = 0
     backward = torch.zeros(n_lines, dtype=torch.bool, device=x_source.device)
+    guarded = torch.zeros((), dtype=torch.long, device=x_source.device)
 
     def slope(z: float | Tensor, x: Tensor) -> Tensor:
-        nonlocal nfe, backward
+        nonlocal nfe, backward, guarded
         zv = torch.as_tensor(z, dtype=x.dtype, device=x.device).reshape(-1).expand(x.shape[0])
         fz, fx = field_fn(zv, x)
         nfe += 1
         backward = backward | (fz <= 0)
+        if nonpositive_fz == "hold":
+            ok = fz > fz_min  # also False for NaN
+            guarded = guarded + (~ok).sum()
+            safe = torch.where(ok, fz, torch.ones_like(fz))
+            return torch.where(pad_like(ok, fx), fx / pad_like(safe, fx), torch.zeros_like(fx))
         floor = torch.full_like(fz, fz_min)
         if fz_min_rel > 0:
             norm = torch.sqrt(fz.square() + fx.flatten(1).square().sum(1))
             floor = torch.maximum(floor, fz_min_rel * norm)
+        guarded = guarded + (fz < floor).sum()
         return fx / pad_like(torch.maximum(fz, floor), fx)
 
     # -- phase 1: in z ------------------------------------------------------------------------------------------
@@ -130,7 +152,8 @@ def integrate_field_lines(
         x=solution.x, nfe=nfe, times=solution.times, trajectory=solution.trajectory,
         end_z=torch.full((n_lines,), z_end, dtype=x_source.dtype, device=x_source.device),
         returned=torch.ones_like(backward),
-        info={"backward": float(backward.sum()), "crossing": 0.0, "not_returned": 0.0, "absorbed": 0.0},
+        info={"backward": float(backward.sum()), "guarded": float(guarded), "crossing": 0.0, "not_returned": 0.0,
+              "absorbed": 0.0},
     )
     if continue_outside:
         _continue_outside(field_fn, result, L, method, steps, arc_step, max_arc_steps, return_tol,

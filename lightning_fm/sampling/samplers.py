@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from torch import Tensor
 
-from lightning_fm.sampling.field_lines import FieldFn, integrate_field_lines
+from lightning_fm.sampling.field_lines import NONPOSITIVE_FZ_RULES, FieldFn, integrate_field_lines
 from lightning_fm.sampling.ode import check_solver_options, integrate
 from lightning_fm.sampling.result import SampleResult
 from lightning_fm.utils.spec import Buildable, describe
@@ -66,12 +66,15 @@ class FieldLineSampler(Sampler):
         arc_step, max_arc_steps: the arclength step of that continuation and its cap.
         return_tol, cross_probe, fz_min_rel: how crossing and return are decided for a learned EFM field and the
             phase-1 slope bound (:func:`lightning_fm.sampling.field_lines.integrate_field_lines`).
+        nonpositive_fz: the rule where a learned ``f_z <= 0`` (counted in ``info["guarded"]``, lines in
+            ``info["backward"]``): ``"hold"`` (slope 0, Psi's guard), ``"clamp"`` (``f_z`` raised to a floor); None:
+            ``"hold"`` for a forward-only field, ``"clamp"`` otherwise.
     """
 
     def __init__(self, method: str = "euler", steps: int = 100, eps: float = 0.0,
                  continue_outside: bool | None = None, arc_step: float = 0.05, max_arc_steps: int = 2000,
                  return_tol: float = 0.05, cross_probe: float = 0.0, fz_min_rel: float = 0.0,
-                 atol: float = 1e-5, rtol: float = 1e-5) -> None:
+                 atol: float = 1e-5, rtol: float = 1e-5, nonpositive_fz: str | None = None) -> None:
         check_solver_options(method, steps, atol, rtol, owner="FieldLineSampler")
         if not (arc_step > 0 and max_arc_steps >= 0 and return_tol >= 0 and cross_probe >= 0 and eps >= 0):
             raise ValueError("FieldLineSampler needs arc_step > 0, max_arc_steps >= 0, return_tol >= 0, "
@@ -79,6 +82,9 @@ class FieldLineSampler(Sampler):
                              f"{cross_probe}, {eps}")
         if not 0 <= fz_min_rel < 1:
             raise ValueError(f"FieldLineSampler.fz_min_rel must be in [0, 1), got {fz_min_rel}")
+        if nonpositive_fz is not None and nonpositive_fz not in NONPOSITIVE_FZ_RULES:
+            raise ValueError(f"FieldLineSampler.nonpositive_fz must be one of {NONPOSITIVE_FZ_RULES} or null, got "
+                             f"{nonpositive_fz!r}")
 
     def __call__(self, field_fn: FieldFn, x_source: Tensor, L: float, record: bool | int = False,
                  forward_only: bool = True, **overrides: Any) -> SampleResult:
@@ -87,4 +93,6 @@ class FieldLineSampler(Sampler):
         options = self.options(**overrides)
         if options["continue_outside"] is None:
             options["continue_outside"] = not forward_only
+        if options["nonpositive_fz"] is None:
+            options["nonpositive_fz"] = "hold" if forward_only else "clamp"
         return integrate_field_lines(field_fn, x_source, L, record=record, **options)

@@ -5,13 +5,41 @@ LightningCLI configs). Modules store the specs of their parts in their hyperpara
 ``Module.load_from_checkpoint(path)`` alone rebuilds backbone, path, coupling, field and sampler, with no pickled
 objects. Injected factories (the optimiser ``params -> Optimizer``, the schedule ``optimizer -> LRScheduler``) are
 stored the same way: :func:`callable_spec` / :func:`build_callable`.
+
+Specs read from a checkpoint are not trusted: inside :func:`only_allowed_classes` (``load_from_checkpoint``, the
+CLI's ``--ckpt_path``) a ``class_path`` is imported only if it lies in :data:`CHECKPOINT_ALLOWED` (the model
+components of this package, ``torch.nn``, ``torch.optim``), in ``$LIGHTNING_FM_ALLOWED_CLASSES`` (comma-separated
+modules or classes the user trusts) or in the ``allowed`` given; otherwise :class:`UntrustedClassError`, before any
+import.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import importlib
 import inspect
+import os
+from collections.abc import Iterable, Iterator
 from typing import Any
+
+#: modules (and everything below them) whose classes a checkpoint may name
+CHECKPOINT_ALLOWED = (
+    "lightning_fm.models", "lightning_fm.paths", "lightning_fm.couplings", "lightning_fm.fields",
+    "lightning_fm.sampling", "lightning_fm.modules", "lightning_fm.duality", "lightning_fm.utils.schedules",
+    "torch.nn", "torch.optim",
+)
+#: the environment variable of the modules or classes the user allows checkpoints to name, comma-separated
+ALLOWED_ENV = "LIGHTNING_FM_ALLOWED_CLASSES"
+#: the keys under which a spec (or Lightning's bookkeeping) names something to import
+CLASS_KEYS = ("class_path", "_class_path", "_instantiator")
+#: inside only_allowed_classes: the allowed prefixes and where the specs come from
+_RESTRICTION: contextvars.ContextVar[tuple[tuple[str, ...], str] | None] = contextvars.ContextVar(
+    "lightning_fm_class_restriction", default=None)
+
+
+class UntrustedClassError(ValueError):
+    """A spec read from a checkpoint names a class outside the allow-list."""
 
 
 class Buildable:
@@ -97,14 +125,71 @@ def build_callable(spec: Any) -> Any:
     return spec
 
 
+def allowed_prefixes(allowed: Iterable[str] = ()) -> tuple[str, ...]:
+    """:data:`CHECKPOINT_ALLOWED`, the entries of ``$LIGHTNING_FM_ALLOWED_CLASSES`` and ``allowed``."""
+    from_env = [entry.strip() for entry in os.environ.get(ALLOWED_ENV, "").split(",")]
+    return (*CHECKPOINT_ALLOWED, *(e for e in from_env if e), *allowed)
+
+
+def is_allowed(path: Any, prefixes: Iterable[str]) -> bool:
+    """Whether the dotted ``path`` is one of ``prefixes`` or lies below one (``torch.nn`` allows
+    ``torch.nn.Linear``, not ``torch.nnx.Y``)."""
+    return isinstance(path, str) and any(path == p or path.startswith(p.rstrip(".") + ".") for p in prefixes)
+
+
+def untrusted_class_paths(value: Any, prefixes: Iterable[str], key: str = "") -> list[tuple[str, Any]]:
+    """``(key, name)`` of every value under a :data:`CLASS_KEYS` key, at any depth of dicts and lists, that
+    :func:`is_allowed` refuses; ``key`` is the dotted position (``optimizer.class_path``)."""
+    prefixes = tuple(prefixes)
+    found: list[tuple[str, Any]] = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            where = f"{key}.{k}" if key else str(k)
+            if k in CLASS_KEYS and not is_allowed(v, prefixes):
+                found.append((where, v))
+            else:
+                found += untrusted_class_paths(v, prefixes, where)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found += untrusted_class_paths(v, prefixes, f"{key}[{i}]")
+    return found
+
+
+def refusal(source: str, found: list[tuple[str, Any]]) -> UntrustedClassError:
+    """The error for the names :func:`untrusted_class_paths` found in ``source``."""
+    listed = ", ".join(f"{key}={name!r}" for key, name in found[:3]) + (" ..." if len(found) > 3 else "")
+    return UntrustedClassError(
+        f"{source} names {listed}, outside the classes a checkpoint may name ({', '.join(CHECKPOINT_ALLOWED)}): "
+        f"nothing was imported. If you trust this file, add the module or class to ${ALLOWED_ENV} "
+        "(comma-separated), e.g. LIGHTNING_FM_ALLOWED_CLASSES=mypackage.models")
+
+
+@contextlib.contextmanager
+def only_allowed_classes(source: str, allowed: Iterable[str] = ()) -> Iterator[tuple[str, ...]]:
+    """Inside: :func:`import_class` (and so :func:`build`) imports only allowed classes (module docstring);
+    ``source`` names where the specs come from in the error."""
+    prefixes = allowed_prefixes(allowed)
+    token = _RESTRICTION.set((prefixes, source))
+    try:
+        yield prefixes
+    finally:
+        _RESTRICTION.reset(token)
+
+
 def import_class(path: str) -> type:
-    module_name, _, name = path.rpartition(".")
+    restriction = _RESTRICTION.get()
+    if restriction is not None and not is_allowed(path, restriction[0]):
+        raise refusal(restriction[1], [("class_path", path)])
+    module_name, _, name = path.rpartition(".") if isinstance(path, str) else ("", "", path)
     if not module_name:
         raise ValueError(f"class_path {path!r} must be a dotted path such as 'lightning_fm.paths.LinearPath'")
     try:
-        return getattr(importlib.import_module(module_name), name)
+        found = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as err:
         raise ValueError(f"class_path {path!r} cannot be imported: {err}") from err
+    if restriction is not None and not isinstance(found, type):
+        raise refusal(restriction[1], [("class_path (not a class)", path)])
+    return found
 
 
 def build(spec: Any) -> Any:

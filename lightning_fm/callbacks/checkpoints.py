@@ -1,0 +1,276 @@
+"""Checkpoints that survive: ``last.ckpt`` every N optimiser steps, at the end of training, on SIGTERM, on Ctrl-C and
+on an exception between training steps; written atomically; never with non-finite weights.
+
+* Atomic writes (:class:`AtomicCheckpointIO`): a checkpoint goes to a temporary file beside its target
+  (``.<name>.<host>.<pid>.tmp``), is flushed to disk (``fsync``) and renamed over the target (``os.replace``,
+  atomic on a POSIX file system): a kill at any moment leaves the previous file or the new one, never a truncated
+  one.
+  (Lightning's default writer stages the file in the system temporary directory and moves it: a rename only where
+  that directory is on the same file system as the run, else a copy onto the target.) The callback installs it as
+  the strategy's checkpoint writer when that is Lightning's default, so every checkpoint of the run (other
+  ``ModelCheckpoint`` callbacks, SLURM's ``hpc_ckpt``) is written this way.
+* Finite only: before writing, the weights (EMA and raw), buffers and optimiser states are tested (one host
+  synchronisation per checkpoint, decided over all processes); a non-finite state is not written and the run stops
+  with :class:`NonFiniteStateError`, which names the tensor and the checkpoint that holds the last finite state.
+  So ``last.ckpt`` is always the last finite state that was checkpointed.
+* Stops between steps: SIGTERM (Lightning's handler: the run stops after the current step, on every process) and the
+  first Ctrl-C (handled the same way, through Lightning's stop flag) write ``last.ckpt`` at a step boundary, which
+  ``--ckpt_path last`` resumes exactly; the process then exits with status 143 (SIGTERM) or 130 (Ctrl-C). A second
+  Ctrl-C interrupts at once (Lightning's ``KeyboardInterrupt``), treated as an exception (below). Under DDP a
+  terminal's Ctrl-C reaches every process, as Lightning's SIGTERM handling needs.
+* Exceptions: one raised between training steps (data loading, validation, a callback) writes ``last.ckpt`` at
+  the current step; one raised inside a training step (forward, backward, optimiser update: the state may be torn)
+  and, under DDP, any exception (the other processes may never reach the save) write nothing new: the last
+  periodic checkpoint, at most ``every_n_train_steps`` steps old, is kept.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+from weakref import proxy
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from lightning_fm.utils.finite import first_nonfinite
+
+#: the default checkpoint interval in optimiser steps: seconds of a toy run on a CPU; for an image recipe on a GPU,
+#: long enough that writing a checkpoint (four copies of the parameters: raw, EMA, Adam's two moments) is a small
+#: part of it
+DEFAULT_EVERY_N_TRAIN_STEPS = 1000
+#: the parts of a checkpoint that must be finite: the weights and buffers (EMA ones under ``state_dict``), the raw
+#: weights beside the EMA ones, and the optimiser states
+FINITE_KEYS = ("state_dict", "current_model_state", "optimizer_states")
+EXIT_STATUS = {signal.SIGTERM: 143, signal.SIGINT: 130}
+
+
+class NonFiniteStateError(FloatingPointError):
+    """The state to checkpoint has a NaN or infinite entry; it was not written. ``where``: the first such tensor."""
+
+    def __init__(self, message: str, where: str) -> None:
+        super().__init__(message)
+        self.where = where
+
+
+def temporary_path(path: Path) -> Path:
+    """Where :class:`AtomicCheckpointIO` writes ``path`` before renaming it: beside it, hidden, per process
+    (``.<name>.<host>.<pid>.tmp``; not a ``*.ckpt`` file, so no checkpoint search ever finds it)."""
+    return path.with_name(f".{path.name}.{_host()}.{os.getpid()}.tmp")
+
+
+def _host() -> str:
+    return socket.gethostname().replace(".", "_")
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # a platform without directory handles: the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` into ``.<name>.<host>.<pid>.tmp`` beside the target, ``fsync``, ``os.replace`` onto it,
+    ``fsync`` of the directory. Remote paths (``scheme://``) go through Lightning's writer."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = temporary_path(path)
+        try:
+            with open(temporary, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        _fsync_directory(path.parent)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete the temporary files of writers that died during a save (a SIGKILL) in ``directory``: those of
+    another host (a requeued job), or of a process of this host that no longer runs; returns them. A training run
+    calls it on its own checkpoint directory before it writes there."""
+    host, stale = _host(), []
+    for path in Path(directory).glob(".*.tmp"):
+        parts = path.name[: -len(".tmp")].rsplit(".", 2)
+        if len(parts) != 3 or not parts[2].isdigit() or not path.is_file():
+            continue  # not one of ours
+        if parts[1] != host or (int(parts[2]) != os.getpid() and not _alive(int(parts[2]))):
+            path.unlink(missing_ok=True)
+            stale.append(path)
+    return stale
+
+
+class CrashSafeModelCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` in the run's ``checkpoints/`` directory every ``every_n_train_steps`` optimiser steps, at the end
+    of training, on SIGTERM / Ctrl-C and on an exception between steps; atomic and finite (module docstring).
+
+    Args:
+        every_n_train_steps: the interval in optimiser steps (at most this many steps are lost to a SIGKILL).
+        dirpath: the directory (default: the logger's ``<run>/checkpoints``).
+        save_on_signal: turn the first Ctrl-C into a stop after the current step with a checkpoint (SIGTERM is
+            Lightning's and always handled).
+
+    It keeps no other files: add a ``lightning.pytorch.callbacks.ModelCheckpoint(every_n_train_steps=...,
+    save_top_k=-1)`` beside it for a history of snapshots (written atomically too).
+
+    ``finite_checkpoint`` is ``(path, step)`` of the last checkpoint this callback wrote (finite by construction), or
+    None; :meth:`finite_note` says it in words for error messages.
+    """
+
+    def __init__(self, every_n_train_steps: int = DEFAULT_EVERY_N_TRAIN_STEPS, dirpath: str | None = None,
+                 save_on_signal: bool = True) -> None:
+        if isinstance(every_n_train_steps, bool) or int(every_n_train_steps) != every_n_train_steps \
+                or every_n_train_steps < 1:
+            raise ValueError(f"CrashSafeModelCheckpoint.every_n_train_steps must be an integer >= 1, got "
+                             f"{every_n_train_steps!r}")
+        super().__init__(dirpath=dirpath, every_n_train_steps=int(every_n_train_steps), save_last=True,
+                         save_top_k=0)
+        self.save_on_signal = bool(save_on_signal)
+        self.finite_checkpoint: tuple[str, int] | None = None
+        self._resumed_from: tuple[str, int] | None = None
+        self._stop_signal: int | None = None
+        self._previous_sigint: Any = None
+
+    # -- setup: the atomic writer, stale temporaries, the Ctrl-C handler ------------------------------------------
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        local = self.dirpath and "://" not in str(self.dirpath) and Path(self.dirpath).is_dir()
+        if stage == "fit" and trainer.is_global_zero and local:  # evaluating beside a running fit deletes nothing
+            remove_stale_temporaries(Path(self.dirpath))
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if trainer.ckpt_path and Path(str(trainer.ckpt_path)).is_file():
+            self._resumed_from = (str(trainer.ckpt_path), int(trainer.global_step))
+        self._stop_signal = None
+        if self.save_on_signal and threading.current_thread() is threading.main_thread():
+            self._previous_sigint = signal.getsignal(signal.SIGINT)
+
+            def stop_after_this_step(signum: int, frame: Any) -> None:
+                self._stop_signal = signal.SIGINT
+                trainer._signal_connector.received_sigterm = True  # Lightning's stop-after-this-step flag
+                self._restore_sigint()  # a second Ctrl-C interrupts at once
+                if trainer.is_global_zero:
+                    sys.stderr.write("\nCtrl-C: stopping after this step and saving last.ckpt (Ctrl-C again to stop "
+                                     "at once)\n")
+
+            signal.signal(signal.SIGINT, stop_after_this_step)
+
+    def _restore_sigint(self) -> None:
+        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous_sigint)
+        self._previous_sigint = None
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._restore_sigint()
+        super().teardown(trainer, pl_module, stage)
+
+    # -- writing -----------------------------------------------------------------------------------------------
+    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        """Lightning's ``trainer.save_checkpoint`` with a finiteness test between building the checkpoint and
+        writing it; raises :class:`NonFiniteStateError` (on every process) instead of writing a non-finite state."""
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(self.save_weights_only)
+        bad = first_nonfinite({key: checkpoint[key] for key in FINITE_KEYS if key in checkpoint})
+        if trainer.strategy.reduce_boolean_decision(bad is not None, all=False):
+            where = f"first: {bad}" if bad else "on another process"
+            raise NonFiniteStateError(f"the model or optimiser state is not finite at step {trainer.global_step} "
+                                      f"({where}): not checkpointed; {self.finite_note()}", where)
+        trainer.strategy.save_checkpoint(checkpoint, filepath)
+        trainer.strategy.barrier("CrashSafeModelCheckpoint._save_checkpoint")
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        self.finite_checkpoint = (filepath, int(trainer.global_step))
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+    def write_last(self, trainer: Trainer) -> None:
+        """Write ``last.ckpt`` now (all processes call it)."""
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """The final state, whatever the interval (Lightning's writes ``last`` at the end only if it never did)."""
+        self._restore_sigint()
+        if not self._should_skip_saving_checkpoint(trainer):
+            self.write_last(trainer)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._restore_sigint()
+        stop = isinstance(exception, SIGTERMException)
+        if stop:
+            signum = self._stop_signal or signal.SIGTERM
+            exception.code = EXIT_STATUS.get(signum, 1)
+            what = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        else:
+            what = type(exception).__name__
+        if isinstance(exception, FloatingPointError) or trainer.sanity_checking or trainer.fast_dev_run \
+                or trainer.state.fn != "fit":
+            return  # a divergence says where the finite state is itself; nothing to keep outside fit
+        reason = None
+        if not stop and trainer.world_size > 1:
+            reason = "an exception under DDP (other processes may never reach a save)"
+        elif not stop and self._inside_training_step(trainer):
+            reason = f"raised inside training step {trainer.global_step} (the state may be torn)"
+        if reason is None and self._last_global_step_saved != trainer.global_step:
+            try:
+                self.write_last(trainer)
+            except NonFiniteStateError as err:
+                reason = f"the state is not finite, {err.where}"
+        if trainer.is_global_zero:
+            if reason is None:
+                sys.stderr.write(f"{what} at step {trainer.global_step}: {self.finite_note()}\n")
+            else:
+                sys.stderr.write(f"{what} at step {trainer.global_step}: no new checkpoint ({reason}); "
+                                 f"{self.finite_note()}\n")
+
+    @staticmethod
+    def _inside_training_step(trainer: Trainer) -> bool:
+        """Whether a batch has started its training step and not finished its optimiser update."""
+        progress = trainer.fit_loop.epoch_loop.batch_progress.total
+        return progress.started != progress.processed
+
+    # -- words -------------------------------------------------------------------------------------------------
+    def finite_note(self) -> str:
+        """Which checkpoint holds the last finite state, and how to resume from it (for messages)."""
+        if self.finite_checkpoint is not None:
+            path, step = self.finite_checkpoint
+            return f"the last finite state is {path} (step {step}), resumable with --ckpt_path {path}"
+        if self._resumed_from is not None:
+            path, step = self._resumed_from
+            return f"no checkpoint written since this run resumed from {path} (step {step})"
+        return (f"no checkpoint has been written yet (one every {self._every_n_train_steps} steps, "
+                "CrashSafeModelCheckpoint.every_n_train_steps)")
