@@ -74,8 +74,9 @@ class OTCoupling(Coupling):
     """Minibatch optimal transport (OT-CFM; entropic for SB-CFM) with the squared Euclidean cost.
 
     The cost of the flattened samples is ``M_ij = ||x0_i - x1_j||^2`` (divided by ``max_ij M_ij`` when
-    ``normalize_cost``), computed in float64 on the CPU whatever the inputs' device and dtype; the outputs stay on the
-    inputs' device and dtype (rows are re-indexed, so gradients, if any, flow through). With uniform marginals
+    ``normalize_cost``), computed on the inputs' device in at least float32 and solved in float64 on the CPU; the
+    outputs stay on the inputs' device and dtype (rows are re-indexed, so gradients, if any, flow through). With
+    uniform marginals
     ``a = 1/B0``, ``b = 1/B1``:
 
     * ``method="exact"``: ``P* = argmin_{P in U(a, b)} <P, M>``. For equal batch sizes ``P*`` is a permutation matrix
@@ -122,10 +123,14 @@ class OTCoupling(Coupling):
 
     # -- the plan ------------------------------------------------------------------------------------------------
     def cost_matrix(self, x0: Tensor, x1: Tensor) -> Tensor:
-        """``M_ij = ||x0_i - x1_j||^2`` on flattened samples, float64 on the CPU, ``(B0, B1)``."""
-        a = x0.detach().reshape(x0.shape[0], -1).to(device="cpu", dtype=torch.float64)
-        b = x1.detach().reshape(x1.shape[0], -1).to(device="cpu", dtype=torch.float64)
+        """``M_ij = ||x0_i - x1_j||^2`` on flattened samples, ``(B0, B1)``: computed on the inputs' device in their
+        dtype (at least float32; the ``B x D`` products are the costly part, and a GPU keeps them), then float64 on
+        the CPU for the solver."""
+        work = torch.promote_types(x0.dtype, torch.float32)
+        a = x0.detach().reshape(x0.shape[0], -1).to(work)
+        b = x1.detach().reshape(x1.shape[0], -1).to(work)
         cost = (a.pow(2).sum(1)[:, None] + b.pow(2).sum(1)[None, :] - 2.0 * (a @ b.T)).clamp_min_(0.0)
+        cost = cost.to(device="cpu", dtype=torch.float64)
         if self.normalize_cost:
             top = cost.max()
             if top > 0:

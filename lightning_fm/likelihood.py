@@ -237,3 +237,13 @@ def bits_per_dim(log_prob: Tensor, dim: int, levels: int) -> Tensor:
     """``-log p(y) / (D ln 2) + log2((levels - 1) / 2)`` per point: the bits/dim bound of the grid point from the
     density ``log_prob`` of its dequantised ``y`` (module docstring)."""
     return -log_prob / (dim * math.log(2)) - math.log2(grid_spacing(levels))
+
+
+def trainable_copy(tensor: Tensor | None) -> Tensor | None:
+    """``tensor`` as an ordinary tensor that autograd may save (Lightning moves evaluation batches to the device
+    under ``torch.inference_mode``; a network whose divergence is taken cannot save such an input, e.g. labels
+    entering an embedding)."""
+    if tensor is None or not tensor.is_inference():
+        return tensor
+    with torch.inference_mode(False):
+        return tensor.clone()

@@ -74,6 +74,9 @@ class RaiseAtStep(Callback):
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         self._maybe_raise(trainer, "on_before_optimizer_step")
 
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self._maybe_raise(trainer, "on_validation_batch_start")
+
 
 class PauseAtStep(Callback):
     """Sleeps ``seconds`` at the end of the step that reaches ``step`` (a run that waits there to be killed)."""

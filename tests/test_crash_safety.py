@@ -154,6 +154,20 @@ def test_an_exception_between_steps_is_checkpointed_and_one_inside_a_step_is_not
     assert f"the last finite state is {_last(tmp_path, 'inside')} (step 40)" in err
 
 
+def test_a_stop_during_validation_keeps_raw_and_ema_weights_apart(tmp_path, straight):
+    """Raised inside a validation (the EMA weights swapped into the model): last.ckpt (step 45) holds the raw
+    weights as the raw ones and resumes to the uninterrupted run; the final checkpoint (step 90, between two
+    intervals) keeps the raw weights apart from the EMA ones."""
+    during = {"class_path": "nan_probe.RaiseAtStep", "init_args": {"step": 45, "hook": "on_validation_batch_start"}}
+    with pytest.raises(RuntimeError, match="probe failure in on_validation_batch_start"):
+        main(_args(tmp_path, "validating", _callbacks(EVERY, during), f"--trainer.max_steps={TOTAL}",
+                   "--trainer.limit_val_batches=1", "--trainer.val_check_interval=45"))
+    assert checkpoint_step(str(_last(tmp_path, "validating"))) == 45
+    _resume_and_compare(tmp_path, "validating", straight)
+    ema, raw = straight["state_dict"], straight["current_model_state"]
+    assert max(float((ema[k] - raw[k]).abs().max()) for k in ema) > 1e-3
+
+
 def _diverges(args, capfd):
     """Run a diverging fit; return its message: the command line prints it alone as ``error: <message>`` (the
     numerical error, a FloatingPointError) and exits with status 1."""

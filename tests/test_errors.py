@@ -18,7 +18,14 @@ from lightning_fm.duality import CheckResult
 from lightning_fm.experiments.duality.report import dynamics_verdict
 from lightning_fm.modules import CFMModule, FlowMatchingModule, IFMModule
 from lightning_fm.utils.quiet import quiet
-from lightning_fm.utils.spec import ALLOWED_ENV, UntrustedClassError, allowed_prefixes, is_allowed
+from lightning_fm.utils.spec import (
+    ALLOWED_ENV,
+    UntrustedClassError,
+    allowed_prefixes,
+    import_class,
+    is_allowed,
+    only_allowed_classes,
+)
 
 CONFIGS = REPO / "configs"
 FAST = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -205,6 +212,23 @@ def test_a_checkpoint_naming_a_class_outside_the_allow_list_runs_nothing(trained
         with open(path, "rb") as file:
             CFMModule.load_from_checkpoint(file)
     assert not target.exists()
+
+
+def test_a_plain_dotted_string_in_a_checkpoint_is_refused_before_anything_is_imported(trained, capsys, tmp_path):
+    """jsonargparse imports a dotted string given for a class- or callable-typed argument: ``"this.s"`` would print
+    the Zen of Python; a re-exported class (``LightningModule`` through an allowed module) is refused too."""
+    import sys
+
+    checkpoint = torch.load(trained, map_location="cpu", weights_only=True)
+    checkpoint["hyper_parameters"]["backbone"] = "this.s"
+    path = tmp_path / "dotted.ckpt"
+    torch.save(checkpoint, path)
+    sys.modules.pop("this", None)
+    message = error_of(["test", f"--ckpt_path={path}"], capsys)
+    assert "init_args.backbone='this.s'" in message and "this" not in sys.modules
+    assert "Beautiful is better than ugly" not in capsys.readouterr().out
+    with only_allowed_classes("test"), pytest.raises(UntrustedClassError, match="defined elsewhere"):
+        import_class("lightning_fm.modules.base.LightningModule")
 
 
 def test_the_allow_list_is_the_models_of_this_package_torch_and_what_the_user_adds(monkeypatch):

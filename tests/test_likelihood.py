@@ -259,3 +259,16 @@ def test_the_default_toy_job_logs_val_nll_and_the_test_command_reports_test_nll(
     cli = main(["test", f"--ckpt_path={checkpoint}", *small])
     assert math.isfinite(float(cli.trainer.callback_metrics["test/nll"]))
     assert cli.trainer.callback_metrics["test/likelihood_nonfinite"] == 0
+
+
+def test_labels_of_an_evaluation_batch_inference_tensors_are_accepted():
+    """Lightning moves validation batches under torch.inference_mode: their labels must still reach the network
+    whose divergence is taken by autograd."""
+    torch.manual_seed(0)
+    module = CFMModule(MLP(2, 16, 2, num_classes=3)).eval()
+    x, y = torch.randn(3, 2), torch.tensor([0, 1, 2])
+    with torch.inference_mode():
+        y_inference = y.clone()
+    assert y_inference.is_inference()
+    got = module.log_likelihood(x, y=y_inference, method="euler", steps=4).log_prob
+    assert torch.equal(got, module.log_likelihood(x, y=y, method="euler", steps=4).log_prob)

@@ -40,6 +40,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lightning_fm.callbacks.ema import averaging_callback
 from lightning_fm.utils.finite import first_nonfinite
 
 #: the default checkpoint interval in optimiser steps: seconds of a toy run on a CPU; for an image recipe on a GPU,
@@ -222,10 +223,35 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
         """Write ``last.ckpt`` now (all processes call it)."""
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
+    def write_last_as_trained(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """:meth:`write_last`, with the raw weights in the module: inside a validation of ``fit`` the EMA callback
+        has swapped its average in (the checkpoint would hold the two swapped), so they are swapped back for the
+        write."""
+        averaging = averaging_callback(trainer)
+        swapped = trainer.validating and averaging is not None and averaging._average_model is not None
+        if swapped:
+            averaging._swap_models(pl_module)
+        try:
+            self.write_last(trainer)
+        finally:
+            if swapped:
+                averaging._swap_models(pl_module)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        """Every ``every_n_train_steps`` steps, and at the last step (``max_steps``): the final state is written
+        here, before the EMA callback's ``on_train_end`` copies its average over the raw weights."""
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        last_step = 0 < trainer.max_steps <= trainer.global_step
+        if last_step and self._last_global_step_saved != trainer.global_step \
+                and not self._should_skip_saving_checkpoint(trainer):
+            self.write_last(trainer)
+
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """The final state, whatever the interval (Lightning's writes ``last`` at the end only if it never did)."""
+        """The final state of a run that ends otherwise (``max_epochs``), whatever the interval; with an EMA callback
+        its average has by now replaced the raw weights, which are then not kept."""
         self._restore_sigint()
-        if not self._should_skip_saving_checkpoint(trainer):
+        if self._last_global_step_saved != trainer.global_step and not self._should_skip_saving_checkpoint(trainer):
             self.write_last(trainer)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
@@ -247,7 +273,7 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
             reason = f"raised inside training step {trainer.global_step} (the state may be torn)"
         if reason is None and self._last_global_step_saved != trainer.global_step:
             try:
-                self.write_last(trainer)
+                self.write_last_as_trained(trainer, pl_module)
             except NonFiniteStateError as err:
                 reason = f"the state is not finite, {err.where}"
         if trainer.is_global_zero:

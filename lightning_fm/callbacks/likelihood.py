@@ -230,11 +230,19 @@ class LikelihoodCallback(Callback):
         return "nll" if self._image_levels is None else "bpd"
 
     def _log(self, pl_module: LightningModule, stage: str) -> None:
-        totals = self._totals
-        if not self._active or not totals.get("batches"):
+        """Log the pass's values, summed over the processes first (every process takes part in the same reduction,
+        also one that evaluated no point): the mean over all points, not a mean of per-process means."""
+        if not self._active:
             return
         self._active = False
-        device = pl_module.device
+        keys = ("sum", "count", "nonfinite", "nfe", "batches", "guarded", "lines")
+        local = torch.tensor([float(self._totals.get(k, 0.0)) for k in keys], dtype=torch.float64,
+                             device=pl_module.device)
+        summed = pl_module.trainer.strategy.reduce(local, reduce_op="sum") if pl_module.trainer.world_size > 1 \
+            else local
+        totals = dict(zip(keys, summed.tolist()))
+        if not totals["batches"]:
+            return
         metrics: dict[str, float] = {}
         if totals["count"]:
             metrics[self.metric_name()] = totals["sum"] / totals["count"]
@@ -242,12 +250,10 @@ class LikelihoodCallback(Callback):
             rank_zero_warn(f"LikelihoodCallback: no finite {stage}/{self.metric_name()} at this pass "
                            f"({int(totals['nonfinite'])} non-finite points)")
         metrics["likelihood_nfe"] = totals["nfe"] / totals["batches"]
-        metrics["likelihood_seconds"] = totals["seconds"]
+        metrics["likelihood_seconds"] = float(self._totals.get("seconds", 0.0))  # this process's
         if hasattr(pl_module, "field"):
             metrics["likelihood_guarded"] = totals["guarded"] / totals["lines"]
-        for key, value in metrics.items():
-            pl_module.log(f"{stage}/{key}", torch.tensor(float(value), device=device), sync_dist=True)
-        pl_module.log(f"{stage}/likelihood_nonfinite", torch.tensor(totals["nonfinite"], device=device),
-                      sync_dist=True, reduce_fx="sum")
+        metrics["likelihood_nonfinite"] = totals["nonfinite"]
+        for key, value in metrics.items():  # the same value on every process: nothing left to synchronise
+            pl_module.log(f"{stage}/{key}", torch.tensor(float(value), device=pl_module.device), rank_zero_only=True)
         self.last = {f"{stage}/{k}": float(v) for k, v in metrics.items()}
-        self.last[f"{stage}/likelihood_nonfinite"] = totals["nonfinite"]

@@ -7,7 +7,13 @@ import torch
 from torch import Tensor, nn
 
 from lightning_fm.couplings import Coupling, OTCoupling
-from lightning_fm.likelihood import LikelihoodResult, LogProb, log_likelihood, standard_normal_log_prob
+from lightning_fm.likelihood import (
+    LikelihoodResult,
+    LogProb,
+    log_likelihood,
+    standard_normal_log_prob,
+    trainable_copy,
+)
 from lightning_fm.models import MLP, FieldHead
 from lightning_fm.modules.base import FlowMatchingModule, Pairs, superposition_groups
 from lightning_fm.paths import GaussianPath, LinearPath
@@ -135,6 +141,6 @@ class CFMModule(FlowMatchingModule):
         ``options``: its solver and divergence settings). ``source_log_prob``: ``log p_0``; None is N(0, I) (the
         image and Gaussian-source configs). With labels ``y`` (a class-conditional backbone): ``log p_1(x | y)``, no
         guidance. Call it in eval mode."""
-        y = self.condition(y)
+        y = trainable_copy(self.condition(y))  # a validation batch's labels are inference tensors
         return log_likelihood(lambda x_, t: self.velocity(x_, t, y), x,
                               standard_normal_log_prob if source_log_prob is None else source_log_prob, **options)

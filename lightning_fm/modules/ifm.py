@@ -18,7 +18,13 @@ from lightning_fm.couplings import Coupling, IndependentCoupling
 from lightning_fm.duality.wrappers import FieldAsVelocity
 from lightning_fm.fields import InteractionField, StrongInteractionField
 from lightning_fm.fields.volume import UniformVolume, VolumeSampler
-from lightning_fm.likelihood import LikelihoodResult, LogProb, log_likelihood, standard_normal_log_prob
+from lightning_fm.likelihood import (
+    LikelihoodResult,
+    LogProb,
+    log_likelihood,
+    standard_normal_log_prob,
+    trainable_copy,
+)
 from lightning_fm.models import MLP, FieldHead
 from lightning_fm.modules.base import FlowMatchingModule, Pairs, superposition_groups
 from lightning_fm.sampling import FieldLineSampler, SampleResult
@@ -146,7 +152,7 @@ class IFMModule(FlowMatchingModule):
                 f"{type(self).__name__} with field {type(self.field).__name__} has no likelihood: the field is not "
                 "forward-only (E_z <= 0 somewhere, its lines turn back in z and leave the slab), so z is not a time, "
                 "the lines are not a flow in t and carry no density (MATH.md §6.5b, §6.6)")
-        y = self.condition(y)
+        y = trainable_copy(self.condition(y))  # a validation batch's labels are inference tensors
         conditioned = SimpleNamespace(L=self.L, field_output=lambda z, x_: self.field_output(z, x_, y))
         dual = FieldAsVelocity(conditioned, min_fz)
         masks: list[Tensor] = []

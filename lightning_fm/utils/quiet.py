@@ -1,6 +1,8 @@
 """The CLI's output filters: Lightning's advertising tips and the warnings that this framework's own use of
 Lightning and torch triggers but that say nothing to its user. Installed by the CLI only (``python -m
-lightning_fm``), so a Python program that imports the package keeps every warning.
+lightning_fm``), so a Python program that imports the package keeps every warning but one: EMA's "loading a
+checkpoint outside the 'fit' stage", which :mod:`lightning_fm.callbacks.ema` silences when imported (the EMA
+weights are the checkpoint's own weights there).
 
 * Lightning's "Tip: ... litlogger / litmodels" lines (``rank_zero_info``).
 * ``isinstance(treespec, LeafSpec)`` is deprecated: Lightning's own ``_pytree`` helper under torch >= 2.10, called

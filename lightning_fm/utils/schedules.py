@@ -28,8 +28,8 @@ class CosineDecay(LambdaLR):
 
     ``total_steps=None`` takes the run's ``trainer.max_steps`` (the module sets it when it builds the schedule:
     :meth:`set_total_steps`; so
-    ``--trainer.max_steps`` stretches the decay with it; a resumed run with a larger ``max_steps`` decays over the
-    new length from where it is).
+    ``--trainer.max_steps`` stretches the decay with it; a run resumed with a larger ``max_steps`` follows the cosine
+    of its own length from the step it resumes at: its rate rises to that curve, then decays to 0 at the new end).
     """
 
     #: the schedule asks the module for the run's length (``trainer.max_steps``) when ``total_steps`` is None

@@ -20,6 +20,7 @@ import functools
 import importlib
 import inspect
 import os
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -137,11 +138,18 @@ def is_allowed(path: Any, prefixes: Iterable[str]) -> bool:
     return isinstance(path, str) and any(path == p or path.startswith(p.rstrip(".") + ".") for p in prefixes)
 
 
+#: a string jsonargparse could import (``module.attribute``)
+DOTTED_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
+
+
 def untrusted_class_paths(value: Any, prefixes: Iterable[str], key: str = "") -> list[tuple[str, Any]]:
-    """``(key, name)`` of every value under a :data:`CLASS_KEYS` key, at any depth of dicts and lists, that
-    :func:`is_allowed` refuses; ``key`` is the dotted position (``optimizer.class_path``)."""
+    """``(key, name)`` of every value under a :data:`CLASS_KEYS` key, and of every other string that reads as a dotted
+    import path, at any depth of dicts and lists, that :func:`is_allowed` refuses; ``key`` is the dotted position
+    (``optimizer.class_path``)."""
     prefixes = tuple(prefixes)
     found: list[tuple[str, Any]] = []
+    if isinstance(value, str) and DOTTED_NAME.match(value) and not is_allowed(value, prefixes):
+        return [(key, value)]  # jsonargparse imports a dotted string given for a class- or callable-typed argument
     if isinstance(value, dict):
         for k, v in value.items():
             where = f"{key}.{k}" if key else str(k)
@@ -189,6 +197,9 @@ def import_class(path: str) -> type:
         raise ValueError(f"class_path {path!r} cannot be imported: {err}") from err
     if restriction is not None and not isinstance(found, type):
         raise refusal(restriction[1], [("class_path (not a class)", path)])
+    if restriction is not None and not is_allowed(f"{found.__module__}.{found.__qualname__}", restriction[0]):
+        raise refusal(restriction[1], [("class_path (defined elsewhere)", f"{path} = {found.__module__}."
+                                        f"{found.__qualname__}")])
     return found
 
 
