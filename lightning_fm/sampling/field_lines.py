@@ -12,9 +12,10 @@ evaluations are guarded by one of two rules (never a silent division by 0), coun
 for an exact forward-only field):
 
 * ``nonpositive_fz="hold"`` (the default of :class:`~lightning_fm.sampling.FieldLineSampler` for forward-only
-  fields): where ``fz <= fz_min`` the slope is 0, the line holds its ``x`` for that evaluation. It is the guard of
-  the duality map Psi (:func:`lightning_fm.duality.velocity_from_field`: velocity 0 where ``f_z <= min_fz``), so a
-  forward-only model sampled along its field lines and as a velocity (``FieldAsVelocity``) take the same steps.
+  fields): where ``fz <= fz_min`` the slope is 0, the line holds its ``x`` for that evaluation. It is the rule of
+  the duality map Psi (:func:`lightning_fm.duality.velocity_from_field`: velocity 0 where ``f_z <= min_ez``), so a
+  forward-only model sampled along its field lines and as a velocity (``FieldAsVelocity``) take the same steps
+  wherever ``f_z`` is above both thresholds (``fz_min`` here, 1e-7 by default; ``min_fz`` 1e-6 there).
 * ``nonpositive_fz="clamp"`` (the default for other fields, EFM): ``fz`` is raised to ``fz_min`` and optionally to
   ``fz_min_rel * ||f||``; the line keeps moving along ``fx`` with a slope of at most ``|fx| / fz_min``.
 
