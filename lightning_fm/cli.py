@@ -103,22 +103,15 @@ def chooses_class(value: Any) -> bool:
     return isinstance(value, str) or isinstance(value, dict) and "class_path" in value
 
 
-def chosen_components(argv: list[str]) -> set[str]:
+def chosen_components(argv: list[str], configs: list[dict[str, Any]]) -> set[str]:
     """The top-level components (``model``, ``data``) that the command line chooses itself: by a config file given
-    with ``-c``/``--config`` that names their class, or by a class on the command line (``--model X``, ``--data=X``,
-    ``--data.class_path X``). Only the others take the default job's (toy) classes: jsonargparse carries the
-    ``init_args`` of a default class over to another class wherever the names match, so a default under a chosen
-    class would leak the toy's settings (e.g. ``n_val``) into it."""
-    chosen: set[str] = set()
-    for i, arg in enumerate(argv):
-        if arg in ("-c", "--config") and i + 1 < len(argv) or arg.startswith("--config="):
-            path = argv[i + 1] if "=" not in arg else arg.split("=", 1)[1]
-            try:
-                content = yaml.safe_load(Path(path).read_text()) or {}
-            except (OSError, yaml.YAMLError):
-                continue  # jsonargparse reports the unreadable file itself
-            if isinstance(content, dict):
-                chosen |= {key for key in ("model", "data") if chooses_class(content.get(key))}
+    with ``-c``/``--config`` (``configs``: their contents, :func:`read_config_files`) that names their class, or by a
+    class on the command line (``--model X``, ``--data=X``, ``--data.class_path X``). Only the others take the
+    default job's (toy) classes: jsonargparse carries the ``init_args`` of a default class over to another class
+    wherever the names match, so a default under a chosen class would leak the toy's settings (e.g. ``n_val``) into
+    it."""
+    chosen = {key for content in configs for key in ("model", "data") if chooses_class(content.get(key))}
+    for arg in argv:
         for key in ("model", "data"):
             if arg == f"--{key}" or arg.startswith((f"--{key}=", f"--{key}.class_path")):
                 chosen.add(key)
@@ -219,8 +212,10 @@ def config_files(argv: list[str]) -> list[str]:
     return found
 
 
-def check_config_files(argv: list[str]) -> None:
-    """Every ``-c`` file exists and is a YAML mapping; else a ValueError naming the file (and the YAML line)."""
+def read_config_files(argv: list[str]) -> list[dict[str, Any]]:
+    """The contents of the ``-c`` files, in order; each must exist and hold a YAML mapping, else a ValueError naming
+    the file (and the YAML line)."""
+    contents = []
     for value in config_files(argv):
         path = Path(value)
         if not path.is_file():
@@ -236,6 +231,8 @@ def check_config_files(argv: list[str]) -> None:
         if content is not None and not isinstance(content, dict):
             raise ValueError(f"-c {value} must hold a mapping of config keys (trainer:, model:, data: ...), "
                              f"not a {type(content).__name__}")
+        contents.append(content or {})
+    return contents
 
 
 def main(args: list[str] | None = None) -> FlowMatchingCLI | None:
@@ -246,13 +243,13 @@ def main(args: list[str] | None = None) -> FlowMatchingCLI | None:
     quiet()
     context = ErrorContext()
     try:
-        check_config_files(argv)
+        configs = read_config_files(argv)
         if argv[:1] == ["duality"]:  # trains a CFM and its dual forward-only IFM, checks the duality, reports
             from lightning_fm.experiments.duality.run import main as duality_main
 
             return duality_main(argv[1:])
         return FlowMatchingCLI(
-            chosen=chosen_components(argv),
+            chosen=chosen_components(argv, configs),
             argv=argv,
             context=context,
             model_class=FlowMatchingModule,

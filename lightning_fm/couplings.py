@@ -141,16 +141,16 @@ class OTCoupling(Coupling):
         """Transport plan ``(B0, B1)`` (float64, CPU) with uniform marginals, for the configured method."""
         import ot  # POT: imported lazily, it is slow to import
 
-        n0, n1 = cost.shape
         cost = cost.to(device="cpu", dtype=torch.float64)
+        if self.method == "exact":
+            plan, problem = self.exact_plan(cost)
+            if problem:
+                warnings.warn(f"OTCoupling: ot.emd stopped before the optimum ({problem})", RuntimeWarning,
+                              stacklevel=3)
+            return plan
+        n0, n1 = cost.shape
         a = torch.full((n0,), 1.0 / n0, dtype=torch.float64)
         b = torch.full((n1,), 1.0 / n1, dtype=torch.float64)
-        if self.method == "exact":
-            plan, log = ot.emd(a.numpy(), b.numpy(), cost.numpy(), numItermax=max(100_000, 50 * n0 * n1), log=True)
-            if log["result_code"] != 1:  # 1: optimal
-                warnings.warn(f"OTCoupling: ot.emd stopped before the optimum ({log['warning']})", RuntimeWarning,
-                              stacklevel=3)
-            return torch.from_numpy(np.asarray(plan, dtype=np.float64))
         # Plain (multiplicative) Sinkhorn in float64 numpy is much faster than the log-domain iterations, and exact
         # as long as the Gibbs kernel exp(-M/reg) does not underflow: every row and column must keep an entry
         # above ~1e-300, i.e. min cost / reg < 690. Otherwise the log-domain iterations. Both run on POT's numpy
@@ -160,6 +160,21 @@ class OTCoupling(Coupling):
         plan = ot.sinkhorn(a.numpy(), b.numpy(), cost.numpy(), self.reg, method=method, numItermax=self.max_iter,
                            stopThr=self.stop_thr)
         return torch.from_numpy(np.asarray(plan, dtype=np.float64))
+
+    @staticmethod
+    def exact_plan(cost: Tensor) -> tuple[Tensor, str | None]:
+        """``ot.emd``'s plan with uniform marginals (float64, CPU) and, where the solver stopped before the optimum,
+        why (else None; POT's own warning is not repeated). Its iteration cap is raised to ``50 B0 B1``: POT's
+        default stops early from a few thousand points."""
+        import ot
+
+        n0, n1 = cost.shape
+        a, b = np.full(n0, 1.0 / n0), np.full(n1, 1.0 / n1)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="numItermax reached before optimality")
+            plan, log = ot.emd(a, b, cost.numpy(), numItermax=max(100_000, 50 * n0 * n1), log=True)
+        problem = None if log["result_code"] == 1 else str(log["warning"])  # 1: optimal
+        return torch.from_numpy(np.asarray(plan, dtype=np.float64)), problem
 
     def _draw(self, plan: Tensor, generator: torch.Generator | None) -> Tensor:
         """For each row i a column ``j ~ plan[i] / plan[i].sum()`` (CPU int64 ``(B0,)``)."""
@@ -187,10 +202,9 @@ class OTCoupling(Coupling):
         if self.method == "exact" and x0.shape[0] == x1.shape[0]:
             # ot.emd's network simplex ends on a vertex of the Birkhoff polytope, a permutation matrix / B: read the
             # permutation off it; should the solver stop early, solve the assignment directly
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                j = self.plan(cost).argmax(1)
-            if not caught and torch.unique(j).numel() == j.numel():
+            plan, problem = self.exact_plan(cost)
+            j = plan.argmax(1)
+            if problem is None and torch.unique(j).numel() == j.numel():
                 return j
             from scipy.optimize import linear_sum_assignment
 

@@ -242,15 +242,16 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
         """Every ``every_n_train_steps`` steps, and at the last step (``max_steps``): the final state is written
         here, before the EMA callback's ``on_train_end`` copies its average over the raw weights."""
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        last_step = 0 < trainer.max_steps <= trainer.global_step
-        if last_step and self._last_global_step_saved != trainer.global_step \
-                and not self._should_skip_saving_checkpoint(trainer):
-            self.write_last(trainer)
+        if 0 < trainer.max_steps <= trainer.global_step:  # the last step
+            self._write_last_if_unsaved(trainer)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """The final state of a run that ends otherwise (``max_epochs``), whatever the interval; with an EMA callback
         its average has by now replaced the raw weights, which are then not kept."""
         self._restore_sigint()
+        self._write_last_if_unsaved(trainer)
+
+    def _write_last_if_unsaved(self, trainer: Trainer) -> None:
         if self._last_global_step_saved != trainer.global_step and not self._should_skip_saving_checkpoint(trainer):
             self.write_last(trainer)
 

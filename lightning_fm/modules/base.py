@@ -310,11 +310,14 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
         self.log_training(loss, batch["x0"].shape[0])
         return loss
 
+    def is_logging_step(self) -> bool:
+        """The steps the loggers write: ``(step + 1) % log_every_n_steps == 0``."""
+        return (self.global_step + 1) % max(1, int(self.trainer.log_every_n_steps)) == 0
+
     def is_divergence_check_step(self) -> bool:
-        """The steps where the loss record is read: those the loggers write (``(step + 1) % log_every_n_steps ==
-        0``) and the last one (``step + 1 == max_steps``); every process reaches them together."""
-        step, every = self.global_step + 1, max(1, int(self.trainer.log_every_n_steps))
-        return step % every == 0 or step == self.trainer.max_steps
+        """The steps where the loss record is read: the logging steps and the last one (``step + 1 ==
+        max_steps``); every process reaches them together."""
+        return self.is_logging_step() or self.global_step + 1 == self.trainer.max_steps
 
     def stop_if_diverged(self) -> None:
         """Raise ``FloatingPointError`` on EVERY process when the training loss was not finite at any step since
@@ -350,13 +353,13 @@ class FlowMatchingModule(StoredHyperparameters, LightningModule):
 
     def log_training(self, loss: Tensor, batch_size: int) -> None:
         """``train/loss`` and ``train/samples_per_s`` (global training samples a second since the last written
-        step), logged at the steps the loggers write, ``(step + 1) % log_every_n_steps == 0``, only: a ``self.log``
+        step), logged at the steps the loggers write (:meth:`is_logging_step`) only: a ``self.log``
         call costs about as much as a toy step's maths (the progress bar's loss is the last written one)."""
-        now, every = time.perf_counter(), max(1, int(self.trainer.log_every_n_steps))
+        now = time.perf_counter()
         start = getattr(self, "_speed_window", None)
         if start is None:
             self._speed_window = start = (now, self.global_step)
-        if (self.global_step + 1) % every:
+        if not self.is_logging_step():
             return
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         elapsed, steps = now - start[0], self.global_step - start[1]

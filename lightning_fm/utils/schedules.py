@@ -13,7 +13,7 @@ class LinearWarmup(LambdaLR):
 
     def __init__(self, optimizer: Optimizer, warmup_steps: int = 0) -> None:
         if int(warmup_steps) != warmup_steps or warmup_steps < 0:
-            raise ValueError(f"LinearWarmup.warmup_steps must be an integer >= 0, got {warmup_steps!r}")
+            raise ValueError(f"{type(self).__name__}.warmup_steps must be an integer >= 0, got {warmup_steps!r}")
         self.warmup_steps = int(warmup_steps)
         super().__init__(optimizer, self.factor)
 
@@ -21,8 +21,8 @@ class LinearWarmup(LambdaLR):
         return min(1.0, (step + 1) / (self.warmup_steps + 1))
 
 
-class CosineDecay(LambdaLR):
-    """``lr(step) = lr * w(step) * (f + (1 - f) (1 + cos(pi min(step, T) / T)) / 2)`` with the linear warm-up
+class CosineDecay(LinearWarmup):
+    """``lr(step) = lr * w(step) * (f + (1 - f) (1 + cos(pi min(step, T) / T)) / 2)`` with :class:`LinearWarmup`'s
     ``w(step) = min(1, (step + 1) / (warmup_steps + 1))``, ``f = final_fraction`` and ``T = total_steps``: from the
     full rate down to ``f`` times it at step T, then constant (the toy recipes: a cosine decay to 0 over the run).
 
@@ -40,19 +40,17 @@ class CosineDecay(LambdaLR):
         if total_steps is not None and (int(total_steps) != total_steps or total_steps < 1):
             raise ValueError(f"CosineDecay.total_steps must be an integer >= 1 or null (trainer.max_steps), got "
                              f"{total_steps!r}")
-        if int(warmup_steps) != warmup_steps or warmup_steps < 0:
-            raise ValueError(f"CosineDecay.warmup_steps must be an integer >= 0, got {warmup_steps!r}")
         if not 0.0 <= final_fraction <= 1.0:
             raise ValueError(f"CosineDecay.final_fraction must lie in [0, 1], got {final_fraction!r}")
         self.total_steps = None if total_steps is None else int(total_steps)
         self.total_from_run = total_steps is None
-        self.warmup_steps, self.final_fraction = int(warmup_steps), float(final_fraction)
-        super().__init__(optimizer, self.factor)
+        self.final_fraction = float(final_fraction)
+        super().__init__(optimizer, warmup_steps)  # checks warmup_steps, then LambdaLR with this class's factor
 
     def factor(self, step: int) -> float:
         progress = 0.0 if self.total_steps is None else min(step, self.total_steps) / self.total_steps
         decay = self.final_fraction + (1.0 - self.final_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress))
-        return min(1.0, (step + 1) / (self.warmup_steps + 1)) * decay
+        return super().factor(step) * decay
 
     def state_dict(self) -> dict:
         """LambdaLR's state, less a ``total_steps`` taken from ``trainer.max_steps``: a resumed run decays over its
