@@ -2,14 +2,14 @@
 the 8gaussians -> moons models on torchcfm's own samples too.
 
     python benchmarks/config_results.py configs/toy/otcfm.yaml configs/toy/icfm.yaml ...   (default: all toy configs)
-    python benchmarks/config_results.py --seeds 0 1 2 configs/toy/otcfm.yaml               (seed_everything = data.seed)
+    python benchmarks/config_results.py configs/toy/otcfm.yaml --seeds 0 1 2               (seed_everything = data.seed)
     OMP_NUM_THREADS=2 python benchmarks/config_results.py configs/digits/*.yaml configs/transfer/digits_2_to_3.yaml
 
 Each config runs as ``python -m lightning_fm fit -c CONFIG`` in a scratch directory, one process, one thread
 (``OMP_NUM_THREADS`` sets another number; it is recorded). The table reports the last ``val/w2`` against the
 held-out targets (one draw of the construction, 2000 points) and its floor (W2 between those targets and an
-independent i.i.d. target sample of the same size), ``val/nfe``, lines that never returned (IFM/EFM) and the wall
-time of the whole command. Image configs with the digits classifier add its Frechet distance against its floor (a
+independent i.i.d. target sample of the same size), ``val/nfe``, ``val/nll`` (nats, held-out targets, where the
+config logs a likelihood), lines that never returned (IFM/EFM) and the wall time of the whole command. Image configs with the digits classifier add its Frechet distance against its floor (a
 training subset of the held-out set's size), class coverage, confidence and, for a transfer, the share of outputs
 read as the target class (a second table). For configs on 8gaussians -> moons the final checkpoint (EMA weights)
 also maps torchcfm's own ``sample_8gaussians(2000)`` (drawn by torchcfm 1.0.7 in its own venv,
@@ -35,7 +35,7 @@ OUT = REPO / "benchmarks" / "results" / "config_results.json"
 #: the final validation values recorded (None where a config does not log one); image configs with the digits
 #: classifier add its Frechet distance and its floor, class coverage, confidence and the transfer's target share
 VAL_KEYS = ("val/w2", "val/w2_floor", "val/nfe", "val/crossing", "val/not_returned", "val/backward", "val/fd",
-            "val/fd_floor",
+            "val/fd_floor", "val/nll", "val/bpd", "val/likelihood_nfe",
             "val/class_coverage", "val/confidence", "val/label_accuracy", "val/target_class_fraction")
 sys.path.insert(0, str(REPO / "benchmarks"))
 
@@ -68,11 +68,12 @@ def run(config: str, seed: int = 0) -> dict:
         if proc.returncode:
             return {"config": config, "error": proc.stderr[-2000:], "seconds": seconds}
         log_dir = next(Path(scratch).glob("runs/*/version_0"))
-        rows = [r for r in csv.DictReader(open(log_dir / "metrics.csv")) if r.get("val/w2")]
-        last = rows[-1]
+        rows = list(csv.DictReader(open(log_dir / "metrics.csv")))
+        last = [r for r in rows if r.get("val/w2")][-1]
         result = {"config": config, "seed": seed, "steps": int(last["step"]) + 1, "seconds": seconds,
                   "threads": int(env["OMP_NUM_THREADS"])}
-        result.update({key: float(last[key]) if last.get(key) else None for key in VAL_KEYS})
+        # each key's last logged value (the likelihood callback may log on a row of its own)
+        result.update({key: next((float(r[key]) for r in reversed(rows) if r.get(key)), None) for key in VAL_KEYS})
         data = yaml.safe_load((log_dir / "config.yaml").read_text())["data"]["init_args"]
         if (data.get("source"), data.get("target")) == ("8gaussians", "moons"):
             result.update(torchcfm_scores(log_dir))
@@ -103,17 +104,19 @@ def fmt(value: float | None, digits: int = 3) -> str:
 
 
 def print_points(rows: list[dict]) -> None:
-    print("| config | steps | val/w2 | W2 floor | W2 on torchcfm's samples (floor) | NFE | not returned | wall time |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| config | steps | val/w2 | W2 floor | W2 on torchcfm's samples (floor) | NFE | val/nll (NFE) | not returned "
+          "| wall time |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['config']} | failed | | | | | | {r['seconds']:.0f} s |")
+            print(f"| {r['config']} | failed | | | | | | | {r['seconds']:.0f} s |")
             continue
         peer = (f"{r['w2_torchcfm_moons']:.3f} ({r['floor_torchcfm_moons']:.3f})" if "w2_torchcfm_moons" in r
                 else "")
         name = f"`{r['config']}`" + (f" (seed {r['seed']})" if r.get("seed") else "")
+        nll = "" if r.get("val/nll") is None else f"{r['val/nll']:.3f} ({fmt(r.get('val/likelihood_nfe'), 0)})"
         print(f"| {name} | {r['steps']} | {fmt(r['val/w2'])} | {fmt(r['val/w2_floor'])} | {peer} "
-              f"| {fmt(r['val/nfe'], 0)} | {fmt(r['val/not_returned'], 0)} | {r['seconds'] / 60:.1f} min |")
+              f"| {fmt(r['val/nfe'], 0)} | {nll} | {fmt(r['val/not_returned'], 0)} | {r['seconds'] / 60:.1f} min |")
 
 
 def print_images(rows: list[dict]) -> None:
