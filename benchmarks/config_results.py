@@ -9,9 +9,10 @@ Each config runs as ``python -m lightning_fm fit -c CONFIG`` in a scratch direct
 (``OMP_NUM_THREADS`` sets another number; it is recorded). The table reports the last ``val/w2`` against the
 held-out targets (one draw of the construction, 2000 points) and its floor (W2 between those targets and an
 independent i.i.d. target sample of the same size), ``val/nfe``, ``val/nll`` (nats, held-out targets, where the
-config logs a likelihood), lines that never returned (IFM/EFM) and the wall time of the whole command. Image configs with the digits classifier add its Frechet distance against its floor (a
-training subset of the held-out set's size), class coverage, confidence and, for a transfer, the share of outputs
-read as the target class (a second table). For configs on 8gaussians -> moons the final checkpoint (EMA weights)
+config logs a likelihood), lines that never returned (IFM/EFM) and the wall time of the whole command. Image configs
+with the digits classifier add its Frechet distance against its floor (a training subset of the held-out set's
+size), class coverage, confidence and, for a transfer, the share of outputs read as the target class (a second
+table). For configs on 8gaussians -> moons the final checkpoint (EMA weights)
 also maps torchcfm's own ``sample_8gaussians(2000)`` (drawn by torchcfm 1.0.7 in its own venv,
 :mod:`torchcfm_reference`) with the config's sampler, scored by exact W2 against torchcfm's own
 ``sample_moons(2000)``. JSON: ``benchmarks/results/config_results.json`` (merged with earlier runs of other configs).
@@ -104,8 +105,8 @@ def fmt(value: float | None, digits: int = 3) -> str:
 
 
 def print_points(rows: list[dict]) -> None:
-    print("| config | steps | val/w2 | W2 floor | W2 on torchcfm's samples (floor) | NFE | val/nll (NFE) | not returned "
-          "| wall time |")
+    print("| config | steps | val/w2 | W2 floor | W2 on torchcfm's samples (floor) | NFE | val/nll (NFE) "
+          "| not returned | wall time |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:

@@ -1,8 +1,8 @@
 """Start-up cost of the CLI: seconds from launching ``python -m lightning_fm fit`` (the default toy job, one step, no
-validation, logger or checkpoint) to the end of its first training step, stamped by the child itself (a callback,
-:class:`first_step_clock.FirstStepClock`, prints the wall-clock time at the end of that step), and to the end of the whole command
-(the interpreter's exit included); and the same for importing torch, Lightning and the CLI. Each command is run
-``--repeats`` times in fresh processes, interleaved; prints a markdown table and writes JSON.
+validation, logger or checkpoint) to the end of its first training step, stamped by the child itself (the callback
+:class:`first_step_clock.FirstStepClock` prints the wall-clock time at the end of that step), and to the end of the
+whole command (the interpreter's exit included); and the whole command of importing torch, Lightning and the CLI.
+Each command is run ``--repeats`` times in fresh processes, interleaved; prints a markdown table and writes JSON.
 
     python benchmarks/startup.py [--repeats 5]
 """
