@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lightning_fm.models import FieldHead, UNet, sinusoidal_embedding
-from lightning_fm.models.unet_blocks import ResBlock
+from lightning_fm.models.unet_blocks import AttentionBlock, ResBlock
 from lightning_fm.utils.spec import build, to_spec
 
 # torchcfm's examples/images/cifar10/train_cifar10.py: UNetModelWrapper(dim=(3, 32, 32), num_res_blocks=2,
@@ -35,6 +35,27 @@ def randomise_zero_init(net, seed=0):
             if not p.any():
                 p.copy_(0.05 * torch.randn(p.shape, generator=g))
     return net
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_attention_block_is_adms_legacy_qkv_attention(channels_last):
+    """Against a transcription of ADM's ``AttentionBlock`` with ``QKVAttentionLegacy`` (guided-diffusion's unet.py,
+    torchcfm's copy): ``qkv`` conv1d, heads split off the channels as ``(heads, q|k|v, d)``, ``q, k`` scaled by
+    ``d^(-1/4)`` each, ``softmax(q^T k)`` over the keys, ``proj_out`` conv1d, residual."""
+    torch.manual_seed(0)
+    block = randomise_zero_init(AttentionBlock(64, heads=4, groups=8))
+    x = torch.randn(3, 64, 4, 6)
+    b, c, *spatial = x.shape
+    tokens = x.reshape(b, c, -1)
+    qkv = block.qkv(block.norm(tokens)).reshape(b * 4, 3 * c // 4, -1)
+    q, k, v = qkv.split(c // 4, dim=1)
+    scale = 1 / math.sqrt(math.sqrt(c // 4))
+    weight = torch.softmax(torch.einsum("bct,bcs->bts", q * scale, k * scale), dim=-1)
+    attended = torch.einsum("bts,bcs->bct", weight, v).reshape(b, c, -1)
+    expected = (tokens + block.proj_out(attended)).reshape(b, c, *spatial)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    assert torch.allclose(block(x), expected, atol=1e-5)
 
 
 def test_parameter_counts_match_torchcfm():

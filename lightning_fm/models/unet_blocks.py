@@ -93,7 +93,9 @@ class AttentionBlock(nn.Module):
     """``x + proj_out(MHA(qkv(GroupNorm(x))))`` over the ``H*W`` pixels, softmax(q k^T / sqrt(d)) v per head.
 
     ``qkv`` and ``proj_out`` are 1x1 convolutions over the flattened pixels (``proj_out`` zero-initialised); the
-    ``3C`` qkv channels are laid out ``(heads, q|k|v, d)``, ADM's legacy order, so ADM weights load unchanged.
+    ``3C`` qkv channels are laid out ``(heads, q|k|v, d)``, ADM's legacy order, so ADM weights load unchanged. They
+    are applied as linear maps of the pixels' ``(B, H*W, C)`` rows, the same numbers as the convolutions, so that
+    ``q, k, v`` come out with their head dimension contiguous and attention runs without copying them.
     """
 
     def __init__(self, channels: int, heads: int, groups: int) -> None:
@@ -104,11 +106,13 @@ class AttentionBlock(nn.Module):
         self.proj_out = zero_init(nn.Conv1d(channels, channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        tokens = x.flatten(2)  # (B, C, H*W)
-        qkv = self.qkv(self.norm(tokens))
-        q, k, v = rearrange(qkv, "b (h three d) t -> three b h t d", h=self.heads, three=3)
-        a = rearrange(F.scaled_dot_product_attention(q, k, v), "b h t d -> b (h d) t")
-        return (tokens + self.proj_out(a)).reshape(x.shape)
+        tokens = x.flatten(2)  # (B, C, T), T = H*W
+        rows = self.norm(tokens).transpose(1, 2)  # (B, T, C)
+        qkv = F.linear(rows, self.qkv.weight[:, :, 0], self.qkv.bias)  # (B, T, 3C): the 1x1 conv
+        q, k, v = rearrange(qkv, "b t (h three d) -> three b h t d", h=self.heads, three=3)
+        a = rearrange(F.scaled_dot_product_attention(q, k, v), "b h t d -> b t (h d)")
+        out = F.linear(a, self.proj_out.weight[:, :, 0], self.proj_out.bias)  # (B, T, C)
+        return (tokens + out.transpose(1, 2)).reshape(x.shape)
 
 
 class Downsample(nn.Module):
