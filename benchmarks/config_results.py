@@ -11,8 +11,8 @@ held-out targets (one draw of the construction, 2000 points) and its floor (W2 b
 independent i.i.d. target sample of the same size), ``val/nfe``, ``val/nll`` (nats, held-out targets, where the
 config logs a likelihood), lines that never returned (IFM/EFM) and the wall time of the whole command. Image configs
 with the digits classifier add its Frechet distance against its floor (a training subset of the held-out set's
-size), class coverage, confidence and, for a transfer, the share of outputs read as the target class (a second
-table). For configs on 8gaussians -> moons the final checkpoint (EMA weights)
+size), class coverage, confidence, ``val/bpd`` and, for a transfer, the share of outputs read as the target class
+(a second table). For configs on 8gaussians -> moons the final checkpoint (EMA weights)
 also maps torchcfm's own ``sample_8gaussians(2000)`` (drawn by torchcfm 1.0.7 in its own venv,
 :mod:`torchcfm_reference`) with the config's sampler, scored by exact W2 against torchcfm's own
 ``sample_moons(2000)``. JSON: ``benchmarks/results/config_results.json`` (merged with earlier runs of other configs).
@@ -122,17 +122,18 @@ def print_points(rows: list[dict]) -> None:
 
 def print_images(rows: list[dict]) -> None:
     print("\n| config | steps | classifier FD (floor) | coverage | confidence | target class | val/w2 (floor) | NFE "
-          "| crossing / not returned | threads | wall time |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| val/bpd (NFE) | crossing / not returned | threads | wall time |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['config']} | failed | | | | | | | | | {r['seconds']:.0f} s |")
+            print(f"| {r['config']} | failed | | | | | | | | | | {r['seconds']:.0f} s |")
             continue
         lines = "" if r.get("val/crossing") is None else f"{r['val/crossing']:.0f} / {r['val/not_returned']:.0f}"
+        bpd = "" if r.get("val/bpd") is None else f"{r['val/bpd']:.3f} ({fmt(r.get('val/likelihood_nfe'), 0)})"
         print(f"| `{r['config']}` | {r['steps']} | {fmt(r.get('val/fd'), 2)} ({fmt(r.get('val/fd_floor'), 2)}) "
               f"| {fmt(r.get('val/class_coverage'), 2)} | {fmt(r.get('val/confidence'))} "
               f"| {fmt(r.get('val/target_class_fraction'))} | {fmt(r['val/w2'])} ({fmt(r['val/w2_floor'])}) "
-              f"| {fmt(r['val/nfe'], 0)} | {lines} | {r.get('threads', 1)} "
+              f"| {fmt(r['val/nfe'], 0)} | {bpd} | {lines} | {r.get('threads', 1)} "
               f"| {r['seconds'] / 60:.1f} min |")
 
 
