@@ -34,7 +34,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "config_results.json"
 #: the final validation values recorded (None where a config does not log one); image configs with the digits
-#: classifier add its Frechet distance and its floor, class coverage, confidence and the transfer's target share
+#: classifier add its Frechet distance and its floor, class coverage, confidence and the transfer's target share;
+#: forward-only configs their likelihood (val/nll for points, val/bpd for images) and its NFE
 VAL_KEYS = ("val/w2", "val/w2_floor", "val/nfe", "val/crossing", "val/not_returned", "val/backward", "val/fd",
             "val/fd_floor", "val/nll", "val/bpd", "val/likelihood_nfe",
             "val/class_coverage", "val/confidence", "val/label_accuracy", "val/target_class_fraction")
@@ -104,6 +105,11 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
+def likelihood(r: dict, key: str) -> str:
+    """``val/nll`` or ``val/bpd`` with the likelihood solver's NFE, or empty where the config logs none."""
+    return "" if r.get(key) is None else f"{r[key]:.3f} ({fmt(r.get('val/likelihood_nfe'), 0)})"
+
+
 def print_points(rows: list[dict]) -> None:
     print("| config | steps | val/w2 | W2 floor | W2 on torchcfm's samples (floor) | NFE | val/nll (NFE) "
           "| not returned | wall time |")
@@ -115,9 +121,9 @@ def print_points(rows: list[dict]) -> None:
         peer = (f"{r['w2_torchcfm_moons']:.3f} ({r['floor_torchcfm_moons']:.3f})" if "w2_torchcfm_moons" in r
                 else "")
         name = f"`{r['config']}`" + (f" (seed {r['seed']})" if r.get("seed") else "")
-        nll = "" if r.get("val/nll") is None else f"{r['val/nll']:.3f} ({fmt(r.get('val/likelihood_nfe'), 0)})"
         print(f"| {name} | {r['steps']} | {fmt(r['val/w2'])} | {fmt(r['val/w2_floor'])} | {peer} "
-              f"| {fmt(r['val/nfe'], 0)} | {nll} | {fmt(r['val/not_returned'], 0)} | {r['seconds'] / 60:.1f} min |")
+              f"| {fmt(r['val/nfe'], 0)} | {likelihood(r, 'val/nll')} | {fmt(r['val/not_returned'], 0)} "
+              f"| {r['seconds'] / 60:.1f} min |")
 
 
 def print_images(rows: list[dict]) -> None:
@@ -129,11 +135,10 @@ def print_images(rows: list[dict]) -> None:
             print(f"| {r['config']} | failed | | | | | | | | | | {r['seconds']:.0f} s |")
             continue
         lines = "" if r.get("val/crossing") is None else f"{r['val/crossing']:.0f} / {r['val/not_returned']:.0f}"
-        bpd = "" if r.get("val/bpd") is None else f"{r['val/bpd']:.3f} ({fmt(r.get('val/likelihood_nfe'), 0)})"
         print(f"| `{r['config']}` | {r['steps']} | {fmt(r.get('val/fd'), 2)} ({fmt(r.get('val/fd_floor'), 2)}) "
               f"| {fmt(r.get('val/class_coverage'), 2)} | {fmt(r.get('val/confidence'))} "
               f"| {fmt(r.get('val/target_class_fraction'))} | {fmt(r['val/w2'])} ({fmt(r['val/w2_floor'])}) "
-              f"| {fmt(r['val/nfe'], 0)} | {bpd} | {lines} | {r.get('threads', 1)} "
+              f"| {fmt(r['val/nfe'], 0)} | {likelihood(r, 'val/bpd')} | {lines} | {r.get('threads', 1)} "
               f"| {r['seconds'] / 60:.1f} min |")
 
 
