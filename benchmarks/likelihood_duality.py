@@ -13,7 +13,7 @@
    test targets' log-likelihoods of both (source: the 8-Gaussian mixture, dopri5 1e-5, exact divergence), their
    difference, and the models' learned velocity discrepancy (C13) on held-out path points.
 3. **Digits.** ``val/bpd`` (17 levels, Hutchinson) of short fits of ``configs/digits/cfm.yaml`` and
-   ``configs/digits/forward_only_ifm.yaml`` through the CLI: the configs' own LikelihoodCallback on all 359
+   ``configs/digits/forward_only_ifm.yaml`` through the CLI: the configs' own HeldOutLikelihood on all 359
    validation images (the configs use the first 100), the EMA weights after ``--digits_steps`` steps (one
    validation, after the fit).
 
@@ -73,7 +73,7 @@ def exact_current_rows(n: int = 256) -> list[dict]:
 
 
 def toy_duality_row(steps: int, out: Path) -> dict:
-    from lightning_fm.callbacks.likelihood import source_density
+    from lightning_fm.callbacks.held_out_likelihood import source_density
     from lightning_fm.experiments.duality.run import DEFAULTS, build_models, heldout, train
 
     cfg = copy.deepcopy(DEFAULTS)
@@ -111,17 +111,17 @@ def toy_duality_row(steps: int, out: Path) -> dict:
 
 def digits_row(config: str, steps: int, out: Path) -> dict:
     """Fit ``config`` for ``steps`` steps through the CLI (no validation during the fit), then validate the EMA
-    weights once with the config's own LikelihoodCallback, on all validation images."""
+    weights once with the config's own HeldOutLikelihood, on all validation images."""
     from lightning.pytorch import Trainer
 
-    from lightning_fm.callbacks import LikelihoodCallback
+    from lightning_fm.callbacks import HeldOutLikelihood
     from lightning_fm.cli import main
 
     start = time.perf_counter()
     cli = main(["fit", "-c", str(REPO / config), f"--trainer.max_steps={steps}", "--trainer.limit_val_batches=0",
                 "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={out}"])
     fit_seconds = time.perf_counter() - start
-    callback = next(c for c in cli.trainer.callbacks if isinstance(c, LikelihoodCallback))
+    callback = next(c for c in cli.trainer.callbacks if isinstance(c, HeldOutLikelihood))
     callback.n_points = DIGITS_VALIDATION  # all validation images, not the config's subset
     trainer = Trainer(accelerator="cpu", logger=False, callbacks=[callback], enable_progress_bar=False,
                       enable_model_summary=False, enable_checkpointing=False)

@@ -8,7 +8,7 @@ The metric follows the data: toys, exact W2 between the samples of the validatio
 2000 held-out targets (floor: an i.i.d. target sample against the same targets); 8x8 digits, the digits
 classifier's Frechet distance between the samples of the 359 fixed noise points and the 359 held-out digits (floor:
 359 training digits); other image runs, or any image run with ``--fid``, Inception FID of ``--fid-samples`` samples
-(FIDCallback's noise) against the training split's cached statistics (floor: none; needs the Inception weights, see
+(InceptionMetrics's noise) against the training split's cached statistics (floor: none; needs the Inception weights, see
 the README). NFE is what the sampler counted: an EFM model's continuation behind the target plate adds to
 its z-steps. Each run is restored from ``checkpoints/last.ckpt`` (EMA weights). Writes a PNG per data kind and JSON:
 ``benchmarks/results/quality_vs_nfe_<toy|digits>.{png,json}``.
@@ -33,7 +33,7 @@ NFES = (1, 2, 4, 8, 16, 32, 64, 100)
 
 def fid_evaluation(config: dict, samples: int, weights_path: str | None):
     """Inception FID against the run's training split: ``("fid", x0, scorer, None)``."""
-    from lightning_fm.callbacks.fid import FIDCallback, training_split_statistics
+    from lightning_fm.callbacks.inception_metrics import InceptionMetrics, training_split_statistics
     from lightning_fm.metrics import InceptionFeatures, frechet_distance_from_stats, mean_and_covariance
     from lightning_fm.utils.spec import build
 
@@ -41,7 +41,7 @@ def fid_evaluation(config: dict, samples: int, weights_path: str | None):
     data.setup("fit")
     extractor = InceptionFeatures(weights_path)
     reference = training_split_statistics(data, extractor, 500, None, 0)
-    callback = FIDCallback(n_samples=samples)
+    callback = InceptionMetrics(n_samples=samples)
     x0 = torch.stack([callback.noise(i, tuple(data.data_shape)) for i in range(samples)])
 
     def score(x):

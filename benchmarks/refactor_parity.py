@@ -41,7 +41,7 @@ def run_one(config: str, steps: int, code: Path, out: Path) -> dict:
         env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg", WANDB_MODE="offline",
                    PYTHONPATH=os.pathsep.join([str(code), os.environ.get("PYTHONPATH", "")]))
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "lightning_fm", "fit", "-c", str(REPO / config),
+        proc = subprocess.run([sys.executable, "-m", "lightning_fm", "fit", "-c", str(code / config),
                                f"--trainer.max_steps={steps}", "--trainer.enable_progress_bar=false"],
                               cwd=scratch, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - start
@@ -63,6 +63,9 @@ def run(args: argparse.Namespace) -> None:
     code = Path(args.code).resolve() if args.code else REPO
     results = {}
     jobs = [(c, args.toy_steps) for c in toy_configs()] + [(c, args.digits_steps) for c in DIGITS]
+    if args.only:
+        jobs = [(c, steps) for c, steps in jobs if c in args.only]
+        results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
     for config, steps in jobs:
         results[config] = run_one(config, steps, code, out)
         print(json.dumps(results[config])[:300], flush=True)
@@ -113,6 +116,7 @@ def main() -> None:
     r.add_argument("--out", required=True)
     r.add_argument("--toy_steps", type=int, default=400)
     r.add_argument("--digits_steps", type=int, default=40)
+    r.add_argument("--only", nargs="*", help="rerun these configs only, keeping the label's other results")
     c = sub.add_parser("compare")
     c.add_argument("--out", required=True)
     c.add_argument("--before", default="before")

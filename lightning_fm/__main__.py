@@ -1,12 +1,17 @@
-import gc
+"""``python -m lightning_fm`` and the ``lightning-fm`` script: the process-wide settings
+(:mod:`lightning_fm.runtime`), then the command line (:mod:`lightning_fm.cli`)."""
+from lightning_fm import runtime
 
-from lightning_fm.cli import main
 
-if __name__ == "__main__":
+def run() -> None:
+    runtime.apply()
+    from lightning_fm.cli import main
+
     try:
         main()
     finally:
-        # The command is over: freezing the heap spares the interpreter's exit a garbage collection over every
-        # object of torch, Lightning and their imports, the slowest part of the exit (README, "Start-up").
-        # Reference counting still frees objects and atexit handlers still run.
-        gc.freeze()
+        runtime.at_exit()
+
+
+if __name__ == "__main__":
+    run()

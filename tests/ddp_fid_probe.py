@@ -1,5 +1,5 @@
 """Run by tests/test_fid_ddp.py as ``python tests/ddp_fid_probe.py OUT_DIR WEIGHTS``: a 2-process DDP validation on
-CPU (gloo) of a small class-conditional U-Net CFM with ``FIDCallback`` (stand-in Inception weights ``WEIGHTS``),
+CPU (gloo) of a small class-conditional U-Net CFM with ``InceptionMetrics`` (stand-in Inception weights ``WEIGHTS``),
 recording each rank's FID record and the model's weights in ``OUT_DIR/rank<r>.pt``. Lightning's DDP launcher
 re-runs this script for rank 1."""
 import sys
@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Trainer, seed_everything
 
-from lightning_fm.callbacks import FIDCallback
+from lightning_fm.callbacks import InceptionMetrics
 from lightning_fm.couplings import IndependentCoupling
 from lightning_fm.data import ImageDataModule, SyntheticImages
 from lightning_fm.models import UNet
@@ -27,7 +27,7 @@ def main(out_dir: Path, weights: str) -> None:
     model = CFMModule(unet, LinearPath(0.0), IndependentCoupling(), sampler=ODESampler("euler", 2))
     data = ImageDataModule(target=SyntheticImages(shape=(3, 8, 8), n_train=12, n_eval=4, num_classes=3),
                            batch_size=6, eval_batch_size=2)
-    fid = FIDCallback(n_samples=7, batch_size=2, kid=False, weights_path=weights, cache_dir=str(out_dir / "cache"))
+    fid = InceptionMetrics(n_samples=7, batch_size=2, kid=False, weights_path=weights, cache_dir=str(out_dir / "cache"))
     trainer = Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, callbacks=[fid],
                       default_root_dir=str(out_dir))

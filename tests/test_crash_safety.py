@@ -17,8 +17,8 @@ from conftest import REPO
 
 from lightning_fm.callbacks.checkpoints import AtomicCheckpointIO, remove_stale_temporaries, temporary_path
 from lightning_fm.cli import main
-from lightning_fm.cli_runs import checkpoint_step
-from lightning_fm.runs import latest_last_checkpoint
+from lightning_fm.cli.run_config import checkpoint_step
+from lightning_fm.cli.run_dirs import latest_last_checkpoint
 from lightning_fm.utils.finite import NonFiniteTracker, first_nonfinite
 
 EVERY, TOTAL = 20, 90  # checkpoint interval; the step every run finishes at (not a multiple of EVERY)

@@ -12,12 +12,12 @@ import yaml
 from conftest import REPO, run_cli
 
 from lightning_fm.cli import main
-from lightning_fm.cli_checkpoint import network_mismatches
-from lightning_fm.cli_runs import MIN_VALIDATIONS, validation_interval
+from lightning_fm.cli.checkpoint_rules import network_mismatches
+from lightning_fm.cli.run_config import MIN_VALIDATIONS, validation_interval
 from lightning_fm.duality import CheckResult
 from lightning_fm.experiments.duality.report import dynamics_verdict
 from lightning_fm.modules import CFMModule, FlowMatchingModule, IFMModule
-from lightning_fm.utils.quiet import quiet
+from lightning_fm.runtime import quiet
 from lightning_fm.utils.spec import (
     ALLOWED_ENV,
     UntrustedClassError,
@@ -307,8 +307,10 @@ def test_the_warnings_our_own_calls_trigger_are_filtered():
 
 SCRIPT = """
 import sys
+from lightning_fm import runtime
+runtime.apply()  # what `python -m lightning_fm` does first
 from lightning_fm.cli import main
-from lightning_fm.cli_checkpoint import network_mismatches
+from lightning_fm.cli.checkpoint_rules import network_mismatches
 run, sys.argv = sys.argv[1], sys.argv[:1]
 fast = ["--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=0"]
 main(["fit", "--trainer.max_steps=2", "--trainer.default_root_dir=out", *fast])

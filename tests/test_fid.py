@@ -1,6 +1,6 @@
 """FID the way papers measure it, with a stand-in weights file of the real layout (the real one cannot be
 downloaded here): the Inception path end to end against torchmetrics' own FID, the missing-weights errors, the
-reference-statistics cache, and FIDCallback in a real fit (EMA weights, settings written beside the number)."""
+reference-statistics cache, and InceptionMetrics in a real fit (EMA weights, settings written beside the number)."""
 import json
 import math
 
@@ -10,7 +10,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.loggers import CSVLogger
 
-from lightning_fm.callbacks import FIDCallback
+from lightning_fm.callbacks import InceptionMetrics
 from lightning_fm.couplings import IndependentCoupling
 from lightning_fm.data import ImageDataModule, SyntheticImages
 from lightning_fm.metrics import (
@@ -123,7 +123,7 @@ def tiny_model(num_classes=0):
 def test_fid_callback_in_a_fit_measures_the_ema_weights_and_writes_every_setting(tmp_path, standin_inception):
     data = ImageDataModule(target=SyntheticImages(shape=(3, 8, 8), n_train=12, n_eval=4, num_classes=3),
                            batch_size=6, eval_batch_size=4)
-    fid = FIDCallback(n_samples=7, test_samples=3, batch_size=3, kid_subsets=5, kid_subset_size=4,
+    fid = InceptionMetrics(n_samples=7, test_samples=3, batch_size=3, kid_subsets=5, kid_subset_size=4,
                       weights_path=str(standin_inception), cache_dir=str(tmp_path / "cache"))
     module = tiny_model(num_classes=3)
     trainer = Trainer(max_steps=4, logger=CSVLogger(tmp_path), enable_checkpointing=False, enable_progress_bar=False,
@@ -159,6 +159,6 @@ def test_fid_callback_refuses_point_data_before_training(standin_inception):
     from lightning_fm.data import ToyDataModule
 
     trainer = Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      callbacks=[FIDCallback(weights_path=str(standin_inception))])
-    with pytest.raises(ValueError, match="FIDCallback measures images"):
+                      callbacks=[InceptionMetrics(weights_path=str(standin_inception))])
+    with pytest.raises(ValueError, match="InceptionMetrics measures images"):
         trainer.fit(CFMModule(), ToyDataModule(steps_per_epoch=2))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import REPO
 
-from lightning_fm.callbacks import FIDCallback
+from lightning_fm.callbacks import InceptionMetrics
 from lightning_fm.data import SyntheticImages
 from lightning_fm.metrics import InceptionFeatures, frechet_distance_from_stats, mean_and_covariance
 from lightning_fm.models import UNet
@@ -32,7 +32,7 @@ def test_two_process_fid_is_the_single_process_fid_of_the_same_samples(tmp_path,
                 norm_groups=4, num_classes=3)
     model = CFMModule(unet, sampler=ODESampler("euler", 2))
     model.load_state_dict(ranks[0]["state_dict"])
-    noise = FIDCallback(batch_size=2)
+    noise = InceptionMetrics(batch_size=2)
     x0 = torch.stack([noise.noise(i, (3, 8, 8)) for i in range(7)])
     samples = model.sample(x0, y=torch.arange(7) % 3).x.clamp(-1, 1)
     extractor = InceptionFeatures(str(standin_inception))

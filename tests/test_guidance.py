@@ -147,13 +147,13 @@ def test_efm_guidance_extrapolates_the_field_outputs():
                        sampler=FieldLineSampler("euler", 4, continue_outside=False))
     x, y = torch.randn(5, 2), torch.tensor([0, 1, 0, 1, 0])
     calls = []
-    original = module.field_output
+    original = module.predict
 
-    def spy(z, xx, yy):
+    def spy(xx, z, yy):
         calls.append(yy.clone())
-        return original(z, xx, yy)
+        return original(xx, z, yy)
 
-    module.field_output = spy
+    module.predict = spy
     module.sample(x, y, guidance=0.5)
     assert len(calls) == 4 and all(torch.equal(c, torch.cat([y, torch.full_like(y, 2)])) for c in calls)
 
@@ -169,7 +169,7 @@ def test_class_conditional_ifm_superposes_the_pairs_of_each_points_class():
     pairs = Pairs(x0, x1, None, y1, x0, x1, all_y1=y1)
     z, x = torch.rand(6, dtype=F64) * L, torch.randn(6, 2, dtype=F64)
     labels = torch.tensor([0, 1, 2, 3, 3, 1])  # 3: the null class
-    tz, tx = module.target(z, x, labels, pairs)
+    tz, tx = module.objective.target(z, x, labels, pairs, module.num_classes)
     for i, c in enumerate(labels.tolist()):
         charges = slice(None) if c == 3 else y1 == c
         ez, ex = module.field.target(z[i:i + 1], x[i:i + 1], x0[charges], x1[charges])
@@ -186,7 +186,7 @@ def test_class_conditional_multi_sample_cfm_superposes_within_group_and_class():
     pairs = Pairs(x0, x1, None, y1, x0, x1, all_y1=y1)
     t, labels = torch.rand(8, dtype=F64), torch.tensor([0, 1, 2, 0, 2, 1, 0, 0])  # 2: dropped (null)
     torch.manual_seed(1)
-    xt, target = module.regression_target(pairs, t, labels)
+    xt, target = module.objective.regression_target(pairs, t, labels, module.num_classes)
     for i in range(8):
         group = torch.zeros(8, dtype=torch.bool)
         group[4 * (i // 4): 4 * (i // 4) + 4] = True

@@ -78,7 +78,7 @@ def test_bad_hot_path_settings_name_their_key():
 
 
 def test_cuda_probe_is_made_cheap_only_without_a_cuda_device(monkeypatch):
-    from lightning_fm.modules.hot_path import NVML_CHECK, cheap_cuda_probe
+    from lightning_fm.runtime import NVML_CHECK, cheap_cuda_probe
 
     monkeypatch.setenv(NVML_CHECK, "1")  # what `import lightning` sets
     cheap_cuda_probe()

@@ -35,7 +35,7 @@ def small_data_copy(config: Path, tmp_path: Path, inception: Path, checkpoints: 
     for callback in cfg["trainer"]["callbacks"]:
         if callback["class_path"].endswith("SampleGrid"):
             callback["init_args"].update(n_samples=2, sampler={"method": "euler", "steps": 2})
-        if callback["class_path"].endswith("FIDCallback"):
+        if callback["class_path"].endswith("InceptionMetrics"):
             callback["init_args"].update(weights_path=str(inception), cache_dir=str(tmp_path / "cache"),
                                          test_samples=3, batch_size=2, kid=False)
         if callback["class_path"].endswith("ModelCheckpoint"):
@@ -71,7 +71,7 @@ def test_image_recipe_trains_on_cpu_with_its_full_size_unet(config, tmp_path, mo
     x = torch.randn(2, *SHAPES[config.parent.name])
     y = torch.tensor([3, 7]) if model.num_classes else None
     assert torch.isfinite(model.sample(x, y=y, steps=2, method="euler").x).all()
-    fid = [c for c in trainer.callbacks if type(c).__name__ == "FIDCallback"]
+    fid = [c for c in trainer.callbacks if type(c).__name__ == "InceptionMetrics"]
     assert len(fid) == (config.parent.name != "mnist")  # the RGB recipes measure FID (validation was skipped here)
 
 
@@ -87,7 +87,7 @@ def test_the_test_command_of_a_cifar10_recipe_measures_fid_and_writes_its_settin
     checkpoint = next(tmp_path.glob("runs/cifar10_otcfm/version_0/checkpoints/last.ckpt"))
     with caplog.at_level(logging.INFO):
         cli = main(["test", "-c", config, f"--ckpt_path={checkpoint}", "--trainer.enable_progress_bar=false"])
-    fid = next(c for c in cli.trainer.callbacks if type(c).__name__ == "FIDCallback")
+    fid = next(c for c in cli.trainer.callbacks if type(c).__name__ == "InceptionMetrics")
     record = fid.last
     assert record["stage"] == "test" and record["n_samples"] == 3 and record["fid"] > 0
     assert record["sampler"]["options"]["method"] == "dopri5" and record["nfe_per_batch"] > 0

@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch import Trainer
 from torch import nn
 
-from lightning_fm.callbacks import LikelihoodCallback
+from lightning_fm.callbacks import HeldOutLikelihood
 from lightning_fm.data import DigitsDataModule, ToyDataModule
 from lightning_fm.duality import GaussianToy
 from lightning_fm.duality.maps import field_target_from_velocity
@@ -152,7 +152,7 @@ def test_efm_has_no_likelihood_and_says_why():
     module = IFMModule(field=CoulombField(1.0))
     with pytest.raises(ValueError, match="not forward-only.*z is not a time"):
         module.log_likelihood(torch.randn(4, 2))
-    callback = LikelihoodCallback(on_unsupported="raise")
+    callback = HeldOutLikelihood(on_unsupported="raise")
     trainer = SimpleNamespace(datamodule=ToyDataModule(source="gaussian"))
     with pytest.raises(ValueError, match="CoulombField is not forward-only"):
         callback.setup(trainer, module, "fit")
@@ -160,7 +160,7 @@ def test_efm_has_no_likelihood_and_says_why():
     with pytest.raises(ValueError, match="data.source='moons' has no closed-form density"):
         callback.setup(SimpleNamespace(datamodule=ToyDataModule(source="moons", target="8gaussians")), cfm, "fit")
     with pytest.warns(UserWarning, match="no likelihood is logged"):
-        LikelihoodCallback().setup(trainer, module, "fit")
+        HeldOutLikelihood().setup(trainer, module, "fit")
 
 
 class HalfPlaneField(FieldHead):
@@ -205,7 +205,7 @@ def test_callback_logs_the_toy_nll_at_validation_and_test():
     """``val/nll`` at every second validation (K = 2) and ``test/nll``, each equal to the mean of -log p of the
     first n_points held-out targets computed directly with the model's log_likelihood and the 8-Gaussian source."""
     torch.manual_seed(0)
-    callback = LikelihoodCallback(every_n_validations=2, n_points=150)
+    callback = HeldOutLikelihood(every_n_validations=2, n_points=150)
     datamodule = ToyDataModule(steps_per_epoch=10, n_val=200, n_test=200, batch_size=128, eval_batch_size=100)
     module = CFMModule(path=LinearPath(0.1))
     trainer = quiet_trainer([callback], max_steps=40, num_sanity_val_steps=1)
@@ -228,7 +228,7 @@ def test_callback_logs_the_digits_bits_per_dim():
     unet = UNet(data_shape=[1, 8, 8], model_channels=8, channel_mult=[1, 2], num_res_blocks=1,
                 attention_resolutions=[], num_heads=1, norm_groups=4)
     module = CFMModule(backbone=unet, path=LinearPath(0.0), sampler=ODESampler("euler", 2))
-    callback = LikelihoodCallback(n_points=6, method="rk4", steps=4)
+    callback = HeldOutLikelihood(n_points=6, method="rk4", steps=4)
     datamodule = DigitsDataModule(batch_size=16, val_fraction=0.2, seed=0, eval_batch_size=8)
     trainer = quiet_trainer([callback], max_steps=1, num_sanity_val_steps=0, limit_train_batches=1,
                             limit_val_batches=1)
@@ -246,7 +246,7 @@ def test_callback_logs_the_digits_bits_per_dim():
 
 
 def test_the_default_toy_job_logs_val_nll_and_the_test_command_reports_test_nll(tmp_path, monkeypatch):
-    """The CLI's default callbacks (every toy config without its own list) include LikelihoodCallback: ``fit`` logs
+    """The CLI's default callbacks (every toy config without its own list) include HeldOutLikelihood: ``fit`` logs
     ``val/nll`` and ``test --ckpt_path`` reports ``test/nll`` (in-process, tiny budgets)."""
     from lightning_fm.cli import main
 

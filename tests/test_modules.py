@@ -32,7 +32,7 @@ def test_multi_sample_target_is_the_posterior_average_within_each_group_of_charg
     pairs = Pairs(x0[mine], x1[mine], None, None, x0, x1, offset)
     t = torch.rand(rows, dtype=torch.float64)
     torch.manual_seed(1)
-    xt, target = module.regression_target(pairs, t)
+    xt, target = module.objective.regression_target(pairs, t)
     torch.manual_seed(1)
     assert torch.equal(xt, path.sample(x0[mine], x1[mine], t).xt)
     for i in range(rows):
@@ -44,7 +44,7 @@ def test_multi_sample_target_is_the_posterior_average_within_each_group_of_charg
 def test_single_sample_target_is_the_conditional_velocity():
     module = CFMModule(path=LinearPath(0.0), coupling=IndependentCoupling())
     x0, x1, t = torch.randn(5, 2), torch.randn(5, 2), torch.rand(5)
-    _, target = module.regression_target(Pairs(x0, x1, None, None, x0, x1), t)
+    _, target = module.objective.regression_target(Pairs(x0, x1, None, None, x0, x1), t)
     assert torch.allclose(target, x1 - x0)
 
 

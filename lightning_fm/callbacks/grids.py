@@ -9,7 +9,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
 from lightning_fm.callbacks.ema import averaged_module
-from lightning_fm.callbacks.plots import is_image_shape, pyplot, save_figure, show_images
+from lightning_fm.callbacks.sample_plots import is_image_shape, pyplot, save_figure, show_images
 
 
 def nearest(queries: Tensor, split, limit: int | None = None, chunk: int = 2048) -> Tensor:
@@ -67,7 +67,7 @@ class SampleGrid(Callback):
         if stage != "fit" or not trainer.is_global_zero or datamodule is None:
             return
         if not is_image_shape(tuple(datamodule.data_shape)):
-            return  # points (toys) are drawn by SamplePlotCallback after each validation
+            return  # points (toys) are drawn by SamplePlots after each validation
         fixed = {"x0": datamodule.evaluation_batches("val").head(self.n_samples)["x0"]}
         classes = int(getattr(pl_module, "num_classes", 0))
         if classes:  # one class per row: rows of ceil(n / K) images

@@ -5,7 +5,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
-from lightning_fm.callbacks.plots import run_dir
+from lightning_fm.callbacks.sample_plots import run_dir
 
 
 def in_global_order(trainer: Trainer, batches: list[Tensor]) -> list[Tensor] | None:

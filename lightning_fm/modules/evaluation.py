@@ -114,3 +114,36 @@ class PlotSamples:
         cpu = lambda v: None if v is None else v.detach().cpu()  # noqa: E731
         return ValidationResult(cat["source"], cat["generated"], cat["target"], cpu(first.times),
                                 cpu(first.trajectory), self.time_label, cat["labels"], cpu(first.arcs))
+
+
+class Evaluation(nn.Module):
+    """One validation or test pass: its metrics (:class:`EvaluationMetrics`) and the samples kept for plots
+    (:class:`PlotSamples`); ``result`` is what the last pass kept (a :class:`ValidationResult`, or None)."""
+
+    def __init__(self, w2_max_samples: int, plot_samples: int) -> None:
+        super().__init__()
+        self.metrics = EvaluationMetrics(w2_max_samples)
+        self.plot_samples = int(plot_samples)
+        self.plots: PlotSamples | None = None
+        self.result: ValidationResult | None = None
+
+    def start(self, time_label: str) -> None:
+        self.metrics.reset()
+        self.plots = PlotSamples(self.plot_samples, time_label)
+
+    def wants_trajectories(self) -> bool:
+        """Whether the next batch is the pass's first (its lines are recorded for plots)."""
+        return self.plots is not None and self.plots.first is None
+
+    def update(self, loss: Tensor, batch: dict[str, Tensor], result: SampleResult) -> None:
+        self.metrics.update(loss, batch, result)
+        if self.plots is not None:
+            self.plots.add(batch, result)
+
+    def compute(self) -> tuple[dict[str, Tensor], dict[str, float]]:
+        """The pass's values (gathered over processes) and this process's sums of the sampler's diagnostics."""
+        return self.metrics.compute(), dict(self.metrics.info)
+
+    def finish(self) -> None:
+        self.result = self.plots.result() if self.plots is not None else None
+        self.metrics.reset()

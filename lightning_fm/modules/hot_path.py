@@ -9,7 +9,6 @@ are unchanged); True takes ``torch.compile``'s defaults, a dict its keyword argu
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -46,18 +45,3 @@ def compile_in_place(backbone: nn.Module, options: dict[str, Any]) -> nn.Module:
     if getattr(backbone, "_compiled_call_impl", None) is None:
         backbone.compile(**options)
     return backbone
-
-
-NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
-
-
-def cheap_cuda_probe() -> None:
-    """On a machine without any CUDA device, make ``torch.cuda.is_available()`` cheap again.
-
-    Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` when imported (so that asking for CUDA never initialises it
-    before a fork); each ``torch.cuda.is_available()`` then loads NVML anew, and ``torch.optim.Adam`` asks at every
-    step (its graph-capture health check): about 0.1 ms a step, several percent of a toy step. Where no device
-    exists there is nothing a fork could inherit, so the variable is dropped; with a device it stays.
-    """
-    if os.environ.get(NVML_CHECK) == "1" and torch.cuda.device_count() == 0:
-        del os.environ[NVML_CHECK]

@@ -1,6 +1,8 @@
 """The report of the duality experiment (:mod:`lightning_fm.experiments.duality.run`): ``report.md`` (one table per
 section of every check with value, tolerance, kind, pass/fail and a plain-language explanation, the training table,
-the figure and how to reproduce) and ``report.json`` (the same, machine-readable).
+the figure and how to reproduce) and ``report.json`` (the same, machine-readable, with the config it ran: the plain
+dict of :attr:`~lightning_fm.experiments.duality.run.DualityExperiment.config`, components as ``{class_path,
+init_args}`` specs, as in the YAML).
 """
 from __future__ import annotations
 
@@ -143,10 +145,11 @@ def write_report(out: Path, cfg: dict, rows: list[tuple[str, CheckResult]], fits
     exact = [r for _, r in rows if r.kind == "exact"]
     n_fail = sum(not r.passed for r in exact)
     by_name = {r.name: r for _, r in rows}
+    data = cfg["data"].get("init_args") or {}  # the data's {class_path, init_args} spec
     lines = [
         "# Duality report: CFM and forward-only IFM are the same dynamics; EFM is not",
         "",
-        f"Config: `{extra['config_file']}` | data: {cfg['data']['source']} -> {cfg['data']['target']} | path: "
+        f"Config: `{extra['config_file']}` | data: {data.get('source')} -> {data.get('target')} | path: "
         f"`{extra['path']}` | coupling: `{extra['coupling']}` | L = {cfg['L']:g} | seed {cfg['seed']} | "
         f"{fits['cfm']['steps']} + {fits['ifm']['steps']} training steps | wall time {extra['wall_seconds']:.0f} s",
         "",

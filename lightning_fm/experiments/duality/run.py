@@ -9,18 +9,26 @@ tolerance, kind, pass/fail and a plain-language explanation), ``report.json`` (t
 ``duality.png`` (trajectories, samples, EFM field lines), ``cfm.ckpt`` / ``ifm.ckpt`` (EMA weights; reload with
 ``CFMModule.load_from_checkpoint`` / ``ForwardOnlyIFMModule.load_from_checkpoint``), and the CSV logs of both fits.
 
-Config keys (plain YAML; every key optional, defaults in :data:`DEFAULTS`): ``seed``, ``root_dir``,
-``num_threads``, ``L``, ``path`` and ``coupling`` (``{class_path, init_args}`` specs), ``backbone`` (MLP arguments),
-``data`` (ToyDataModule arguments), ``train`` (steps, optimiser, EMA, validation), ``sample_steps`` (Euler steps of
-every sampler), ``checks`` and ``efm``.
+The config is read by jsonargparse, like the ``fit`` configs: components are ``{class_path, init_args}`` specs, and
+the schema, with every default, is the signature of :class:`DualityExperiment`: ``seed``, ``root_dir``,
+``num_threads``, ``L``, ``path`` (a ``GaussianPath``), ``coupling`` (a ``Coupling``), ``backbone`` (an ``MLP``; its
+``data_shape``, left null, is the data's; the IFM copy is wrapped in a ``FieldHead``), ``data`` (a
+``ToyDataModule``; its ``steps_per_epoch`` is derived, ``min(train.val_every_n_steps, train.max_steps)``, and may not
+be set), ``train``, ``checks`` and ``efm`` (the typed groups of :mod:`.config`), ``sample_steps`` (Euler steps of
+every sampler). A value of the wrong type or an unknown key is a parser error naming the key; ``--print_config``
+prints the resolved config (which ``-c`` reads back), ``--help`` lists every key. On the command line, ``--max_steps
+N`` is short for ``--train.max_steps N``; ``--seed S`` and ``--out DIR`` (write the report exactly there) are keys
+of their own. The components are built with :func:`lightning_fm.utils.spec.build`, from the parsed specs.
+
+In Python: ``DualityExperiment(path=LinearPath(0.1), train={"max_steps": 500}).run(out)``. The functions below
+(:func:`build_models`, :func:`train`, :func:`heldout`, :func:`run`) read the plain-dict config
+:attr:`DualityExperiment.config`; ``DEFAULTS`` is that dict for the defaults.
 
 The report (``report.md``, ``report.json``) is written by :mod:`lightning_fm.experiments.duality.report`, the figure by
 :mod:`lightning_fm.experiments.duality.figure`.
 """
 from __future__ import annotations
 
-import argparse
-import copy
 import functools
 import math
 import time
@@ -30,7 +38,11 @@ from typing import Any
 
 import torch
 import yaml
+from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, Namespace
+from jsonargparse.typing import PositiveFloat, PositiveInt
 
+from lightning_fm.couplings import Coupling
+from lightning_fm.data import ToyDataModule
 from lightning_fm.duality import (
     CheckResult,
     FieldAsVelocity,
@@ -42,69 +54,167 @@ from lightning_fm.duality import (
     run_exact_checks,
     run_statistical_checks,
 )
+from lightning_fm.experiments.duality.config import CheckSettings, EFMSettings, TrainSettings, plain, settings_dict
 from lightning_fm.experiments.duality.figure import make_figure
 from lightning_fm.experiments.duality.report import write_report
 from lightning_fm.fields import CoulombField
 from lightning_fm.metrics import wasserstein2
-from lightning_fm.utils.spec import build, describe
+from lightning_fm.models import MLP
+from lightning_fm.paths import GaussianPath
+from lightning_fm.utils.spec import Buildable, build, describe, to_spec
 
-DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "root_dir": "runs/duality",
-    "num_threads": None,
-    "L": 5.0,
-    "path": {"class_path": "lightning_fm.paths.SineBridgePath", "init_args": {"scale": 0.5}},
-    "coupling": {"class_path": "lightning_fm.couplings.OTCoupling", "init_args": {"method": "exact"}},
-    "backbone": {"width": 64, "depth": 3, "activation": "selu"},
-    "data": {"source": "8gaussians", "target": "moons", "batch_size": 256, "n_val": 2000, "n_test": 2000, "seed": 0},
-    "train": {"max_steps": 4000, "lr": 1e-3, "gradient_clip_val": 1.0, "ema_decay": 0.999,
-              "val_every_n_steps": 1000, "log_every_n_steps": 50, "progress_bar": True},
-    "sample_steps": 100,
-    "checks": {"every_n_steps": 500, "n_points": 512, "c13_rel_tolerance": 0.1, "c13_w2_tolerance": None,
-               "statistical_n": 2000},
-    # EFM: charges per plate (data samples), points behind/between the plates, sample lines, their continuation cap
-    "efm": {"n_charges": 256, "n_points": 2000, "n_lines": 256, "max_arc_steps": 1000},
-}
+PROG = "python -m lightning_fm duality"
+#: the command line's short spellings of config keys
+ALIASES = {"--max_steps": "--train.max_steps"}
+#: the groups of typed settings: key -> type
+SETTINGS = {"train": TrainSettings, "checks": CheckSettings, "efm": EFMSettings}
+#: the component keys (``{class_path, init_args}`` specs)
+COMPONENTS = ("path", "coupling", "backbone", "data")
 
 
-# -- configuration ---------------------------------------------------------------------------------------------
-def _merge(base: dict, override: dict, prefix: str = "") -> dict:
-    out = copy.deepcopy(base)
-    for key, value in (override or {}).items():
-        if key not in base:
-            raise ValueError(f"duality config: unknown key {prefix + key!r}; known: {sorted(base)}")
-        spec_like = isinstance(value, dict) and "class_path" in value
-        if isinstance(base[key], dict) and isinstance(value, dict) and not spec_like and "class_path" not in base[key]:
-            out[key] = _merge(base[key], value, f"{prefix}{key}.")
-        else:
-            out[key] = copy.deepcopy(value)
+class DualityExperiment:
+    """The keys of the duality experiment's config (configs/toy/duality.yaml).
+
+    The signature of ``__init__`` is the schema of the config and holds every default; :attr:`config` is the plain
+    dict of the values (components as ``{class_path, init_args}`` specs: objects given in Python are stored as their
+    specs), and :meth:`run` trains, checks and writes the report.
+
+    Args:
+        seed: seed of both fits (each model starts from it), of the held-out draws and of the checks.
+        root_dir: the report goes to ``<root_dir>/version_<n>/`` (the first free ``n``) unless ``--out`` is given.
+        num_threads: ``torch.set_num_threads`` (null: torch's default).
+        L: plate distance of the IFM model: t = z / L, dx/dz = v / L.
+        path: the conditional path of both models.
+        coupling: the coupling of both models.
+        backbone: the network of the CFM model; the IFM model gets a fresh copy inside a ``FieldHead`` (the f_z
+            output); ``data_shape`` left null is the data's.
+        data: the data of both fits; ``steps_per_epoch`` is ``min(train.val_every_n_steps, train.max_steps)``.
+        train: how each model is trained.
+        sample_steps: Euler steps of every sampler (t for CFM, z for IFM).
+        checks: the duality checks.
+        efm: the EFM counter-example.
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        root_dir: str = "runs/duality",
+        num_threads: PositiveInt | None = None,
+        L: PositiveFloat = 5.0,
+        # the components' defaults are specs, as in the YAML; they are only read (hence noqa: B006)
+        path: GaussianPath = {  # noqa: B006
+            "class_path": "lightning_fm.paths.SineBridgePath", "init_args": {"scale": 0.5}},
+        coupling: Coupling = {  # noqa: B006
+            "class_path": "lightning_fm.couplings.OTCoupling", "init_args": {"method": "exact"}},
+        backbone: MLP = {  # noqa: B006
+            "class_path": "lightning_fm.models.MLP", "init_args": {"width": 64, "depth": 3, "activation": "selu"}},
+        data: ToyDataModule = {  # noqa: B006
+            "class_path": "lightning_fm.data.ToyDataModule",
+            "init_args": {"source": "8gaussians", "target": "moons", "batch_size": 256, "n_val": 2000, "n_test": 2000,
+                          "seed": 0}},
+        train: TrainSettings = TrainSettings(),  # noqa: B008 - frozen dataclasses: immutable defaults
+        sample_steps: PositiveInt = 100,
+        checks: CheckSettings = CheckSettings(),  # noqa: B008
+        efm: EFMSettings = EFMSettings(),  # noqa: B008
+    ) -> None:
+        if not float(L) > 0:
+            raise ValueError(f"duality config: L must be > 0, got {L}")
+        components = dict(zip(COMPONENTS, (path, coupling, backbone, data)))
+        for key, value in components.items():
+            if isinstance(value, Buildable):
+                components[key] = to_spec(value)
+            elif not (isinstance(value, dict) and "class_path" in value):
+                raise TypeError(f"duality config: {key} must be a {{class_path, init_args}} spec, got {value!r}")
+        settings = {key: settings_dict(cls, value, key) for (key, cls), value in
+                    zip(SETTINGS.items(), (train, checks, efm))}
+        if settings["train"]["max_steps"] < 1:
+            raise ValueError(f"duality config: train.max_steps must be >= 1, got {settings['train']['max_steps']}")
+        #: the plain-dict config (specs and settings as dicts) that the functions of this module read
+        self.config: dict[str, Any] = plain({
+            "seed": seed, "root_dir": str(root_dir), "num_threads": num_threads, "L": float(L),
+            **components, "train": settings["train"], "sample_steps": sample_steps, "checks": settings["checks"],
+            "efm": settings["efm"],
+        })
+
+    def run(self, out: str | Path | None = None, config_file: str = "(defaults)") -> Path:
+        """Run the experiment, write the report to ``out`` (default: ``<root_dir>/version_<n>``); return (and
+        print) the path of ``report.md``. ``config_file`` is named in the report."""
+        return run(self.config, out, config_file)
+
+
+def steps_per_epoch(val_every_n_steps: int, max_steps: int) -> int:
+    """The data's ``steps_per_epoch``: an epoch ends at each validation (and at the end of a shorter fit)."""
+    return min(int(val_every_n_steps), int(max_steps))
+
+
+def parser() -> ArgumentParser:
+    """The parser of ``python -m lightning_fm duality``: ``-c``/``--config``, ``--print_config``, ``--out`` and the
+    keys of :class:`DualityExperiment` (``--max_steps`` is mapped to ``--train.max_steps`` by :func:`parse_args`)."""
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[1], exit_on_error=False)
+    p.add_argument("-c", "--config", action=ActionConfigFile, help="YAML config (the keys below; e.g. "
+                   "configs/toy/duality.yaml)")
+    p.add_argument("--out", type=str | None, default=None,
+                   help="write the report exactly here (default: <root_dir>/version_<n>)")
+    p.add_class_arguments(DualityExperiment, None, fail_untyped=True)
+    p.link_arguments(("train.val_every_n_steps", "train.max_steps"), "data.init_args.steps_per_epoch",
+                     compute_fn=steps_per_epoch)
+    return p
+
+
+def expand_aliases(args: list[str]) -> list[str]:
+    """``args`` with the short spellings of :data:`ALIASES` (``--max_steps N``, ``--max_steps=N``) written out."""
+    out = []
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        out.append(ALIASES[name] + eq + value if name in ALIASES else arg)
     return out
 
 
-def parse_args(args: list[str]) -> tuple[dict, argparse.Namespace]:
-    parser = argparse.ArgumentParser(prog="python -m lightning_fm duality", description=__doc__.split("\n\n")[1])
-    parser.add_argument("-c", "--config", help="YAML file (keys of lightning_fm.experiments.duality.run.DEFAULTS)")
-    parser.add_argument("--out", help="write the report exactly here (default: <root_dir>/version_<n>)")
-    parser.add_argument("--max_steps", type=int, help="training steps of each model (overrides train.max_steps)")
-    parser.add_argument("--seed", type=int, help="overrides seed")
-    ns = parser.parse_args(args)
-    cfg = DEFAULTS
-    if ns.config:
-        with open(ns.config) as fh:
-            cfg = _merge(DEFAULTS, yaml.safe_load(fh) or {})
-    cfg = copy.deepcopy(cfg)
-    if ns.max_steps is not None:
-        if ns.max_steps < 1:
-            parser.error("--max_steps must be >= 1")
-        cfg["train"]["max_steps"] = ns.max_steps
-    if ns.seed is not None:
-        cfg["seed"] = ns.seed
-    if not float(cfg["L"]) > 0:
-        raise ValueError(f"duality config: L must be > 0, got {cfg['L']}")
-    return cfg, ns
+def parse_args(args: list[str]) -> tuple[dict[str, Any], Namespace]:
+    """Parse the command line: the keyword arguments of :class:`DualityExperiment` (plain dicts, specs as
+    ``{class_path, init_args}``) and the whole namespace (``config``, ``out``). ``--help`` and ``--print_config``
+    print and exit 0; an error raises jsonargparse's ``ArgumentError``."""
+    args = expand_aliases(list(args))
+    ns = parser().parse_args(args)
+    if sets_steps_per_epoch(args, ns):
+        raise ArgumentError(None, "data.init_args.steps_per_epoch is derived: min(train.val_every_n_steps, "
+                                  "train.max_steps); set those instead")
+    cfg = ns.clone()
+    for key in ("config", "out", "__path__"):
+        cfg.pop(key, None)
+    kwargs = plain(cfg.as_dict())
+    kwargs["data"].get("init_args", {}).pop("steps_per_epoch", None)  # derived, set by train()
+    return kwargs, ns
 
 
-def output_dir(cfg: dict, out: str | None) -> Path:
+def sets_steps_per_epoch(args: list[str], ns: Namespace) -> bool:
+    """Whether the command line ``args`` or a ``-c`` file sets the data's ``steps_per_epoch`` (the parser's link
+    replaces a given value without a word, so it is looked for here)."""
+    for before, arg in zip([""] + args, args):
+        if "steps_per_epoch" in arg and (arg.startswith("--data") or before.startswith("--data")):
+            return True
+    for path in ns.get("config") or []:
+        if path is None:
+            continue
+        data = (yaml.safe_load(Path(str(path.absolute)).read_text()) or {}).get("data")
+        if isinstance(data, dict) and "steps_per_epoch" in {**data, **(data.get("init_args") or {})}:
+            return True
+    return False
+
+
+def config_files(ns: Namespace) -> str:
+    """The ``-c`` files as given (``"(defaults)"`` when none)."""
+    files = [str(f) for f in (ns.get("config") or []) if f is not None]
+    return " -c ".join(files) if files else "(defaults)"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DEFAULTS":  # the schema's defaults as the plain dict the functions of this module read
+        return DualityExperiment().config
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def output_dir(cfg: dict, out: str | Path | None) -> Path:
     if out:
         path = Path(out)
     else:
@@ -118,21 +228,39 @@ def output_dir(cfg: dict, out: str | None) -> Path:
 
 
 # -- training --------------------------------------------------------------------------------------------------
+def build_datamodule(cfg: dict):
+    """The data of ``cfg`` (its spec, built with ``steps_per_epoch`` = :func:`steps_per_epoch` of ``cfg["train"]``)."""
+    spec, tc = cfg["data"], cfg["train"]
+    init_args = {**(spec.get("init_args") or {}),
+                 "steps_per_epoch": steps_per_epoch(tc["val_every_n_steps"], tc["max_steps"])}
+    return build({**spec, "init_args": init_args})
+
+
+def build_backbone(cfg: dict, data_shape) -> torch.nn.Module:
+    """A fresh network of ``cfg["backbone"]`` (its spec; a ``data_shape`` left out or null is ``data_shape``)."""
+    spec = cfg["backbone"]
+    init_args = dict(spec.get("init_args") or {})
+    if init_args.get("data_shape") is None:
+        init_args["data_shape"] = list(data_shape)
+    return build({**spec, "init_args": init_args})
+
+
 def build_models(cfg: dict):
     """The CFM model and its dual forward-only IFM model: same path, coupling, backbone shape, optimiser, sampler."""
     from lightning.pytorch import seed_everything
 
-    from lightning_fm.models import MLP, FieldHead
+    from lightning_fm.models import FieldHead
     from lightning_fm.modules import CFMModule, ForwardOnlyIFMModule
     from lightning_fm.sampling import FieldLineSampler, ODESampler
 
     optimizer = functools.partial(torch.optim.Adam, lr=cfg["train"]["lr"])
+    data_shape = build_datamodule(cfg).data_shape
     seed_everything(cfg["seed"], verbose=False)
-    cfm = CFMModule(backbone=MLP(data_shape=[2], **cfg["backbone"]), path=build(cfg["path"]),
+    cfm = CFMModule(backbone=build_backbone(cfg, data_shape), path=build(cfg["path"]),
                     coupling=build(cfg["coupling"]), sampler=ODESampler("euler", cfg["sample_steps"]),
                     optimizer=optimizer)
     seed_everything(cfg["seed"], verbose=False)
-    ifm = ForwardOnlyIFMModule(backbone=FieldHead(MLP(data_shape=[2], **cfg["backbone"])), path=build(cfg["path"]),
+    ifm = ForwardOnlyIFMModule(backbone=FieldHead(build_backbone(cfg, data_shape)), path=build(cfg["path"]),
                                L=cfg["L"], coupling=build(cfg["coupling"]),
                                sampler=FieldLineSampler("euler", cfg["sample_steps"]), optimizer=optimizer)
     return cfm, ifm
@@ -145,11 +273,10 @@ def train(module, name: str, cfg: dict, out: Path) -> dict:
     from lightning.pytorch.loggers import CSVLogger
 
     from lightning_fm.callbacks import DualityCheck
-    from lightning_fm.data import ToyDataModule
 
     tc = cfg["train"]
     seed_everything(cfg["seed"], verbose=False)
-    datamodule = ToyDataModule(steps_per_epoch=min(tc["val_every_n_steps"], tc["max_steps"]), **cfg["data"])
+    data = build_datamodule(cfg)
     check = DualityCheck(every_n_steps=cfg["checks"]["every_n_steps"], L=cfg["L"], seed=cfg["seed"])
     trainer = Trainer(
         accelerator="cpu", devices=1, max_steps=tc["max_steps"], gradient_clip_val=tc["gradient_clip_val"],
@@ -159,13 +286,13 @@ def train(module, name: str, cfg: dict, out: Path) -> dict:
         callbacks=[EMAWeightAveraging(decay=tc["ema_decay"]), check],
     )
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=data)
     fit_seconds = time.perf_counter() - start
     validated = [step for step, stage, _ in check.history if stage == "validation"]
     if validated and validated[-1] == trainer.global_step and "val/w2" in trainer.callback_metrics:
         metrics = dict(trainer.callback_metrics)  # the fit ended on a validation of the EMA weights: reuse it
     else:
-        metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+        metrics = trainer.validate(module, datamodule=data, verbose=False)[0]
     metrics = {k: v for k, v in metrics.items() if k.startswith("val/")}
     trainer.save_checkpoint(str(out / f"{name}.ckpt"))
     module.eval()
@@ -173,7 +300,7 @@ def train(module, name: str, cfg: dict, out: Path) -> dict:
         "steps": trainer.global_step, "fit_seconds": fit_seconds, "steps_per_second": trainer.global_step / fit_seconds,
         "val": {k: float(v) for k, v in metrics.items()}, "callback_overhead": check.overhead,
         "callback_seconds": check.seconds, "callback_exact_failures": len(check.failures),
-        "callback_last": [r.name for r in check.results], "datamodule": datamodule,
+        "callback_last": [r.name for r in check.results], "datamodule": data,
     }
 
 
@@ -217,7 +344,7 @@ def heldout(cfg: dict, datamodule, module, g: torch.Generator):
     """Held-out (test-stream) pairs, coupled in training-size batches, and points ``(t, x_t)`` of the path."""
     batch = datamodule.eval_set("test")
     x0, x1 = batch["x0"], batch["x1"]
-    size = cfg["data"]["batch_size"]
+    size = datamodule.hparams.batch_size  # the training batch size
     pairs = [tuple(module.coupling(x0[s:s + size], x1[s:s + size]))[:2] for s in range(0, len(x0), size)]
     c0, c1 = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
     t = torch.rand(len(c0), generator=g)
@@ -330,12 +457,21 @@ def efm_checks(cfg: dict, batch: dict, g: torch.Generator) -> tuple[list[CheckRe
 
 # -- main ------------------------------------------------------------------------------------------------------
 def main(args: list[str] | None = None) -> Path:
-    """Run the experiment; return (and print) the path of ``report.md``."""
+    """``python -m lightning_fm duality ARGS``: parse ``args`` (module docstring), run the experiment; return (and
+    print) the path of ``report.md``."""
     start = time.perf_counter()
-    cfg, ns = parse_args(list(args or []))
+    kwargs, ns = parse_args(list(args or []))
+    return run(DualityExperiment(**kwargs).config, ns.out, config_files(ns), start=start)
+
+
+def run(cfg: dict, out: str | Path | None = None, config_file: str = "(defaults)", start: float | None = None) -> Path:
+    """Run the experiment of the plain-dict config ``cfg`` (:attr:`DualityExperiment.config`); write the report to
+    ``out`` (default: ``<root_dir>/version_<n>``); return (and print) the path of ``report.md``. ``start``: the
+    ``time.perf_counter()`` the wall time counts from (default: now)."""
+    start = time.perf_counter() if start is None else start
     if cfg["num_threads"]:
         torch.set_num_threads(int(cfg["num_threads"]))
-    out = output_dir(cfg, ns.out)
+    out = output_dir(cfg, out)
     timings: dict[str, float] = {}
     cfm, ifm = build_models(cfg)
     fits = {}
@@ -373,7 +509,7 @@ def main(args: list[str] | None = None) -> Path:
     t0 = time.perf_counter()
     make_figure(out / "duality.png", batch["x1"], samples, efm, L)
     timings["figure"] = time.perf_counter() - t0
-    extra = {"config_file": ns.config or "(defaults)", "path": describe(cfm.path), "coupling": repr(cfm.coupling),
+    extra = {"config_file": config_file, "path": describe(cfm.path), "coupling": repr(cfm.coupling),
              "psi": efm["psi"], "timings": timings, "wall_seconds": time.perf_counter() - start}
     write_report(out, cfg, rows, fits, extra)
     report = out / "report.md"

@@ -1,4 +1,4 @@
-"""``FIDCallback``: FID and KID the way papers measure them, during validation and at test, under DDP, every setting
+"""``InceptionMetrics``: FID and KID the way papers measure them, during validation and at test, under DDP, every setting
 written next to every number.
 
 At the start of a validation (one in ``every_n_validations``, never the sanity check) and of a test, the module
@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 import lightning_fm
 from lightning_fm.callbacks.ema import evaluation_weights
-from lightning_fm.callbacks.plots import run_dir
+from lightning_fm.callbacks.sample_plots import run_dir
 from lightning_fm.metrics import FeatureStatistics, frechet_distance_from_stats, kernel_inception_distance
 from lightning_fm.metrics.inception import InceptionFeatures
 from lightning_fm.metrics.reference import images_fingerprint, reference_statistics
@@ -43,7 +43,7 @@ from lightning_fm.utils.spec import to_spec
 FID_STREAM = 17
 
 
-class FIDCallback(Callback):
+class InceptionMetrics(Callback):
     """FID / KID of generated images against the training split (module docstring).
 
     Args:
@@ -70,9 +70,9 @@ class FIDCallback(Callback):
                                 ("kid_subsets", kid_subsets, 1), ("kid_subset_size", kid_subset_size, 2),
                                 ("kid_reference", kid_reference, 2)):
             if isinstance(value, bool) or int(value) != value or value < low:
-                raise ValueError(f"FIDCallback.{key} must be an integer >= {low}, got {value!r}")
+                raise ValueError(f"InceptionMetrics.{key} must be an integer >= {low}, got {value!r}")
         if reference_split != "train":
-            raise ValueError(f"FIDCallback.reference_split must be 'train' (the training split, as torchcfm and "
+            raise ValueError(f"InceptionMetrics.reference_split must be 'train' (the training split, as torchcfm and "
                              f"clean-fid measure CIFAR-10), got {reference_split!r}")
         self.every_n_validations, self.n_samples, self.test_samples = every_n_validations, n_samples, test_samples
         self.batch_size, self.kid = batch_size, kid
@@ -90,9 +90,9 @@ class FIDCallback(Callback):
         datamodule = getattr(trainer, "datamodule", None)
         shape = tuple(getattr(datamodule, "data_shape", ()))
         if len(shape) != 3 or shape[0] not in (1, 3) or not hasattr(datamodule, "target_train_images"):
-            raise ValueError(f"FIDCallback measures images (1 or 3, H, W) of an image data module "
+            raise ValueError(f"InceptionMetrics measures images (1 or 3, H, W) of an image data module "
                              f"(lightning_fm.data.ImageDataModule); the data ({type(datamodule).__name__}) have shape "
-                             f"{shape}: remove lightning_fm.callbacks.FIDCallback from trainer.callbacks")
+                             f"{shape}: remove lightning_fm.callbacks.InceptionMetrics from trainer.callbacks")
         if self.extractor is None:
             self.extractor = InceptionFeatures(self.weights_path, self.batch_size)
 

@@ -1,5 +1,5 @@
 """The CLI's run directories and schedule: where a command's run lands (``trainer.default_root_dir`` or the logger's
-``save_dir``), which run directory it continues (:mod:`lightning_fm.runs`), the resolved config written there (and
+``save_dir``), which run directory it continues (:mod:`lightning_fm.cli.run_dirs`), the resolved config written there (and
 uploaded to W&B), and a validation cadence that fits the run's length."""
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 
-from lightning_fm.callbacks.plots import run_dir
-from lightning_fm.runs import continuation
+from lightning_fm.callbacks.sample_plots import run_dir
+from lightning_fm.cli.run_dirs import continuation
 from lightning_fm.utils.spec import import_class
 
 

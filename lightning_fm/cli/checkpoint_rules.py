@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from lightning_fm.utils.checkpoint_files import CheckpointError
+from lightning_fm.modules.loading import CheckpointError
 from lightning_fm.utils.spec import import_class
 
 #: the model settings that define the trained network (its parameters' meaning): checked, never overridden

@@ -1,4 +1,6 @@
-"""``python -m lightning_fm {fit,validate,test,predict} [-c config.yaml] [--model.x ...]``: a LightningCLI.
+"""``python -m lightning_fm {fit,validate,test,predict} [-c config.yaml] [--model.x ...]``: a LightningCLI, built on
+its public hooks (``add_arguments_to_parser``, ``before_instantiate_classes``) and a pure decision step before
+parsing (:func:`split_checkpoint`).
 
 ``python -m lightning_fm duality -c configs/toy/duality.yaml`` runs the duality experiment (see
 :mod:`lightning_fm.experiments.duality.run`).
@@ -6,38 +8,39 @@
 Model and data are chosen by class (``--model CFMModule``, ``--data DigitsDataModule``, or ``class_path`` in YAML).
 The data shape is given once, by the data: a backbone whose ``data_shape`` is left out takes ``data.data_shape``
 (also through wrappers such as ``FieldHead``). With no arguments, ``fit`` runs the default embedded job: OT-CFM on
-the 2-D toy 8gaussians -> moons (the same settings as ``configs/toy/otcfm.yaml``), leaving a checkpoint with EMA
+the 2-D toy 8gaussians -> moons (read from the shipped ``configs/toy/otcfm.yaml``, :func:`default_job`), leaving a checkpoint with EMA
 weights, the resolved config, metrics and sample plots in ``runs/<name>/version_<n>/`` (``runs``: the logger's
 ``save_dir`` if set, else ``--trainer.default_root_dir`` if given); ``fit --ckpt_path last`` resumes the newest run
 of a config in its own directory, and ``test``/``predict --ckpt_path <run>/checkpoints/...`` write beside that run
-(:mod:`lightning_fm.cli_runs`).
+(:mod:`lightning_fm.cli.run_config`).
 
 With ``--ckpt_path`` the checkpoint's model (class and stored hyperparameters) takes the place of the defaults, and
 ``-c`` files and command-line values override it, except for the settings that define the trained network, which
-must match it (:mod:`lightning_fm.cli_checkpoint`); every class a checkpoint names must be allowed
+must match it (:mod:`lightning_fm.cli.checkpoint_rules`); every class a checkpoint names must be allowed
 (:mod:`lightning_fm.utils.spec`). A configuration error ends with one line, ``error: <key>: <what is wrong>``, and
-exit status 2 (:mod:`lightning_fm.cli_errors`; ``LIGHTNING_FM_TRACEBACK=1`` shows the traceback instead).
+exit status 2 (:mod:`lightning_fm.cli.errors`; ``LIGHTNING_FM_TRACEBACK=1`` shows the traceback instead).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonargparse import ArgumentParser, Namespace
+from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
 import lightning_fm.data  # noqa: F401  (registers the DataModules for class-name lookup)
-from lightning_fm.cli_checkpoint import check_network
-from lightning_fm.cli_errors import condense_parser_message, is_configuration_error, short_message
-from lightning_fm.cli_runs import RunConfigCallback, check_schedule, continue_run, place_runs, validation_interval
+from lightning_fm.cli.checkpoint_rules import check_network
+from lightning_fm.cli.errors import condense_parser_message, is_configuration_error, short_message
+from lightning_fm.cli.run_config import RunConfigCallback, check_schedule, continue_run, place_runs, validation_interval
 from lightning_fm.modules import FlowMatchingModule
-from lightning_fm.utils.checkpoint_files import CheckpointError, read_checkpoint, stored_model
-from lightning_fm.utils.quiet import quiet
+from lightning_fm.modules.loading import CheckpointError, read_checkpoint, stored_model
 from lightning_fm.utils.spec import build
 
 PROG = "python -m lightning_fm"
@@ -45,44 +48,47 @@ DESCRIPTION = (
     "Flow matching (CFM), interaction field matching (IFM, EFM) and forward-only IFM. Subcommands: fit, validate, "
     "test, predict (Lightning's), and duality: the duality experiment, `python -m lightning_fm duality -c "
     "configs/toy/duality.yaml` (see `python -m lightning_fm duality --help`).")
-DUALITY_HELP = "Train a CFM and its dual forward-only IFM, check the duality, write a report"
 #: ``--ckpt_path`` values that are not files (Lightning resolves them; ``last`` is resolved by the CLI)
 CKPT_NAMES = ("last", "best", "hpc", "registry")
 #: set to 1 to see the traceback of a configuration error instead of its one-line message
 TRACEBACK_ENV = "LIGHTNING_FM_TRACEBACK"
 
 
-def _spec(class_path: str, **init_args) -> dict:
-    return {"class_path": class_path, "init_args": init_args}
+#: the default job: ``python -m lightning_fm fit`` with no arguments (its model and data are also the defaults of
+#: any run that chooses no class of its own; its trainer settings and seed are every run's defaults)
+DEFAULT_JOB = Path("configs", "toy", "otcfm.yaml")
+#: the callbacks of every run that does not list its own
+DEFAULT_CALLBACKS = [
+    {"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.99}},
+    {"class_path": "lightning_fm.callbacks.CrashSafeModelCheckpoint", "init_args": {"every_n_train_steps": 1000}},
+    {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
+    {"class_path": "lightning_fm.callbacks.SamplePlots"},
+    {"class_path": "lightning_fm.callbacks.SampleWriter"},
+    {"class_path": "lightning_fm.callbacks.HeldOutLikelihood"},  # val/nll, test/nll of forward-only models
+]
 
 
-# Validation every val_check_interval optimiser steps, not per epoch (check_val_every_n_epoch: None), at most
-# max_steps // 2 apart (cli_runs.validation_interval).
-TRAINER_DEFAULTS = {"max_steps": 3000, "log_every_n_steps": 50, "gradient_clip_val": 1.0,
-                    "check_val_every_n_epoch": None, "val_check_interval": 1000}
+@lru_cache(maxsize=1)
+def default_job() -> dict[str, Any]:
+    """The shipped ``configs/toy/otcfm.yaml``: beside the package in a clone (or an editable install), else in the
+    working directory (the Docker image's ``/workspace``)."""
+    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if (root / DEFAULT_JOB).is_file():
+            return yaml.safe_load((root / DEFAULT_JOB).read_text())
+    raise ValueError(f"the default job is the repository's {DEFAULT_JOB}, which is neither beside the package nor in "
+                     "the working directory: run from a clone of the repository, or give a config with -c")
 
-# Set through the parser (not trainer_defaults) so that configs can override them and --print_config shows them.
-PARSER_DEFAULTS = {
-    "model": _spec(
-        "lightning_fm.modules.CFMModule",
-        backbone=_spec("lightning_fm.models.MLP", width=64, depth=3, activation="selu"),
-        path=_spec("lightning_fm.paths.LinearPath", sigma=0.1),
-        coupling=_spec("lightning_fm.couplings.OTCoupling", method="exact"),
-        sampler=_spec("lightning_fm.sampling.ODESampler", method="euler", steps=100),
-        optimizer=_spec("torch.optim.Adam", lr=2e-2),
-        lr_scheduler=_spec("lightning_fm.utils.schedules.CosineDecay"),  # to 0 over trainer.max_steps
-    ),
-    "data": _spec("lightning_fm.data.ToyDataModule", source="8gaussians", target="moons", batch_size=256),
-    "trainer.logger": _spec("lightning_fm.loggers.CSVLogger", name="toy_otcfm"),
-    "trainer.callbacks": [
-        _spec("lightning.pytorch.callbacks.EMAWeightAveraging", decay=0.99),
-        _spec("lightning_fm.callbacks.CrashSafeModelCheckpoint", every_n_train_steps=1000),
-        _spec("lightning.pytorch.callbacks.LearningRateMonitor", logging_interval="step"),
-        _spec("lightning_fm.callbacks.SamplePlotCallback"),
-        _spec("lightning_fm.callbacks.SampleWriter"),
-        _spec("lightning_fm.callbacks.LikelihoodCallback"),  # val/nll, test/nll of forward-only models
-    ],
-}
+
+def parser_defaults(chosen: set[str]) -> dict[str, Any]:
+    """The parser's defaults (module docstring): the default job's seed, trainer settings and logger, its model and
+    data unless the command line chooses their classes (``chosen``), and :data:`DEFAULT_CALLBACKS`."""
+    job = default_job()
+    defaults = {f"trainer.{key}": value for key, value in job.get("trainer", {}).items()}
+    defaults.update({key: job[key] for key in ("model", "data") if key not in chosen and key in job})
+    defaults["trainer.callbacks"] = DEFAULT_CALLBACKS
+    if "seed_everything" in job:
+        defaults["seed_everything"] = job["seed_everything"]
+    return defaults
 
 
 def fill_data_shape(backbone: Namespace | None, data_shape: tuple[int, ...]) -> None:
@@ -130,71 +136,100 @@ class ErrorContext:
     config: Namespace | None = None
 
 
+def split_checkpoint(argv: list[str]) -> tuple[list[str], str | None]:
+    """The decision before parsing: ``argv`` without a ``--ckpt_path`` that names a checkpoint file, and that file
+    (None if there is none). The CLI passes the file to the Trainer itself after parsing, so that Lightning does not
+    parse the checkpoint's hyperparameters over the command line (this framework's precedence is
+    :mod:`lightning_fm.cli.checkpoint_rules`'); ``last``, ``hpc`` and the like stay. With ``--print_config`` nothing is
+    taken out (the printed config shows it)."""
+    if "--print_config" in argv or any(a.startswith("--print_config=") for a in argv):
+        return list(argv), None
+    out, found, skip = [], None, False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        value = argv[i + 1] if arg == "--ckpt_path" and i + 1 < len(argv) else \
+            arg.split("=", 1)[1] if arg.startswith("--ckpt_path=") else None
+        if value is not None and is_checkpoint_file(value) and Path(value).is_file():
+            found, skip = value, arg == "--ckpt_path"
+            continue
+        out.append(arg)
+    return out, found
+
+
 class FlowMatchingCLI(LightningCLI):
+    """LightningCLI with the framework's defaults (:func:`parser_defaults`), run directories, checkpoint rules and
+    data-shape link, all decided in the public hooks ``add_arguments_to_parser`` and ``before_instantiate_classes``.
+    ``argv``: the command line without a checkpoint file, ``ckpt_path``: that file (:func:`split_checkpoint`)."""
+
     def __init__(self, *args: Any, chosen: set[str] = frozenset(), argv: list[str] | None = None,
-                 context: ErrorContext | None = None, **kwargs: Any) -> None:
-        self.chosen, self.argv = set(chosen), list(argv or ["fit"])
+                 ckpt_path: str | None = None, context: ErrorContext | None = None, **kwargs: Any) -> None:
+        self.chosen, self.argv, self.ckpt_path = set(chosen), list(argv or ["fit"]), ckpt_path
         self.context = context or ErrorContext()
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.set_defaults({key: value for key, value in PARSER_DEFAULTS.items() if key not in self.chosen})
+        parser.set_defaults(parser_defaults(self.chosen))
 
-    def _add_subcommands(self, parser, **kwargs: Any) -> None:
-        """Lightning's subcommands, loading checkpoints with ``weights_only=True`` by default, and ``duality`` in
-        the help (:func:`main` runs it before this parser)."""
-        super()._add_subcommands(parser, **kwargs)
-        for subparser in self._subcommand_parsers.values():
-            if any(action.dest == "weights_only" for action in subparser._actions):
-                subparser.set_defaults({"weights_only": True})
-        parser._subcommands_action.add_subcommand("duality", ArgumentParser(description=DUALITY_HELP),
-                                                  help=DUALITY_HELP)
-
-    def _parse_ckpt_path(self) -> None:
-        """Where the run lands (:func:`~lightning_fm.cli_runs.place_runs`), which run it continues
-        (:func:`~lightning_fm.cli_runs.continue_run`) and, with a checkpoint file, the model: the checkpoint's
-        class and hyperparameters (complete component specs, ``FlowMatchingModule.on_save_checkpoint``) become the
-        model's defaults, the command line and ``-c`` files are parsed again over them, and the settings that
-        define the network are checked against it (:mod:`lightning_fm.cli_checkpoint`)."""
+    def parse_arguments(self, parser, args) -> None:
+        """Lightning's parsing, then the values Lightning would take and fail on later, checked before it seeds
+        (:func:`~lightning_fm.cli.run_config.check_schedule`)."""
+        super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
-        if not subcommand:
-            return
-        config = self._place(subcommand)
-        path = config.get("ckpt_path")
-        if not is_checkpoint_file(path):
-            return
-        where = f"ckpt_path={path!r}"
-        stored = stored_model(read_checkpoint(path), path)
-        if "model" in self.chosen:  # a model class of the user's that is not the checkpoint's: say so first
-            check_network(Namespace(class_path=config.model.class_path), stored, where)
-        self._subcommand_parsers[subcommand].set_defaults({"model": stored})
-        try:
-            self.config = self.parser.parse_args(self.argv)
-        except argparse.ArgumentError as err:
-            raise CheckpointError(f"{where}: its stored model does not fit {stored['class_path']} "
-                                  f"({condense_parser_message(str(err))})") from None
-        config = self._place(subcommand)
-        check_network(config.model, stored, where)
-
-    def _place(self, subcommand: str) -> Namespace:
-        config = self.config[subcommand]
-        self.context.config = config
-        check_schedule(config, subcommand)
-        place_runs(config)
-        continue_run(config, subcommand)
-        return config
+        if subcommand:
+            self.context.config = self.config[subcommand]
+            check_schedule(self.config[subcommand], subcommand)
 
     def before_instantiate_classes(self) -> None:
-        """Fit the validation cadence to the run's length (:func:`~lightning_fm.cli_runs.validation_interval`);
-        link the data's shape to the backbone (``link_arguments`` cannot reach through a ``FieldHead``)."""
-        config = self.config[self.subcommand] if self.subcommand else self.config
+        """Where the run lands (:func:`~lightning_fm.cli.run_config.place_runs`), which run it continues
+        (:func:`~lightning_fm.cli.run_config.continue_run`) and, with a checkpoint file, the model: the checkpoint's
+        class and hyperparameters (complete component specs) are parsed first, the command line and ``-c`` files
+        over them, and the settings that define the network are checked against it
+        (:mod:`lightning_fm.cli.checkpoint_rules`). Checkpoints load with ``weights_only=True`` unless the command
+        line says otherwise. Then the validation cadence is fitted to the run's length
+        (:func:`~lightning_fm.cli.run_config.validation_interval`) and the data's shape given to the backbone
+        (``link_arguments`` cannot reach through a ``FieldHead``)."""
+        subcommand = self.subcommand
+        if subcommand:
+            config = self.place(subcommand, self.ckpt_path)
+            path = config.get("ckpt_path")
+            if is_checkpoint_file(path):
+                self.use_checkpoint_model(subcommand, path)
+        config = self.config[subcommand] if subcommand else self.config
         self.context.config = config
-        if self.subcommand == "fit":
+        if subcommand and "weights_only" in config and config.weights_only is None:
+            config.weights_only = True
+        if subcommand == "fit":
             trainer = config.trainer
             trainer.val_check_interval = validation_interval(trainer.val_check_interval,
                                                              trainer.check_val_every_n_epoch, trainer.max_steps)
         datamodule = build(_as_dict(config.data))
         fill_data_shape(config.model.init_args.get("backbone"), tuple(datamodule.data_shape))
+
+    def use_checkpoint_model(self, subcommand: str, path: str) -> None:
+        """Parse the command line again over the checkpoint's model (its class and stored hyperparameters)."""
+        where = f"ckpt_path={path!r}"
+        stored = stored_model(read_checkpoint(path), path)
+        if "model" in self.chosen:  # a model class of the user's that is not the checkpoint's: say so first
+            check_network(Namespace(class_path=self.config[subcommand].model.class_path), stored, where)
+        argv = [self.argv[0], "--model", json.dumps(stored), *self.argv[1:]]
+        try:
+            self.config = self.parser.parse_args(argv)
+        except argparse.ArgumentError as err:
+            raise CheckpointError(f"{where}: its stored model does not fit {stored['class_path']} "
+                                  f"({condense_parser_message(str(err))})") from None
+        config = self.place(subcommand, path)
+        check_network(config.model, stored, where)
+
+    def place(self, subcommand: str, ckpt_path: str | None) -> Namespace:
+        config = self.config[subcommand]
+        if ckpt_path is not None:
+            config.ckpt_path = ckpt_path
+        self.context.config = config
+        place_runs(config)
+        continue_run(config, subcommand)
+        return config
 
 
 def _as_dict(namespace: Namespace) -> dict[str, Any]:
@@ -240,7 +275,6 @@ def main(args: list[str] | None = None) -> FlowMatchingCLI | None:
     ``datamodule``) after a LightningCLI subcommand. A configuration error prints ``error: <message>`` and exits
     with status 2 (a numerical fault, ``FloatingPointError``: 1); ``$LIGHTNING_FM_TRACEBACK=1`` re-raises it."""
     argv = sys.argv[1:] if args is None else args
-    quiet()
     context = ErrorContext()
     try:
         configs = read_config_files(argv)
@@ -248,21 +282,24 @@ def main(args: list[str] | None = None) -> FlowMatchingCLI | None:
             from lightning_fm.experiments.duality.run import main as duality_main
 
             return duality_main(argv[1:])
+        given = argv
+        argv, ckpt_path = split_checkpoint(argv)
         return FlowMatchingCLI(
             chosen=chosen_components(argv, configs),
-            argv=argv,
+            argv=argv or ["fit"],
+            ckpt_path=ckpt_path,
             context=context,
             model_class=FlowMatchingModule,
             datamodule_class=LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
-            trainer_defaults=TRAINER_DEFAULTS,
             seed_everything_default=0,
             save_config_callback=RunConfigCallback,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,  # the optimiser and schedule are the model's own arguments
             parser_kwargs=PARSER_KWARGS,
-            args=None if (args is None and argv) else (argv or ["fit"]),  # no arguments at all: the default job
+            # sys.argv as Lightning reads it, unless a checkpoint file was taken out; no arguments: the default job
+            args=None if (args is None and argv and argv == given) else (argv or ["fit"]),
         )
     except Exception as err:
         if os.environ.get(TRACEBACK_ENV, "") not in ("", "0") or not is_configuration_error(err):

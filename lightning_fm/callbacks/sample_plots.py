@@ -124,7 +124,7 @@ def run_dir(trainer: Trainer) -> Path:
     return Path(trainer.default_root_dir)
 
 
-class SamplePlotCallback(Callback):
+class SamplePlots(Callback):
     """After each validation, write ``<log_dir>/samples/<step>.png`` (and ``latest.png``) and send it to W&B.
 
     Args:

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-PACKAGE_DIR = str(Path(__file__).resolve().parent)
+PACKAGE_DIR = str(Path(__file__).resolve().parents[1])  # lightning_fm/
 #: lines of jsonargparse's union messages that say nothing about the problem
 NOISE = re.compile(r"^(- )?(Does not validate against any of the Union subtypes|Errors:|Given value( type)?:.*|"
                    r"Expected a <class 'NoneType'>|Expected a path but .* either not accessible or invalid)$")

@@ -1,4 +1,4 @@
-"""``LikelihoodCallback``: held-out log-likelihoods of a forward-only model at validation and test (MATH.md §6.5b).
+"""``HeldOutLikelihood``: held-out log-likelihoods of a forward-only model at validation and test (MATH.md §6.5b).
 
 At every ``every_n_validations``-th validation of a fit (never the sanity check), at every standalone ``validate`` and
 at every ``test``, the first ``n_points`` held-out targets ``x1`` of this process's evaluation batches are carried back
@@ -79,10 +79,10 @@ def source_density(datamodule: Any) -> LogProb:
     else:
         what = "the source (no data module)" if datamodule is None else f"the source of {type(datamodule).__name__}"
     raise ValueError(f"{what} has no closed-form density log p_0 (known: N(0, I) noise, the toy '8gaussians'); "
-                     "give LikelihoodCallback(source_log_prob=...) or a data module with source_log_prob(x)")
+                     "give HeldOutLikelihood(source_log_prob=...) or a data module with source_log_prob(x)")
 
 
-class LikelihoodCallback(Callback):
+class HeldOutLikelihood(Callback):
     """Log ``<stage>/nll`` (toys) or ``<stage>/bpd`` (images) of held-out targets (module docstring).
 
     Args:
@@ -107,15 +107,15 @@ class LikelihoodCallback(Callback):
         for key, value in (("every_n_validations", every_n_validations), ("n_points", n_points),
                            ("exact_max_dim", exact_max_dim)):
             if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"LikelihoodCallback.{key} must be an integer >= 1, got {value!r}")
+                raise ValueError(f"HeldOutLikelihood.{key} must be an integer >= 1, got {value!r}")
         if divergence not in (*DIVERGENCES, "auto"):
-            raise ValueError(f"LikelihoodCallback.divergence must be one of {[*DIVERGENCES, 'auto']}, "
+            raise ValueError(f"HeldOutLikelihood.divergence must be one of {[*DIVERGENCES, 'auto']}, "
                              f"got {divergence!r}")
         check_likelihood_options(method, steps, atol, rtol, "exact", probes, probe)
         if levels is not None:
             grid_spacing(levels)
         if on_unsupported not in ON_UNSUPPORTED:
-            raise ValueError(f"LikelihoodCallback.on_unsupported must be one of {list(ON_UNSUPPORTED)}, "
+            raise ValueError(f"HeldOutLikelihood.on_unsupported must be one of {list(ON_UNSUPPORTED)}, "
                              f"got {on_unsupported!r}")
         self.every_n_validations, self.n_points = int(every_n_validations), int(n_points)
         self.divergence, self.exact_max_dim, self.levels = divergence, int(exact_max_dim), levels
@@ -144,8 +144,8 @@ class LikelihoodCallback(Callback):
                 problem = str(err)
         if problem is not None:
             if self.on_unsupported == "raise":
-                raise ValueError(f"LikelihoodCallback: {problem}")
-            rank_zero_warn(f"LikelihoodCallback: {problem}; no likelihood is logged")
+                raise ValueError(f"HeldOutLikelihood: {problem}")
+            rank_zero_warn(f"HeldOutLikelihood: {problem}; no likelihood is logged")
             return
         self._source = source
         shape = tuple(getattr(datamodule, "target_shape", ()) or ())
@@ -247,7 +247,7 @@ class LikelihoodCallback(Callback):
         if totals["count"]:
             metrics[self.metric_name()] = totals["sum"] / totals["count"]
         else:
-            rank_zero_warn(f"LikelihoodCallback: no finite {stage}/{self.metric_name()} at this pass "
+            rank_zero_warn(f"HeldOutLikelihood: no finite {stage}/{self.metric_name()} at this pass "
                            f"({int(totals['nonfinite'])} non-finite points)")
         metrics["likelihood_nfe"] = totals["nfe"] / totals["batches"]
         metrics["likelihood_seconds"] = float(self._totals.get("seconds", 0.0))  # this process's

@@ -1,0 +1,90 @@
+"""Every process-wide setting of the framework, in one place, applied by the command line only (``python -m
+lightning_fm`` and the ``lightning-fm`` script call :func:`apply` before anything else, and :func:`at_exit` at the
+end). Importing ``lightning_fm`` or any of its modules changes no environment variable, warnings filter, thread
+setting or global generator; a Python program that wants the CLI's settings calls :func:`apply` itself.
+
+Each setting, with its reason and where it was measured:
+
+* ``POT_BACKEND_DISABLE_PYTORCH=1`` (unless set): POT's torch backend, once imported, creates tensors on every
+  visible GPU, so under DDP each process would open a CUDA context on GPU 0. The framework calls POT with numpy
+  arrays only. Set before POT is imported.
+* ``PYTORCH_NVML_BASED_CUDA_CHECK`` dropped where no CUDA device exists: Lightning sets it when imported (so asking
+  for CUDA never initialises it before a fork); each ``torch.cuda.is_available()`` then loads NVML anew, and
+  ``torch.optim.Adam`` asks at every step: about 0.1 ms a step, several percent of a toy step
+  (``benchmarks/train_throughput.py``). Where no device exists there is nothing a fork could inherit.
+* Warnings filters (:data:`SILENCED_WARNINGS`): warnings that the framework's own use of Lightning and torch
+  triggers but that say nothing to its user:
+  ``isinstance(treespec, LeafSpec)`` (Lightning's ``_pytree`` helper under torch >= 2.10, every batch);
+  ``torch.distributed._all_gather_base`` / ``all_gather_into_tensor`` (``LightningModule.all_gather`` under DDP);
+  "Checkpoint directory ... exists and is not empty" (the CLI resumes a run in its own directory on purpose);
+  "The dirpath has changed from" (only the best-k bookkeeping of a monitored ``ModelCheckpoint`` is not restored,
+  which the recipes do not use); EMA's "loading a checkpoint outside the 'fit' stage" (outside ``fit`` the
+  checkpoint's weights are the EMA weights, :mod:`lightning_fm.callbacks.ema`); "LightningCLI's args parameter is
+  intended to run from within Python" (the CLI passes the command line it decided, without a checkpoint file:
+  :func:`lightning_fm.cli.app.split_checkpoint`).
+* Lightning's advertising lines ("Tip: For seamless ...") dropped from its loggers.
+* ``gc.freeze()`` when the command is over (:func:`at_exit`): the interpreter's exit skips a garbage collection over
+  every object of torch, Lightning and their imports, the slowest part of the exit, 1.2-1.5 s
+  (``benchmarks/startup.py``). Reference counting still frees objects and atexit handlers still run.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import warnings
+
+#: messages (regular expressions matched at the start) of the warnings the CLI does not show (module docstring)
+SILENCED_WARNINGS = (
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"`torch\.distributed\._all_gather_base` is a private function",
+    r"`torch\.distributed\.all_gather_into_tensor` is deprecated",
+    r"Checkpoint directory .* exists and is not empty",
+    r"The dirpath has changed from",
+    r"You're using the WeightAveraging callback, but loading a checkpoint outside the 'fit' stage",
+    r"LightningCLI's args parameter is intended to run from within Python",
+)
+#: loggers through which Lightning prints its tips
+TIP_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+               "lightning_utilities.core.rank_zero")
+POT_BACKEND = "POT_BACKEND_DISABLE_PYTORCH"
+NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
+
+
+class DropTips(logging.Filter):
+    """Drop Lightning's advertising lines (``Tip: For seamless ...``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip: For seamless" not in str(record.msg)
+
+
+def quiet() -> None:
+    """The warnings filters and the tip filter of the module docstring; idempotent."""
+    for message in SILENCED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+    for name in TIP_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DropTips) for f in logger.filters):
+            logger.addFilter(DropTips())
+
+
+def cheap_cuda_probe() -> None:
+    """Drop ``PYTORCH_NVML_BASED_CUDA_CHECK`` where no CUDA device exists (module docstring). Imports Lightning
+    first, which sets it."""
+    import lightning.pytorch  # noqa: F401
+    import torch
+
+    if os.environ.get(NVML_CHECK) == "1" and torch.cuda.device_count() == 0:
+        del os.environ[NVML_CHECK]
+
+
+def apply() -> None:
+    """Apply every setting of the module docstring (but :func:`at_exit`); idempotent."""
+    os.environ.setdefault(POT_BACKEND, "1")
+    cheap_cuda_probe()  # imports Lightning, whose import configures its loggers: the filters come after it
+    quiet()
+
+
+def at_exit() -> None:
+    """The command is over: freeze the heap so that the interpreter's exit skips a full collection."""
+    gc.freeze()
