@@ -21,7 +21,8 @@ Each setting, with its reason and where it was measured:
   which the recipes do not use); EMA's "loading a checkpoint outside the 'fit' stage" (outside ``fit`` the
   checkpoint's weights are the EMA weights, :mod:`lightning_fm.callbacks.ema`); "LightningCLI's args parameter is
   intended to run from within Python" (the CLI passes the command line it decided, without a checkpoint file:
-  :func:`lightning_fm.cli.app.split_checkpoint`).
+  :func:`lightning_fm.cli.app.split_checkpoint`); "Your `IterableDataset` has `__len__` defined" (the framework's
+  iterable datasets know their exact length: they shard by worker themselves, :mod:`lightning_fm.data.base`).
 * Lightning's advertising lines ("Tip: For seamless ...") dropped from its loggers.
 * ``gc.freeze()`` when the command is over (:func:`at_exit`): the interpreter's exit skips a garbage collection over
   every object of torch, Lightning and their imports, the slowest part of the exit, 1.2-1.5 s
@@ -43,6 +44,7 @@ SILENCED_WARNINGS = (
     r"The dirpath has changed from",
     r"You're using the WeightAveraging callback, but loading a checkpoint outside the 'fit' stage",
     r"LightningCLI's args parameter is intended to run from within Python",
+    r"Your `IterableDataset` has `__len__` defined",
 )
 #: loggers through which Lightning prints its tips
 TIP_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",

@@ -38,9 +38,11 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightning_fm.callbacks.ema import averaging_callback
+from lightning_fm.compat import request_stop_after_this_step
 from lightning_fm.utils.finite import first_nonfinite
 
 #: the default checkpoint interval in optimiser steps: seconds of a toy run on a CPU; for an image recipe on a GPU,
@@ -148,6 +150,12 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
 
     ``finite_checkpoint`` is ``(path, step)`` of the last checkpoint this callback wrote (finite by construction), or
     None; :meth:`finite_note` says it in words for error messages.
+
+    It writes through Lightning's public ``trainer.save_checkpoint`` (from its own hooks: the periodic, final,
+    signal and exception saves; ``ModelCheckpoint``'s own saving hooks are switched off) and tests the state in
+    ``on_save_checkpoint``, which Lightning calls with the checkpoint being built, before writing it, on every
+    process; checkpoint callbacks come last in ``trainer.callbacks``, so the EMA callback has added its entries by
+    then. Saves made by others (``trainer.save_checkpoint``, other checkpoint callbacks) are not tested.
     """
 
     def __init__(self, every_n_train_steps: int = DEFAULT_EVERY_N_TRAIN_STEPS, dirpath: str | None = None,
@@ -156,13 +164,17 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
                 or every_n_train_steps < 1:
             raise ValueError(f"CrashSafeModelCheckpoint.every_n_train_steps must be an integer >= 1, got "
                              f"{every_n_train_steps!r}")
+        # every_n_train_steps goes to ModelCheckpoint too: it is part of the callback's state key in checkpoints
         super().__init__(dirpath=dirpath, every_n_train_steps=int(every_n_train_steps), save_last=True,
                          save_top_k=0)
+        self.every_n_train_steps = int(every_n_train_steps)
         self.save_on_signal = bool(save_on_signal)
         self.finite_checkpoint: tuple[str, int] | None = None
+        self._saved_step = 0  # the step of the last checkpoint written (none is needed before the first step)
         self._resumed_from: tuple[str, int] | None = None
         self._stop_signal: int | None = None
         self._previous_sigint: Any = None
+        self._own_save: dict[str, bool] | None = None  # while this callback saves: {"swapped": ..., "tested": ...}
 
     # -- setup: the atomic writer, stale temporaries, the Ctrl-C handler ------------------------------------------
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -183,7 +195,7 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
 
             def stop_after_this_step(signum: int, frame: Any) -> None:
                 self._stop_signal = signal.SIGINT
-                trainer._signal_connector.received_sigterm = True  # Lightning's stop-after-this-step flag
+                request_stop_after_this_step(trainer)  # the stop of SIGTERM (no public API sets it)
                 self._restore_sigint()  # a second Ctrl-C interrupts at once
                 if trainer.is_global_zero:
                     sys.stderr.write("\nCtrl-C: stopping after this step and saving last.ckpt (Ctrl-C again to stop "
@@ -201,49 +213,91 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
         super().teardown(trainer, pl_module, stage)
 
     # -- writing -----------------------------------------------------------------------------------------------
-    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
-        """Lightning's ``trainer.save_checkpoint`` with a finiteness test between building the checkpoint and
-        writing it; raises :class:`NonFiniteStateError` (on every process) instead of writing a non-finite state."""
-        checkpoint = trainer._checkpoint_connector.dump_checkpoint(self.save_weights_only)
+    def last_checkpoint_path(self, trainer: Trainer) -> str:
+        """Where :meth:`write_last` writes, named as Lightning's ``ModelCheckpoint`` names its last checkpoint:
+        ``<dirpath>/last.ckpt``, or ``last-v<n>.ckpt`` where a ``last.ckpt`` is there that is not this callback's
+        ``last_model_path`` (which a resume restores). All processes call it (the file test is synchronised)."""
+        metrics = {**trainer.callback_metrics, "epoch": torch.tensor(trainer.current_epoch),
+                   "step": torch.tensor(trainer.global_step)}
+        path, version = self.format_checkpoint_name(dict(metrics), self.CHECKPOINT_NAME_LAST), self.STARTING_VERSION
+        while self.file_exists(path, trainer) and path != self.last_model_path:
+            path = self.format_checkpoint_name(dict(metrics), self.CHECKPOINT_NAME_LAST, ver=version)
+            version += 1
+        return path
+
+    def write_last(self, trainer: Trainer, ema_swapped_in: bool = False) -> None:
+        """Write ``last.ckpt`` now (all processes call it) through ``trainer.save_checkpoint``; raises
+        :class:`NonFiniteStateError` (on every process, from :meth:`on_save_checkpoint`) instead of writing a
+        non-finite state. ``ema_swapped_in``: the EMA callback has swapped its average into the module (inside a
+        validation of ``fit``), so the checkpoint's EMA and raw entries are exchanged back."""
+        path = self.last_checkpoint_path(trainer)
+        previous, self.last_model_path = self.last_model_path, path  # before the save: it is part of the state
+        self._own_save = {"swapped": ema_swapped_in, "tested": False}
+        try:
+            trainer.save_checkpoint(path, weights_only=False)
+            tested = self._own_save["tested"]
+        finally:
+            self._own_save = None
+        if not tested:
+            raise RuntimeError(f"{path} was written without the finiteness test: Lightning did not call "
+                               "CrashSafeModelCheckpoint.on_save_checkpoint from trainer.save_checkpoint")
+        self._saved_step = trainer.global_step
+        self.finite_checkpoint = (path, int(trainer.global_step))
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+        if previous and self._replaced_file(trainer, previous, path):
+            trainer.strategy.remove_checkpoint(previous)
+
+    def _replaced_file(self, trainer: Trainer, previous: str, current: str) -> bool:
+        """Whether the last checkpoint written before, ``previous``, is to be deleted now that ``current`` holds the
+        last state (as ``ModelCheckpoint`` decides): a different file of this callback's directory, not the one the
+        run resumed from."""
+        if previous == current:
+            return False
+        if "://" in str(previous):
+            return True
+        previous_path = Path(previous).absolute()
+        if trainer.ckpt_path is not None and previous_path == Path(trainer.ckpt_path).absolute():
+            return False
+        return Path(self.dirpath).absolute() in previous_path.parents
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        """The finiteness test of this callback's own saves, between building the checkpoint and writing it;
+        raises :class:`NonFiniteStateError` on every process (the decision is synchronised) so nothing is written."""
+        if self._own_save is None:
+            return
+        if self._own_save["swapped"] and "current_model_state" in checkpoint:
+            # WeightAveraging.on_save_checkpoint put the live module's state (the EMA weights while they are swapped
+            # in) under "current_model_state" and its copy's (the raw weights) under "state_dict": exchanged back,
+            # the checkpoint is the one written outside validation
+            checkpoint["state_dict"], checkpoint["current_model_state"] = (checkpoint["current_model_state"],
+                                                                           checkpoint["state_dict"])
         bad = first_nonfinite({key: checkpoint[key] for key in FINITE_KEYS if key in checkpoint})
         if trainer.strategy.reduce_boolean_decision(bad is not None, all=False):
             where = f"first: {bad}" if bad else "on another process"
             raise NonFiniteStateError(f"the model or optimiser state is not finite at step {trainer.global_step} "
                                       f"({where}): not checkpointed; {self.finite_note()}", where)
-        trainer.strategy.save_checkpoint(checkpoint, filepath)
-        trainer.strategy.barrier("CrashSafeModelCheckpoint._save_checkpoint")
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath
-        self.finite_checkpoint = (filepath, int(trainer.global_step))
-        if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.after_save_checkpoint(proxy(self))
-
-    def write_last(self, trainer: Trainer) -> None:
-        """Write ``last.ckpt`` now (all processes call it)."""
-        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._own_save["tested"] = True
 
     def write_last_as_trained(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """:meth:`write_last`, with the raw weights in the module: inside a validation of ``fit`` the EMA callback
-        has swapped its average in (the checkpoint would hold the two swapped), so they are swapped back for the
-        write."""
-        averaging = averaging_callback(trainer)
-        swapped = trainer.validating and averaging is not None and averaging._average_model is not None
-        if swapped:
-            averaging._swap_models(pl_module)
-        try:
-            self.write_last(trainer)
-        finally:
-            if swapped:
-                averaging._swap_models(pl_module)
+        """:meth:`write_last` with the raw weights as the raw ones: inside a validation of ``fit`` the EMA callback
+        has swapped its average into the module."""
+        self.write_last(trainer, ema_swapped_in=trainer.validating and averaging_callback(trainer) is not None)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         """Every ``every_n_train_steps`` steps, and at the last step (``max_steps``): the final state is written
         here, before the EMA callback's ``on_train_end`` copies its average over the raw weights."""
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        if 0 < trainer.max_steps <= trainer.global_step:  # the last step
+        step = trainer.global_step
+        if step % self.every_n_train_steps == 0 or 0 < trainer.max_steps <= step:
             self._write_last_if_unsaved(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Nothing (``ModelCheckpoint`` may save here; this callback writes at step boundaries only)."""
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Nothing (``ModelCheckpoint`` may save here; this callback writes at step boundaries only)."""
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """The final state of a run that ends otherwise (``max_epochs``), whatever the interval; with an EMA callback
@@ -252,8 +306,13 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
         self._write_last_if_unsaved(trainer)
 
     def _write_last_if_unsaved(self, trainer: Trainer) -> None:
-        if self._last_global_step_saved != trainer.global_step and not self._should_skip_saving_checkpoint(trainer):
+        if not self._skips_saving(trainer):
             self.write_last(trainer)
+
+    def _skips_saving(self, trainer: Trainer) -> bool:
+        """No checkpoint under ``fast_dev_run``, outside ``fit``, in the sanity check, or twice at one step."""
+        return bool(trainer.fast_dev_run) or trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking \
+            or self._saved_step == trainer.global_step
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self._restore_sigint()
@@ -265,14 +324,14 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
         else:
             what = type(exception).__name__
         if isinstance(exception, FloatingPointError) or trainer.sanity_checking or trainer.fast_dev_run \
-                or trainer.state.fn != "fit":
+                or trainer.state.fn != TrainerFn.FITTING:
             return  # a divergence says where the finite state is itself; nothing to keep outside fit
         reason = None
         if not stop and trainer.world_size > 1:
             reason = "an exception under DDP (other processes may never reach a save)"
         elif not stop and self._inside_training_step(trainer):
             reason = f"raised inside training step {trainer.global_step} (the state may be torn)"
-        if reason is None and self._last_global_step_saved != trainer.global_step:
+        if reason is None and self._saved_step != trainer.global_step:
             try:
                 self.write_last_as_trained(trainer, pl_module)
             except NonFiniteStateError as err:
@@ -299,5 +358,5 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
         if self._resumed_from is not None:
             path, step = self._resumed_from
             return f"no checkpoint written since this run resumed from {path} (step {step})"
-        return (f"no checkpoint has been written yet (one every {self._every_n_train_steps} steps, "
+        return (f"no checkpoint has been written yet (one every {self.every_n_train_steps} steps, "
                 "CrashSafeModelCheckpoint.every_n_train_steps)")

@@ -1,25 +1,25 @@
 """Which copy of a module holds the EMA weights, when (Lightning's ``EMAWeightAveraging``, any ``WeightAveraging``).
 
-The callback keeps the average in a copy of the module (``_average_model.module``) and swaps it into the live module
-in its ``on_validation_epoch_start`` and back in ``on_validation_epoch_end``; it builds the copy in ``setup("fit")``
-only, so outside ``fit`` (``validate``/``test``/``predict`` of a checkpoint) there is no copy and the live module
+The callback keeps the average in a copy of the module (:func:`lightning_fm.compat.averaged_model`) and swaps it
+into the live module in its ``on_validation_epoch_start`` and back in ``on_validation_epoch_end``; it builds the copy
+in ``setup("fit")`` only, so outside ``fit`` (``validate``/``test``/``predict`` of a checkpoint) there is no copy and the live module
 holds the checkpoint's weights, the EMA ones where it was trained with the callback (Lightning saves them as the
 state dict). Callback hooks run in the order of ``trainer.callbacks``.
 
 So Lightning's warning that the averaging state "cannot be restored" outside ``fit``, printed on every
-``test``/``validate``/``predict`` of a checkpoint, says nothing here (the EMA weights are loaded as the state): it is
-filtered when this module is imported, which importing :mod:`lightning_fm.callbacks` does.
+``test``/``validate``/``predict`` of a checkpoint, says nothing here (the EMA weights are loaded as the state). This
+module only names it (:data:`OUTSIDE_FIT_WARNING`; importing a library module changes no warning filter): the
+command line filters it.
 """
 from __future__ import annotations
-
-import warnings
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import WeightAveraging
 
-#: the start of Lightning's warning (module docstring)
+from lightning_fm.compat import averaged_model
+
+#: the start of Lightning's warning (module docstring), a ``warnings.filterwarnings`` message pattern
 OUTSIDE_FIT_WARNING = r"You're using the WeightAveraging callback, but loading a checkpoint outside the 'fit' stage"
-warnings.filterwarnings("ignore", message=OUTSIDE_FIT_WARNING)
 
 
 def averaging_callback(trainer: Trainer) -> WeightAveraging | None:
@@ -30,7 +30,7 @@ def averaged_module(trainer: Trainer) -> LightningModule | None:
     """The EMA copy of the module, or None (no averaging callback, or outside ``fit``). Between training steps it
     holds the averaged weights."""
     callback = averaging_callback(trainer)
-    model = getattr(callback, "_average_model", None)
+    model = None if callback is None else averaged_model(callback)
     return None if model is None else model.module
 
 

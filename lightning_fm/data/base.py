@@ -18,7 +18,6 @@ on rank ``k mod W``): every sample is evaluated exactly once and every process r
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -58,10 +57,6 @@ class EpochIterableDataset(IterableDataset):
         for k in range(self.start + worker, len(self), workers):
             yield self.make_batch(k)
 
-
-# Our IterableDatasets know their exact length (they shard by worker themselves), so Lightning's generic warning
-# that ``__len__`` "could be inaccurate" with several workers does not apply to them.
-warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 
 Clock = Callable[[bool], tuple[int, int, int]]
 

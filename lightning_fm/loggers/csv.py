@@ -9,35 +9,55 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 
-from lightning.pytorch.loggers import CSVLogger as _CSVLogger
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_only
+
+#: Lightning's writer's warning on a directory that is not empty (it deletes only the metrics file, kept here)
+NOT_EMPTY_WARNING = r"Experiment logs directory .* exists and is not empty"
 
 
-class _ContinuingWriter(ExperimentWriter):
-    def __init__(self, log_dir: str, metrics_file: str, keep_until_step: int | None) -> None:
+class ContinuingWriter(ExperimentWriter):
+    """Lightning's CSV experiment writer that continues an existing metrics file (module docstring).
+
+    Its constructor reads the file's rows and header, lets Lightning's writer open the directory (which deletes the
+    file), and writes the kept rows back (to a temporary file beside it, renamed over it) with their header, which
+    the writer adopts (``metrics_keys``): new rows are appended under it, and a new key rewrites the file as
+    Lightning's writer does."""
+
+    def __init__(self, log_dir: str, metrics_file: str = "metrics.csv", keep_until_step: int | None = None) -> None:
         self.NAME_METRICS_FILE = metrics_file
         self.keep_until_step = keep_until_step
-        super().__init__(log_dir)
+        path = os.path.join(log_dir, metrics_file)
+        kept = self._kept_rows(path, keep_until_step) if os.path.isfile(path) else None
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=NOT_EMPTY_WARNING)  # it is not deleted here
+            super().__init__(log_dir)
+        if kept is not None:
+            temporary, self.metrics_keys = kept
+            os.replace(temporary, self.metrics_file_path)
 
-    def _check_log_dir_exists(self) -> None:
-        """Adopt an existing metrics file instead of deleting it (module docstring)."""
-        if not os.path.isfile(self.metrics_file_path):
-            return
-        with open(self.metrics_file_path, newline="") as file:
+    @staticmethod
+    def _kept_rows(path: str, keep_until_step: int | None) -> tuple[str, list[str]]:
+        """Write the rows of ``path`` to keep (all, or those before ``keep_until_step``) to a temporary file beside
+        it under their sorted header; return that file and the header."""
+        with open(path, newline="") as file:
             reader = csv.DictReader(file)
-            rows, keys = list(reader), list(reader.fieldnames or [])
-        if self.keep_until_step is not None:
-            rows = [row for row in rows if not row.get("step") or int(float(row["step"])) < self.keep_until_step]
-        self.metrics_keys = sorted(keys)
-        with open(self.metrics_file_path, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
+            rows, keys = list(reader), sorted(reader.fieldnames or [])
+        if keep_until_step is not None:
+            rows = [row for row in rows if not row.get("step") or int(float(row["step"])) < keep_until_step]
+        temporary = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+        with open(temporary, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=keys)
             writer.writeheader()
             writer.writerows(rows)
+        return temporary, keys
 
 
-class CSVLogger(_CSVLogger):
+class CSVLogger(LightningCSVLogger):
     """Lightning's ``CSVLogger`` (``<save_dir>/<name>/version_<n>/metrics.csv``) that continues an existing metrics
     file (module docstring).
 
@@ -55,11 +75,20 @@ class CSVLogger(_CSVLogger):
         super().__init__("runs" if save_dir is None else save_dir, name=name, version=version, prefix=prefix,
                          flush_logs_every_n_steps=flush_logs_every_n_steps)
         self.metrics_file, self.keep_until_step = metrics_file, keep_until_step
+        self._writer: ContinuingWriter | None = None
 
     @property
     @rank_zero_experiment
-    def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
+    def experiment(self) -> ContinuingWriter:
+        """The writer (created on first use, on rank 0)."""
+        if self._writer is None:
             os.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _ContinuingWriter(self.log_dir, self.metrics_file, self.keep_until_step)
-        return self._experiment
+            self._writer = ContinuingWriter(self.log_dir, self.metrics_file, self.keep_until_step)
+        return self._writer
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        """Write what is pending; nothing where no writer was opened (as Lightning's ``CSVLogger``, which tests its
+        own writer attribute, left unset here)."""
+        if self._writer is not None:
+            self.save()

@@ -18,7 +18,7 @@ from typing import Any
 from lightning.pytorch.loggers import WandbLogger as _WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from lightning_fm.runs import next_version
+from lightning_fm.cli.run_dirs import next_version
 
 RUN_ID_FILE = "wandb_run_id"
 
@@ -52,21 +52,23 @@ class WandbLogger(_WandbLogger):
         if id is None:
             id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
         kwargs = {k: v for k, v in kwargs.items() if v is not None}  # the CLI passes every wandb.init argument
-        super().__init__(name=f"{name}/{self._run_version}", save_dir=os.environ.get("WANDB_DIR") or str(self._run_dir),
-                         id=id, project=project or os.environ.get("WANDB_PROJECT") or "lightning_fm",
-                         log_model=log_model, offline=offline, prefix=prefix, group=kwargs.pop("group", name),
-                         **kwargs)
+        self._wandb_dir = os.environ.get("WANDB_DIR") or str(self._run_dir)  # W&B's own files (wandb.init's dir)
+        self._run_id, self._run_started = id, False
+        super().__init__(name=f"{name}/{self._run_version}", save_dir=self._wandb_dir, id=id,
+                         project=project or os.environ.get("WANDB_PROJECT") or "lightning_fm", log_model=log_model,
+                         offline=offline, prefix=prefix, group=kwargs.pop("group", name), **kwargs)
 
     @property
     def experiment(self):
         """The W&B run (created on first use, on rank 0), its id saved in the run directory."""
-        starting = self._experiment is None and rank_zero_only.rank == 0
+        starting = not self._run_started and rank_zero_only.rank == 0
         if starting:
-            Path(self._wandb_init["dir"]).mkdir(parents=True, exist_ok=True)
+            Path(self._wandb_dir).mkdir(parents=True, exist_ok=True)
         run = super().experiment
         if starting:
             self._run_dir.mkdir(parents=True, exist_ok=True)
             (self._run_dir / RUN_ID_FILE).write_text(f"{run.id}\n")
+            self._run_started = True
         return run
 
     @property
@@ -87,5 +89,5 @@ class WandbLogger(_WandbLogger):
 
     @property
     def run_id(self) -> str:
-        """The W&B run id."""
-        return self._id
+        """The W&B run id (the one given, saved or made up when the logger was created)."""
+        return self._run_id

@@ -21,6 +21,7 @@ from torch import Tensor
 from lightning_fm.callbacks.divergence import DivergenceGuard, is_logging_step
 from lightning_fm.callbacks.step_seeding import StepSeeding
 from lightning_fm.callbacks.throughput import Throughput
+from lightning_fm.compat import attached_trainer
 from lightning_fm.likelihood import LikelihoodResult, LogProb, standard_normal_log_prob, trainable_copy
 from lightning_fm.modules.components import Components
 from lightning_fm.modules.data_checks import DataChecks
@@ -141,7 +142,7 @@ class FlowMatchingModule(Components, DataChecks, LightningModule):
     def couple(self, batch: dict[str, Tensor], distributed: bool = True) -> Pairs:
         """Pair the batch with ``self.coupling``; under DDP (``distributed``) over the GLOBAL batch
         (:func:`lightning_fm.objectives.couple`)."""
-        trainer = self.attached_trainer() if distributed else None
+        trainer = attached_trainer(self) if distributed else None
         if trainer is None or trainer.world_size == 1:
             return couple(self.coupling, batch)
         return couple(self.coupling, batch, self.all_gather, trainer.global_rank, self.global_step)

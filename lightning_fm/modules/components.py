@@ -9,6 +9,7 @@ from typing import Any
 from lightning_fm.utils.hparams import StoredHyperparameters
 from lightning_fm.utils.spec import build, class_path, to_spec
 
+
 class Components(StoredHyperparameters):
     """Mixin of :class:`~lightning_fm.modules.base.FlowMatchingModule`: its components as specs, and checkpoints
     that name the module's class.

@@ -5,25 +5,19 @@ from typing import Any
 
 import torch
 
+from lightning_fm.compat import attached_trainer
 from lightning_fm.modules.hot_path import to_channels_last
 
 
 class DataChecks:
     """Mixin of :class:`~lightning_fm.modules.base.FlowMatchingModule` (a LightningModule with a ``backbone``)."""
 
-    def attached_trainer(self) -> Any:
-        """The Trainer this module is attached to, or None (Lightning's ``trainer`` property raises when detached)."""
-        try:
-            return self.trainer
-        except RuntimeError:
-            return None
-
     def setup(self, stage: str) -> None:
         """Check the data against the model; ``model.channels_last`` (after the callbacks' setup: an EMA copy keeps
         the default layout)."""
         if self.hparams.channels_last:
             to_channels_last(self)
-        trainer = self.attached_trainer()
+        trainer = attached_trainer(self)
         datamodule = getattr(trainer, "datamodule", None)
         if datamodule is None:
             return

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_fm.compat import is_compiled
+
 COMPILE_OPTIONS = ("mode", "backend", "fullgraph", "dynamic", "options")
 
 
@@ -42,6 +44,6 @@ def channels_last_batch(batch: dict[str, Any]) -> dict[str, Any]:
 
 def compile_in_place(backbone: nn.Module, options: dict[str, Any]) -> nn.Module:
     """``backbone.compile(**options)`` once (a second call, e.g. by ``test`` after ``fit``, is a no-op)."""
-    if getattr(backbone, "_compiled_call_impl", None) is None:
+    if not is_compiled(backbone):
         backbone.compile(**options)
     return backbone
