@@ -142,7 +142,7 @@ class ClassifierMetrics(Callback):
         self.classifier: DigitsClassifier | None = None
         self.target_classes: Tensor | None = None
         self._data: Any = None  # the data module the classifier was trained for
-        self._validations, self._active = 0, False
+        self._validations, self._active, self._prefix = 0, False, "val"
         self._stats: dict[str, FeatureStatistics] = {}
         self._predictions: PredictionStatistics | None = None
 
@@ -236,6 +236,7 @@ class ClassifierMetrics(Callback):
             return
         self._validations += 1
         self._active = (self._validations - 1) % self.every_n_validations == 0
+        self._prefix = "val"
         if self._active:
             self._prepare(pl_module.device)
 
@@ -246,19 +247,13 @@ class ClassifierMetrics(Callback):
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._active:
-            self._log(trainer, pl_module, "val")
+            self._log(trainer, pl_module, self._prefix)
         self._active = False
 
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._active = True
+        self._active, self._prefix = True, "test"
         self._prepare(pl_module.device)
 
-    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:
-        if self._active:
-            self._update(pl_module, outputs, batch)
-
-    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._active:
-            self._log(trainer, pl_module, "test")
-        self._active = False
+    # a test epoch updates and logs as a validation epoch does (under test/*)
+    on_test_batch_end = on_validation_batch_end
+    on_test_epoch_end = on_validation_epoch_end

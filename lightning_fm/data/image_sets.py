@@ -200,6 +200,9 @@ class DigitsImages(ImageSet):
         seed: seed of the split.
     """
 
+    shape = (1, 8, 8)
+    num_classes = 10
+
     def __init__(self, classes: list[int] | None = None, val_fraction: float = 0.2, seed: int = 0) -> None:
         self.classes, self.val_fraction, self.seed = classes, val_fraction, seed
 
@@ -207,13 +210,6 @@ class DigitsImages(ImageSet):
         self._check_fraction("val_fraction", self.val_fraction)
         self._check_classes(self.classes, 10, "digits")
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (1, 8, 8)
-
-    @property
-    def num_classes(self) -> int:
-        return 10
 
     def load(self) -> dict[str, ImageSplit]:
         images, labels = load_digit_images()

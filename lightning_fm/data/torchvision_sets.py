@@ -116,6 +116,8 @@ class MNISTImages(TorchvisionSet):
     """
 
     title = "MNIST"
+    shape = (1, 28, 28)
+    num_classes = 10
     dataset = "MNIST"  # the torchvision class and folder
     files = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
     archive_note = " (or the same names with .gz: extracted on loading)"
@@ -140,13 +142,6 @@ class MNISTImages(TorchvisionSet):
     def folder(self) -> Path:
         return Path(self.root) / self.dataset / "raw"
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (1, 28, 28)
-
-    @property
-    def num_classes(self) -> int:
-        return 10
 
     def extract(self) -> None:
         from torchvision.datasets.utils import extract_archive
@@ -189,6 +184,8 @@ class CIFAR10Images(TorchvisionSet):
     """
 
     title = "CIFAR-10"
+    shape = (3, 32, 32)
+    num_classes = 10
     files = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
     archive_note = " (or the archive cifar-10-python.tar.gz into its parent folder: extracted on loading)"
 
@@ -209,13 +206,6 @@ class CIFAR10Images(TorchvisionSet):
     def folder(self) -> Path:
         return Path(self.root) / "cifar-10-batches-py"
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (3, 32, 32)
-
-    @property
-    def num_classes(self) -> int:
-        return 10
 
     def extract(self) -> None:
         from torchvision.datasets import CIFAR10

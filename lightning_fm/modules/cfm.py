@@ -7,7 +7,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from lightning_fm.couplings import Coupling, OTCoupling
-from lightning_fm.models import MLP, FieldHead
+from lightning_fm.models import MLP
 from lightning_fm.modules.base import FlowMatchingModule
 from lightning_fm.objectives import VelocityObjective
 from lightning_fm.paths import GaussianPath, LinearPath
@@ -44,10 +44,7 @@ class CFMModule(FlowMatchingModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.backbone = self.component("backbone", backbone, MLP(data_shape=[2]))
-        if isinstance(self.backbone, FieldHead):
-            raise ValueError("model.backbone is a FieldHead (an IFM output (f_z, f_x)); CFMModule needs a velocity "
-                             "backbone such as lightning_fm.models.MLP")
+        self.backbone = self.build_backbone(backbone, MLP(data_shape=[2]), gives_field=False)
         self.path = self.component("path", path, LinearPath(0.1))
         self.coupling = self.component("coupling", coupling, OTCoupling("exact"))
         self.sampler = self.component("sampler", sampler, ODESampler())

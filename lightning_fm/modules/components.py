@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from lightning_fm.models import FieldHead
 from lightning_fm.utils.hparams import StoredHyperparameters
 from lightning_fm.utils.spec import build, class_path, to_spec
 
@@ -47,6 +48,18 @@ class Components(StoredHyperparameters):
         if name not in self.derived_hparams:
             self.hparams[name] = to_spec(built)
         return built
+
+    def build_backbone(self, value: Any, default: Any, gives_field: bool) -> Any:
+        """The ``backbone`` component, checked to give what the family regresses: the field ``(f_z, f_x)`` of a
+        :class:`~lightning_fm.models.FieldHead` (IFM) or a velocity ``v(x, t)`` (CFM)."""
+        backbone = self.component("backbone", value, default)
+        if gives_field and not isinstance(backbone, FieldHead):
+            raise ValueError(f"model.backbone must give the field (f_z, f_x): wrap it as lightning_fm.models.FieldHead "
+                             f"(got {type(backbone).__name__})")
+        if not gives_field and isinstance(backbone, FieldHead):
+            raise ValueError("model.backbone is a FieldHead (an IFM output (f_z, f_x)); CFMModule needs a velocity "
+                             "backbone such as lightning_fm.models.MLP")
+        return backbone
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record the module's class beside its hyperparameters (``checkpoint["lightning_fm"]["module"]``): the CLI's

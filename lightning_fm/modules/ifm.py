@@ -56,16 +56,12 @@ class IFMModule(FlowMatchingModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.backbone = self.component("backbone", backbone, FieldHead(MLP(data_shape=[2])))
-        if not isinstance(self.backbone, FieldHead):
-            raise ValueError(f"model.backbone must give the field (f_z, f_x): wrap it as lightning_fm.models.FieldHead "
-                             f"(got {type(self.backbone).__name__})")
+        self.backbone = self.build_backbone(backbone, FieldHead(MLP(data_shape=[2])), gives_field=True)
         self.field = self.component("field", field, StrongInteractionField(L=1.0, scale=1.0))
         self.coupling = self.component("coupling", coupling, IndependentCoupling())
         self.volume = self.component("volume", volume, UniformVolume())
         self.sampler = self.component("sampler", sampler, FieldLineSampler())
         self.objective = FieldObjective(self.field, self.volume, self.sampler, n_points)
-        self.n_points = n_points
 
     @property
     def L(self) -> float:
