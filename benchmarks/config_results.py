@@ -17,6 +17,7 @@ also maps torchcfm's own ``sample_8gaussians(2000)`` (drawn by torchcfm 1.0.7 in
 :mod:`torchcfm_reference`) with the config's sampler, scored by exact W2 against torchcfm's own
 ``sample_moons(2000)``. JSON: ``benchmarks/results/config_results.json`` (merged with earlier runs of other configs).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,9 +37,23 @@ OUT = REPO / "benchmarks" / "results" / "config_results.json"
 #: the final validation values recorded (None where a config does not log one); image configs with the digits
 #: classifier add its Frechet distance and its floor, class coverage, confidence and the transfer's target share;
 #: forward-only configs their likelihood (val/nll for points, val/bpd for images) and its NFE
-VAL_KEYS = ("val/w2", "val/w2_floor", "val/nfe", "val/crossing", "val/not_returned", "val/backward", "val/fd",
-            "val/fd_floor", "val/nll", "val/bpd", "val/likelihood_nfe",
-            "val/class_coverage", "val/confidence", "val/label_accuracy", "val/target_class_fraction")
+VAL_KEYS = (
+    "val/w2",
+    "val/w2_floor",
+    "val/nfe",
+    "val/crossing",
+    "val/not_returned",
+    "val/backward",
+    "val/fd",
+    "val/fd_floor",
+    "val/nll",
+    "val/bpd",
+    "val/likelihood_nfe",
+    "val/class_coverage",
+    "val/confidence",
+    "val/label_accuracy",
+    "val/target_class_fraction",
+)
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
@@ -54,8 +69,10 @@ def torchcfm_scores(log_dir: Path) -> dict:
     ref = reference_samples()
     with torch.no_grad():
         samples = module.sample(ref["source"]).x
-    return {"w2_torchcfm_moons": wasserstein2(samples, ref["target"]),
-            "floor_torchcfm_moons": wasserstein2(ref["target_iid"], ref["target"])}
+    return {
+        "w2_torchcfm_moons": wasserstein2(samples, ref["target"]),
+        "floor_torchcfm_moons": wasserstein2(ref["target_iid"], ref["target"]),
+    }
 
 
 def run(config: str, seed: int = 0) -> dict:
@@ -63,17 +80,35 @@ def run(config: str, seed: int = 0) -> dict:
         env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), MPLBACKEND="Agg")
         start = time.perf_counter()
         seeds = [f"--seed_everything={seed}", f"--data.init_args.seed={seed}"] if seed else []
-        proc = subprocess.run([sys.executable, "-m", "lightning_fm", "fit", "-c", str(REPO / config),
-                               "--trainer.enable_progress_bar=false", *seeds], cwd=scratch, env=env,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lightning_fm",
+                "fit",
+                "-c",
+                str(REPO / config),
+                "--trainer.enable_progress_bar=false",
+                *seeds,
+            ],
+            cwd=scratch,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         seconds = time.perf_counter() - start
         if proc.returncode:
             return {"config": config, "error": proc.stderr[-2000:], "seconds": seconds}
         log_dir = next(Path(scratch).glob("runs/*/version_0"))
         rows = list(csv.DictReader(open(log_dir / "metrics.csv")))
         last = [r for r in rows if r.get("val/w2")][-1]
-        result = {"config": config, "seed": seed, "steps": int(last["step"]) + 1, "seconds": seconds,
-                  "threads": int(env["OMP_NUM_THREADS"])}
+        result = {
+            "config": config,
+            "seed": seed,
+            "steps": int(last["step"]) + 1,
+            "seconds": seconds,
+            "threads": int(env["OMP_NUM_THREADS"]),
+        }
         # each key's last logged value (the likelihood callback may log on a row of its own)
         result.update({key: next((float(r[key]) for r in reversed(rows) if r.get(key)), None) for key in VAL_KEYS})
         data = yaml.safe_load((log_dir / "config.yaml").read_text())["data"]["init_args"]
@@ -87,8 +122,9 @@ def main() -> None:
     parser.add_argument("configs", nargs="*")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     args = parser.parse_args()
-    configs = args.configs or sorted(str(p.relative_to(REPO)) for p in (REPO / "configs" / "toy").glob("*.yaml")
-                                     if p.stem != "duality")
+    configs = args.configs or sorted(
+        str(p.relative_to(REPO)) for p in (REPO / "configs" / "toy").glob("*.yaml") if p.stem != "duality"
+    )
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
     for config in configs:
         for seed in args.seeds:
@@ -111,35 +147,42 @@ def likelihood(r: dict, key: str) -> str:
 
 
 def print_points(rows: list[dict]) -> None:
-    print("| config | steps | val/w2 | W2 floor | W2 on torchcfm's samples (floor) | NFE | val/nll (NFE) "
-          "| not returned | wall time |")
+    print(
+        "| config | steps | val/w2 | W2 floor | W2 on torchcfm's samples (floor) | NFE | val/nll (NFE) "
+        "| not returned | wall time |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
             print(f"| {r['config']} | failed | | | | | | | {r['seconds']:.0f} s |")
             continue
-        peer = (f"{r['w2_torchcfm_moons']:.3f} ({r['floor_torchcfm_moons']:.3f})" if "w2_torchcfm_moons" in r
-                else "")
+        peer = f"{r['w2_torchcfm_moons']:.3f} ({r['floor_torchcfm_moons']:.3f})" if "w2_torchcfm_moons" in r else ""
         name = f"`{r['config']}`" + (f" (seed {r['seed']})" if r.get("seed") else "")
-        print(f"| {name} | {r['steps']} | {fmt(r['val/w2'])} | {fmt(r['val/w2_floor'])} | {peer} "
-              f"| {fmt(r['val/nfe'], 0)} | {likelihood(r, 'val/nll')} | {fmt(r['val/not_returned'], 0)} "
-              f"| {r['seconds'] / 60:.1f} min |")
+        print(
+            f"| {name} | {r['steps']} | {fmt(r['val/w2'])} | {fmt(r['val/w2_floor'])} | {peer} "
+            f"| {fmt(r['val/nfe'], 0)} | {likelihood(r, 'val/nll')} | {fmt(r['val/not_returned'], 0)} "
+            f"| {r['seconds'] / 60:.1f} min |"
+        )
 
 
 def print_images(rows: list[dict]) -> None:
-    print("\n| config | steps | classifier FD (floor) | coverage | confidence | target class | val/w2 (floor) | NFE "
-          "| val/bpd (NFE) | crossing / not returned | threads | wall time |")
+    print(
+        "\n| config | steps | classifier FD (floor) | coverage | confidence | target class | val/w2 (floor) | NFE "
+        "| val/bpd (NFE) | crossing / not returned | threads | wall time |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
             print(f"| {r['config']} | failed | | | | | | | | | | {r['seconds']:.0f} s |")
             continue
         lines = "" if r.get("val/crossing") is None else f"{r['val/crossing']:.0f} / {r['val/not_returned']:.0f}"
-        print(f"| `{r['config']}` | {r['steps']} | {fmt(r.get('val/fd'), 2)} ({fmt(r.get('val/fd_floor'), 2)}) "
-              f"| {fmt(r.get('val/class_coverage'), 2)} | {fmt(r.get('val/confidence'))} "
-              f"| {fmt(r.get('val/target_class_fraction'))} | {fmt(r['val/w2'])} ({fmt(r['val/w2_floor'])}) "
-              f"| {fmt(r['val/nfe'], 0)} | {likelihood(r, 'val/bpd')} | {lines} | {r.get('threads', 1)} "
-              f"| {r['seconds'] / 60:.1f} min |")
+        print(
+            f"| `{r['config']}` | {r['steps']} | {fmt(r.get('val/fd'), 2)} ({fmt(r.get('val/fd_floor'), 2)}) "
+            f"| {fmt(r.get('val/class_coverage'), 2)} | {fmt(r.get('val/confidence'))} "
+            f"| {fmt(r.get('val/target_class_fraction'))} | {fmt(r['val/w2'])} ({fmt(r['val/w2_floor'])}) "
+            f"| {fmt(r['val/nfe'], 0)} | {likelihood(r, 'val/bpd')} | {lines} | {r.get('threads', 1)} "
+            f"| {r['seconds'] / 60:.1f} min |"
+        )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ never return, the digits classifier's Frechet distance of the end points to the 
 (:class:`~lightning_fm.callbacks.ClassifierMetrics`' measure; its floor is in the README) and the median distance of
 an end point to its nearest training digit (0: the line ended on a charge, a copy of a training image).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,10 @@ from lightning_fm.fields import CoulombField
 from lightning_fm.metrics import wasserstein2
 from lightning_fm.sampling import FieldLineSampler
 
-SETTINGS = {"reference": {"return_tol": 0.05, "cross_probe": 0.0, "fz_min_rel": 0.0},
-            "efm.yaml (learned-field settings)": {"return_tol": 0.2, "cross_probe": 0.2, "fz_min_rel": 0.05}}
+SETTINGS = {
+    "reference": {"return_tol": 0.05, "cross_probe": 0.0, "fz_min_rel": 0.0},
+    "efm.yaml (learned-field settings)": {"return_tol": 0.2, "cross_probe": 0.2, "fz_min_rel": 0.05},
+}
 
 
 def draw(name: str, n: int, seed: int, iid: bool = False) -> torch.Tensor:
@@ -57,21 +60,32 @@ def digits(Ls: list[float], out: Path) -> None:
         start = time.perf_counter()
         with torch.no_grad():
             lines = sampler(lambda z, x, f=field: f.direction(z, x, P, Q), starts, L, forward_only=False)
-            fd = frechet_distance(classifier.features(lines.x.float().clamp(-1, 1)),
-                                  classifier.features(held_out))
+            fd = frechet_distance(classifier.features(lines.x.float().clamp(-1, 1)), classifier.features(held_out))
             nearest = torch.cdist(lines.x.flatten(1), Q.flatten(1)).min(dim=1).values.median()
-        rows.append({"L": L, "lines": len(starts), "crossing": lines.info["crossing"],
-                     "not_returned": lines.info["not_returned"], "nfe": lines.nfe, "classifier_fd": fd,
-                     "median_distance_to_nearest_training_digit": float(nearest),
-                     "seconds": time.perf_counter() - start})
+        rows.append(
+            {
+                "L": L,
+                "lines": len(starts),
+                "crossing": lines.info["crossing"],
+                "not_returned": lines.info["not_returned"],
+                "nfe": lines.nfe,
+                "classifier_fd": fd,
+                "median_distance_to_nearest_training_digit": float(nearest),
+                "seconds": time.perf_counter() - start,
+            }
+        )
         print(rows[-1], flush=True)
     print(f"\nexact CoulombField, {len(P)} noise + {len(Q)} digit charges, {len(starts)} lines")
-    print("| L | lines crossing the target plate | never returned | classifier FD | median distance to the nearest "
-          "training digit |")
+    print(
+        "| L | lines crossing the target plate | never returned | classifier FD | median distance to the nearest "
+        "training digit |"
+    )
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['L']} | {r['crossing']:.0f} | {r['not_returned']:.0f} | {r['classifier_fd']:.1f} "
-              f"| {r['median_distance_to_nearest_training_digit']:.3g} |")
+        print(
+            f"| {r['L']} | {r['crossing']:.0f} | {r['not_returned']:.0f} | {r['classifier_fd']:.1f} "
+            f"| {r['median_distance_to_nearest_training_digit']:.3g} |"
+        )
     out.write_text(json.dumps({"rows": rows}, indent=2))
     print(f"wrote {out}")
 
@@ -102,17 +116,29 @@ def main() -> None:
             start = time.perf_counter()
             with torch.no_grad():
                 lines = sampler(lambda z, x, f=field: f.direction(z, x, P, Q), starts, L, forward_only=False)
-            rows.append({"L": L, "settings": name, **options, "w2": wasserstein2(lines.x, target), "floor": floor,
-                         "nfe": lines.nfe, "not_returned": lines.info["not_returned"],
-                         "seconds": time.perf_counter() - start})
+            rows.append(
+                {
+                    "L": L,
+                    "settings": name,
+                    **options,
+                    "w2": wasserstein2(lines.x, target),
+                    "floor": floor,
+                    "nfe": lines.nfe,
+                    "not_returned": lines.info["not_returned"],
+                    "seconds": time.perf_counter() - start,
+                }
+            )
             print(rows[-1], flush=True)
-    print(f"\nexact CoulombField, {args.charges} + {args.charges} charges, {args.lines} lines, 100 Euler z-steps + "
-          "arclength continuation (step 0.05)")
+    print(
+        f"\nexact CoulombField, {args.charges} + {args.charges} charges, {args.lines} lines, 100 Euler z-steps + "
+        "arclength continuation (step 0.05)"
+    )
     print("| L | sampler settings | W2 | floor | NFE | not returned |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['L']} | {r['settings']} | {r['w2']:.3f} | {r['floor']:.3f} | {r['nfe']} "
-              f"| {r['not_returned']:.0f} |")
+        print(
+            f"| {r['L']} | {r['settings']} | {r['w2']:.3f} | {r['floor']:.3f} | {r['nfe']} | {r['not_returned']:.0f} |"
+        )
     Path(args.out).write_text(json.dumps({"charges": args.charges, "lines": args.lines, "rows": rows}, indent=2))
     print(f"wrote {args.out}")
 

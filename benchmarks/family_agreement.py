@@ -9,6 +9,7 @@ Each run is restored from ``checkpoints/last.ckpt`` (EMA weights) and sampled wi
 yardstick of a pixel distance is the mean distance of a held-out digit to its nearest other held-out digit
 (printed too). JSON: ``benchmarks/results/family_agreement.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,14 @@ def main() -> None:
         digits = {name: classifier.logits(x).argmax(1) for name, x in samples.items()}
     rows = []
     for a, b in itertools.combinations(names, 2):
-        rows.append({"a": a, "b": b, "same_digit": float((digits[a] == digits[b]).float().mean()),
-                     "pixel_distance": float((samples[a] - samples[b]).flatten(1).norm(dim=1).mean())})
+        rows.append(
+            {
+                "a": a,
+                "b": b,
+                "same_digit": float((digits[a] == digits[b]).float().mean()),
+                "pixel_distance": float((samples[a] - samples[b]).flatten(1).norm(dim=1).mean()),
+            }
+        )
     held_out = evaluation["x1"].flatten(1)
     distances = torch.cdist(held_out, held_out).fill_diagonal_(float("inf"))
     yardstick = float(distances.min(dim=1).values.mean())

@@ -8,6 +8,7 @@ table, writes JSON.
 
     OMP_NUM_THREADS=1 python benchmarks/field_target_cost.py [--shapes 2 1,28,28 3,32,32] [--threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,6 +16,7 @@ import json
 import math
 import platform
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -90,9 +92,11 @@ def loop_strong_code(field, z, x, x0, x1):
         r = rho.norm(dim=1)
         alpha = torch.arctan(r * rate)
         e = torch.cos(alpha)[:, None] * n_pair + torch.sin(alpha)[:, None] * torch.cat(
-            [torch.zeros_like(z)[:, None], rho / (r[:, None] + 1e-30)], 1)
-        den = torch.logaddexp(torch.log(torch.cos(alpha) + 1e-8) + D * torch.log(sigma / S),
-                              torch.tensor(math.log(1e-2)))
+            [torch.zeros_like(z)[:, None], rho / (r[:, None] + 1e-30)], 1
+        )
+        den = torch.logaddexp(
+            torch.log(torch.cos(alpha) + 1e-8) + D * torch.log(sigma / S), torch.tensor(math.log(1e-2))
+        )
         acc.add(-r.square() / (2 * sigma.square()) - den, e)
     return unit(acc.acc)
 
@@ -102,15 +106,27 @@ def cases():
     strong_code = StrongInteractionField(L, 1.0, exact=False)
     return [
         ("CoulombField (EFM, shared shift)", CoulombField(L), lambda *a: loop_coulomb(CoulombField(L), *a)),
-        ("CoulombField (separate norm., gamma=5)", CoulombField(L, True, 5.0),
-         lambda *a: loop_coulomb_separate(CoulombField(L, True, 5.0), *a)),
-        ("StrongInteractionField exact", StrongInteractionField(L, 1.0),
-         lambda *a: loop_path(StrongInteractionField(L, 1.0).path, L, *a)),
+        (
+            "CoulombField (separate norm., gamma=5)",
+            CoulombField(L, True, 5.0),
+            lambda *a: loop_coulomb_separate(CoulombField(L, True, 5.0), *a),
+        ),
+        (
+            "StrongInteractionField exact",
+            StrongInteractionField(L, 1.0),
+            lambda *a: loop_path(StrongInteractionField(L, 1.0).path, L, *a),
+        ),
         ("StrongInteractionField code (exact=False)", strong_code, lambda *a: loop_strong_code(strong_code, *a)),
-        ("ForwardOnlyField(LinearPath(0.1))", ForwardOnlyField(LinearPath(0.1), L),
-         lambda *a: loop_path(LinearPath(0.1), L, *a)),
-        ("ForwardOnlyField(BrownianBridgePath(1))", ForwardOnlyField(BrownianBridgePath(1.0), L),
-         lambda *a: loop_path(BrownianBridgePath(1.0), L, *a)),
+        (
+            "ForwardOnlyField(LinearPath(0.1))",
+            ForwardOnlyField(LinearPath(0.1), L),
+            lambda *a: loop_path(LinearPath(0.1), L, *a),
+        ),
+        (
+            "ForwardOnlyField(BrownianBridgePath(1))",
+            ForwardOnlyField(BrownianBridgePath(1.0), L),
+            lambda *a: loop_path(BrownianBridgePath(1.0), L, *a),
+        ),
     ]
 
 
@@ -127,8 +143,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pairs", type=int, default=256)
     parser.add_argument("--points", type=int, default=64)
-    parser.add_argument("--shapes", nargs="+", default=["2", "1,28,28", "3,32,32"],
-                        help="data shapes, comma-separated dimensions")
+    parser.add_argument(
+        "--shapes", nargs="+", default=["2", "1,28,28", "3,32,32"], help="data shapes, comma-separated dimensions"
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--loop-repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
@@ -145,24 +162,46 @@ def main() -> None:
         flat = (z, x.flatten(1), x0.flatten(1), x1.flatten(1))
         for name, field, loop in cases():
             field.direction(z, x, x0, x1)  # warm-up
-            vec_s, (nz, nx) = best_time(lambda: field.direction(z, x, x0, x1), args.repeats)
-            loop_s, ref = best_time(lambda: loop(*flat), args.loop_repeats)
+            vec_s, (nz, nx) = best_time(partial(field.direction, z, x, x0, x1), args.repeats)
+            loop_s, ref = best_time(partial(loop, *flat), args.loop_repeats)
             diff = float((torch.cat([nz[:, None], nx.flatten(1)], 1) - ref).abs().max())
             assert diff < args.tol, f"{name}, D={x[0].numel()}: vectorised and loop directions differ by {diff:.2e}"
-            rows.append({"field": name, "D": x[0].numel(), "vectorised_ms": 1e3 * vec_s, "loop_ms": 1e3 * loop_s,
-                         "speedup": loop_s / vec_s, "max_abs_diff": diff})
+            rows.append(
+                {
+                    "field": name,
+                    "D": x[0].numel(),
+                    "vectorised_ms": 1e3 * vec_s,
+                    "loop_ms": 1e3 * loop_s,
+                    "speedup": loop_s / vec_s,
+                    "max_abs_diff": diff,
+                }
+            )
             print(rows[-1], flush=True)
-    print(f"\nB = {args.pairs} pairs, b = {args.points} points, float32, {args.threads} thread(s), "
-          f"{platform.processor() or platform.machine()}, torch {torch.__version__}")
+    print(
+        f"\nB = {args.pairs} pairs, b = {args.points} points, float32, {args.threads} thread(s), "
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
+    )
     print("| field | D | vectorised ms | loop ms | speed-up | max abs diff |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['field']} | {r['D']} | {r['vectorised_ms']:.2f} | {r['loop_ms']:.1f} | {r['speedup']:.1f}x | "
-              f"{r['max_abs_diff']:.1e} |")
+        print(
+            f"| {r['field']} | {r['D']} | {r['vectorised_ms']:.2f} | {r['loop_ms']:.1f} | {r['speedup']:.1f}x | "
+            f"{r['max_abs_diff']:.1e} |"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"pairs": args.pairs, "points": args.points, "threads": args.threads,
-                               "torch": torch.__version__, "rows": rows}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "pairs": args.pairs,
+                "points": args.points,
+                "threads": args.threads,
+                "torch": torch.__version__,
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
 
 

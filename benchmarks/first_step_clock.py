@@ -1,5 +1,6 @@
 """``FirstStepClock``: a callback printing the wall-clock time when the first training step ends (for
 :mod:`startup`, which launches ``python -m lightning_fm fit`` with it and subtracts the launch time)."""
+
 from __future__ import annotations
 
 import time

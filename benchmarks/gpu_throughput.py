@@ -6,6 +6,7 @@ accelerator synchronised. Prints a markdown table and writes JSON (device, versi
     python benchmarks/gpu_throughput.py                      # on a GPU: every CIFAR-10 recipe, fp32 and bf16
     python benchmarks/gpu_throughput.py --device cpu --steps 2 --warmup 1 --batch-size 4   # a smoke run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,17 @@ def build_module(recipe: str, shape: list[int]):
     return import_class(model["class_path"])(**kwargs), batch_size
 
 
-def steps_per_second(module, batch_size: int, shape: list[int], device: torch.device, precision: str, steps: int,
-                     warmup: int, channels_last: bool = False, compile: bool = False) -> dict:
+def steps_per_second(
+    module,
+    batch_size: int,
+    shape: list[int],
+    device: torch.device,
+    precision: str,
+    steps: int,
+    warmup: int,
+    channels_last: bool = False,
+    compile: bool = False,
+) -> dict:
     module = module.to(device).train()
     module.hparams.channels_last = channels_last  # the module's own hot path (lightning_fm.modules.hot_path)
     module.compile_options = {} if compile else None
@@ -54,8 +64,10 @@ def steps_per_second(module, batch_size: int, shape: list[int], device: torch.de
     optimizer = module.configure_optimizers()
     optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
     generator = torch.Generator(device="cpu").manual_seed(0)
-    batch = {"x0": torch.randn(batch_size, *shape, generator=generator).to(device),
-             "x1": torch.rand(batch_size, *shape, generator=generator).to(device) * 2 - 1}
+    batch = {
+        "x0": torch.randn(batch_size, *shape, generator=generator).to(device),
+        "x1": torch.rand(batch_size, *shape, generator=generator).to(device) * 2 - 1,
+    }
     if channels_last:
         batch = channels_last_batch(batch)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
@@ -76,8 +88,12 @@ def steps_per_second(module, batch_size: int, shape: list[int], device: torch.de
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
     memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return {"steps_per_s": steps / elapsed, "samples_per_s": steps * batch_size / elapsed, "peak_gib": memory,
-            "final_loss": float(loss.detach().float())}
+    return {
+        "steps_per_s": steps / elapsed,
+        "samples_per_s": steps * batch_size / elapsed,
+        "peak_gib": memory,
+        "final_loss": float(loss.detach().float()),
+    }
 
 
 def main() -> None:
@@ -100,29 +116,51 @@ def main() -> None:
             torch.manual_seed(0)
             module, batch_size = build_module(recipe, shape)
             batch_size = args.batch_size or batch_size
-            row = {"recipe": f"configs/cifar10/{recipe}.yaml", "module": type(module).__name__,
-                   "precision": precision, "batch_size": batch_size, "channels_last": args.channels_last,
-                   "compile": args.compile,
-                   **steps_per_second(module, batch_size, shape, device, precision, args.steps, args.warmup,
-                                      args.channels_last, args.compile)}
+            row = {
+                "recipe": f"configs/cifar10/{recipe}.yaml",
+                "module": type(module).__name__,
+                "precision": precision,
+                "batch_size": batch_size,
+                "channels_last": args.channels_last,
+                "compile": args.compile,
+                **steps_per_second(
+                    module,
+                    batch_size,
+                    shape,
+                    device,
+                    precision,
+                    args.steps,
+                    args.warmup,
+                    args.channels_last,
+                    args.compile,
+                ),
+            }
             rows.append(row)
             print(row, flush=True)
             del module
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    print(f"\n{name}, torch {torch.__version__}, {args.steps} timed steps after {args.warmup}, "
-          f"channels_last={args.channels_last}, compile={args.compile}")
+    print(
+        f"\n{name}, torch {torch.__version__}, {args.steps} timed steps after {args.warmup}, "
+        f"channels_last={args.channels_last}, compile={args.compile}"
+    )
     print("| recipe | precision | batch | steps/s | samples/s | peak GiB |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         peak = "" if r["peak_gib"] is None else f"{r['peak_gib']:.1f}"
-        print(f"| {r['recipe']} | {r['precision']} | {r['batch_size']} | {r['steps_per_s']:.2f} | "
-              f"{r['samples_per_s']:.0f} | {peak} |")
+        print(
+            f"| {r['recipe']} | {r['precision']} | {r['batch_size']} | {r['steps_per_s']:.2f} | "
+            f"{r['samples_per_s']:.0f} | {peak} |"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": name, "torch": torch.__version__, "steps": args.steps,
-                               "warmup": args.warmup, "rows": rows}, indent=2))
+    out.write_text(
+        json.dumps(
+            {"device": name, "torch": torch.__version__, "steps": args.steps, "warmup": args.warmup, "rows": rows},
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
 
 

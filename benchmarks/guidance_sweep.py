@@ -9,6 +9,7 @@ For each run and scale: label accuracy (the share of samples the digits classifi
 its mean confidence, and the Frechet distance of its features to the held-out digits (floor: 359 training digits
 against the same held-out digits). JSON: ``benchmarks/results/guidance_sweep.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,9 +42,16 @@ def main() -> None:
                 samples = module.sample(x0, y=labels, guidance=w).x.clamp(-1, 1)
                 probabilities = classifier(samples).softmax(1)
                 fd = frechet_distance(classifier.features(samples), target_features)
-            rows.append({"run": run_name(config), "guidance": w, "fd": fd, "fd_floor": floor,
-                         "label_accuracy": float((probabilities.argmax(1) == labels).float().mean()),
-                         "confidence": float(probabilities.amax(1).mean())})
+            rows.append(
+                {
+                    "run": run_name(config),
+                    "guidance": w,
+                    "fd": fd,
+                    "fd_floor": floor,
+                    "label_accuracy": float((probabilities.argmax(1) == labels).float().mean()),
+                    "confidence": float(probabilities.amax(1).mean()),
+                }
+            )
             print(rows[-1], flush=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"points": len(x0), "rows": rows}, indent=2))

@@ -13,6 +13,7 @@ U-Net) in about 19 h on one RTX 4090, i.e. it assumes this framework's step cost
 That is an estimate (FLOPs are not time: attention and memory-bound layers differ), not a measurement.
 JSON: ``benchmarks/results/image_config_cost.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,10 +70,17 @@ def cost(config: Path) -> dict:
     sampler = module.hparams["sampler"]["init_args"]
     nfe = sampler.get("steps", 100) if sampler.get("method") != "dopri5" else None
     per_eval = flops(lambda: module.sample(one, steps=1, method="euler"))
-    return {"config": str(config.relative_to(REPO)), "parameters": sum(p.numel() for p in module.backbone.parameters()),
-            "batch": batch, "points_per_step": points, "steps": int(cfg["trainer"]["max_steps"]),
-            "gflop_per_step": per_point * points / 1e9, "gflop_per_sample_eval": per_eval / 1e9,
-            "sampler": sampler.get("method"), "sampler_nfe": nfe}
+    return {
+        "config": str(config.relative_to(REPO)),
+        "parameters": sum(p.numel() for p in module.backbone.parameters()),
+        "batch": batch,
+        "points_per_step": points,
+        "steps": int(cfg["trainer"]["max_steps"]),
+        "gflop_per_step": per_point * points / 1e9,
+        "gflop_per_sample_eval": per_eval / 1e9,
+        "sampler": sampler.get("method"),
+        "sampler_nfe": nfe,
+    }
 
 
 def main() -> None:
@@ -80,7 +88,8 @@ def main() -> None:
     parser.add_argument("configs", nargs="*")
     args = parser.parse_args()
     configs = [Path(c).resolve() for c in args.configs] or sorted(
-        p for group in ("cifar10", "celeba64", "mnist") for p in (REPO / "configs" / group).glob("*.yaml"))
+        p for group in ("cifar10", "celeba64", "mnist") for p in (REPO / "configs" / group).glob("*.yaml")
+    )
     torch.manual_seed(0)
     rows = [cost(c) for c in configs]
     reference = next((r for r in rows if r["config"] == REFERENCE["config"]), None) or cost(REPO / REFERENCE["config"])
@@ -90,15 +99,19 @@ def main() -> None:
         r["estimated_steps_per_gpu_day"] = 86400 / (r["gflop_per_step"] * seconds_per_gflop)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"reference": REFERENCE, "rows": rows}, indent=2))
-    print("| config | parameters | batch (points) | GFLOP / step | steps | est. steps / GPU-day "
-          "| est. total (RTX 4090) | GFLOP / sample / NFE | sampler |")
+    print(
+        "| config | parameters | batch (points) | GFLOP / step | steps | est. steps / GPU-day "
+        "| est. total (RTX 4090) | GFLOP / sample / NFE | sampler |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         nfe = f"{r['sampler']} ({r['sampler_nfe']} NFE)" if r["sampler_nfe"] else f"{r['sampler']} (adaptive)"
-        print(f"| `{r['config']}` | {r['parameters'] / 1e6:.2f} M | {r['batch']} ({r['points_per_step']}) "
-              f"| {r['gflop_per_step']:.0f} "
-              f"| {r['steps']:,} | {r['estimated_steps_per_gpu_day']:,.0f} | {r['estimated_hours_rtx4090']:.0f} h "
-              f"| {r['gflop_per_sample_eval']:.2f} | {nfe} |")
+        print(
+            f"| `{r['config']}` | {r['parameters'] / 1e6:.2f} M | {r['batch']} ({r['points_per_step']}) "
+            f"| {r['gflop_per_step']:.0f} "
+            f"| {r['steps']:,} | {r['estimated_steps_per_gpu_day']:,.0f} | {r['estimated_hours_rtx4090']:.0f} h "
+            f"| {r['gflop_per_sample_eval']:.2f} | {nfe} |"
+        )
     print(f"\ncalibration: {REFERENCE}")
 
 

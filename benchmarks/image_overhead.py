@@ -9,6 +9,7 @@ on either side), alternating rounds so that both see the same machine load. Prin
 
     python benchmarks/image_overhead.py [--scales digits cifar] [--rounds 2] [--threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,31 +31,62 @@ from lightning_fm.paths import LinearPath
 OUT = Path(__file__).resolve().parent / "results" / "image_overhead.json"
 
 SCALES = {
-    "digits": {"steps": 200, "warmup": 20, "batch": 128,
-               "unet": dict(data_shape=[1, 8, 8], model_channels=16, channel_mult=(1, 2, 2), num_res_blocks=1,
-                            attention_resolutions=(4,), num_heads=1, norm_groups=8),
-               "data": lambda batch: DigitsDataModule(batch_size=batch)},
-    "cifar": {"steps": 6, "warmup": 2, "batch": 4,
-              "unet": dict(data_shape=[3, 32, 32], model_channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=2,
-                           attention_resolutions=(16,), num_heads=4, num_head_channels=64, dropout=0.1,
-                           time_scale=1.0),
-              "data": lambda batch: ImageDataModule(SyntheticImages((3, 32, 32), n_train=64, num_classes=0),
-                                                    batch_size=batch)},
+    "digits": {
+        "steps": 200,
+        "warmup": 20,
+        "batch": 128,
+        "unet": dict(
+            data_shape=[1, 8, 8],
+            model_channels=16,
+            channel_mult=(1, 2, 2),
+            num_res_blocks=1,
+            attention_resolutions=(4,),
+            num_heads=1,
+            norm_groups=8,
+        ),
+        "data": lambda batch: DigitsDataModule(batch_size=batch),
+    },
+    "cifar": {
+        "steps": 6,
+        "warmup": 2,
+        "batch": 4,
+        "unet": dict(
+            data_shape=[3, 32, 32],
+            model_channels=128,
+            channel_mult=(1, 2, 2, 2),
+            num_res_blocks=2,
+            attention_resolutions=(16,),
+            num_heads=4,
+            num_head_channels=64,
+            dropout=0.1,
+            time_scale=1.0,
+        ),
+        "data": lambda batch: ImageDataModule(
+            SyntheticImages((3, 32, 32), n_train=64, num_classes=0), batch_size=batch
+        ),
+    },
 }
 
 
 def module(scale: dict) -> CFMModule:
     torch.manual_seed(0)
-    return CFMModule(UNet(**scale["unet"]), LinearPath(0.0), OTCoupling("exact"), val_trajectories=0,
-                     plot_samples=0)
+    return CFMModule(UNet(**scale["unet"]), LinearPath(0.0), OTCoupling("exact"), val_trajectories=0, plot_samples=0)
 
 
 def lightning_steps_per_second(scale: dict) -> float:
     total = scale["steps"] + scale["warmup"]
     timer = StepTimer(scale["warmup"])
-    trainer = Trainer(max_steps=total, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, limit_val_batches=0, callbacks=[timer], accelerator="cpu",
-                      gradient_clip_val=1.0)
+    trainer = Trainer(
+        max_steps=total,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[timer],
+        accelerator="cpu",
+        gradient_clip_val=1.0,
+    )
     trainer.fit(module(scale), scale["data"](scale["batch"]))
     return timer.steps / (timer.end - timer.start)
 
@@ -92,21 +124,44 @@ def main() -> None:
         for _ in range(args.rounds):
             lit.append(lightning_steps_per_second(scale))
             plain.append(plain_steps_per_second(scale))
-        rows.append({"scale": name, "batch": scale["batch"], "timed_steps": scale["steps"], "rounds": args.rounds,
-                     "lightning_fm_steps_per_s": max(lit), "plain_torch_steps_per_s": max(plain),
-                     "ratio": max(lit) / max(plain), "all_lightning_fm": lit, "all_plain": plain})
+        rows.append(
+            {
+                "scale": name,
+                "batch": scale["batch"],
+                "timed_steps": scale["steps"],
+                "rounds": args.rounds,
+                "lightning_fm_steps_per_s": max(lit),
+                "plain_torch_steps_per_s": max(plain),
+                "ratio": max(lit) / max(plain),
+                "all_lightning_fm": lit,
+                "all_plain": plain,
+            }
+        )
         print(rows[-1], flush=True)
-    print(f"\nOT-CFM training step, {args.threads} thread(s), best of {args.rounds} rounds, "
-          f"{platform.processor() or platform.machine()}")
+    print(
+        f"\nOT-CFM training step, {args.threads} thread(s), best of {args.rounds} rounds, "
+        f"{platform.processor() or platform.machine()}"
+    )
     print("| scale | batch | lightning_fm steps/s | plain PyTorch steps/s | lightning_fm / plain |")
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['scale']} | {r['batch']} | {r['lightning_fm_steps_per_s']:.2f} | "
-              f"{r['plain_torch_steps_per_s']:.2f} | {r['ratio']:.3f} |")
+        print(
+            f"| {r['scale']} | {r['batch']} | {r['lightning_fm_steps_per_s']:.2f} | "
+            f"{r['plain_torch_steps_per_s']:.2f} | {r['ratio']:.3f} |"
+        )
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"threads": args.threads, "torch": torch.__version__,
-                               "machine": platform.processor() or platform.machine(),
-                               "time": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2))
+    OUT.write_text(
+        json.dumps(
+            {
+                "threads": args.threads,
+                "torch": torch.__version__,
+                "machine": platform.processor() or platform.machine(),
+                "time": time.strftime("%Y-%m-%d"),
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {OUT}")
 
 

@@ -19,6 +19,7 @@
 
     python benchmarks/likelihood_duality.py [--toy_steps 5000] [--digits_steps 1200] [--skip_digits] [--threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,10 +66,19 @@ def exact_current_rows(n: int = 256) -> list[dict]:
                 start = time.perf_counter()
                 result = log_likelihood(dual.velocity, x, lambda y, toy=toy: toy.log_prob(y, 0.0), atol=tol, rtol=tol)
                 error = (result.log_prob - expected).abs()
-                rows.append({"path": path_name, "D": dim, "tol": tol, "max_abs_error": float(error.max()),
-                             "mean_abs_error": float(error.mean()), "nfe": result.nfe,
-                             "guarded": dual.n_invalid, "seconds": time.perf_counter() - start,
-                             "mean_log_prob": float(expected.mean())})
+                rows.append(
+                    {
+                        "path": path_name,
+                        "D": dim,
+                        "tol": tol,
+                        "max_abs_error": float(error.max()),
+                        "mean_abs_error": float(error.mean()),
+                        "nfe": result.nfe,
+                        "guarded": dual.n_invalid,
+                        "seconds": time.perf_counter() - start,
+                        "mean_log_prob": float(expected.mean()),
+                    }
+                )
     return rows
 
 
@@ -93,20 +103,32 @@ def toy_duality_row(steps: int, out: Path) -> dict:
         result = module.log_likelihood(x, source)
         values[name] = result.log_prob
         val = fits[name]["val"]
-        details[name] = {"mean_log_prob": float(result.log_prob.mean()), "nfe": result.nfe,
-                         "seconds": time.perf_counter() - start, "val_w2": val.get("val/w2"),
-                         "val_w2_floor": val.get("val/w2_floor"), "fit_seconds": fits[name]["fit_seconds"]}
+        details[name] = {
+            "mean_log_prob": float(result.log_prob.mean()),
+            "nfe": result.nfe,
+            "seconds": time.perf_counter() - start,
+            "val_w2": val.get("val/w2"),
+            "val_w2_floor": val.get("val/w2_floor"),
+            "fit_seconds": fits[name]["fit_seconds"],
+        }
         if result.guarded is not None:
             details[name]["guarded_lines"] = int(result.guarded.sum())
     diff = values["ifm"] - values["cfm"]
     g = torch.Generator().manual_seed(cfg["seed"])
     _, _, _, t, xt = heldout(cfg, datamodule, cfm, g)
     c13 = check_learned_consistency(cfm, ifm, t, xt)[0]
-    return {"steps": steps, "n": len(x), "L": cfg["L"], "models": details,
-            "mean_difference": float(diff.mean()), "mean_abs_difference": float(diff.abs().mean()),
-            "std_difference": float(diff.std()), "max_abs_difference": float(diff.abs().max()),
-            "standard_error_of_mean_difference": float(diff.std() / math.sqrt(len(diff))),
-            "c13_velocity_rel_l2": float(c13.value)}
+    return {
+        "steps": steps,
+        "n": len(x),
+        "L": cfg["L"],
+        "models": details,
+        "mean_difference": float(diff.mean()),
+        "mean_abs_difference": float(diff.abs().mean()),
+        "std_difference": float(diff.std()),
+        "max_abs_difference": float(diff.abs().max()),
+        "standard_error_of_mean_difference": float(diff.std() / math.sqrt(len(diff))),
+        "c13_velocity_rel_l2": float(c13.value),
+    }
 
 
 def digits_row(config: str, steps: int, out: Path) -> dict:
@@ -118,46 +140,90 @@ def digits_row(config: str, steps: int, out: Path) -> dict:
     from lightning_fm.cli import main
 
     start = time.perf_counter()
-    cli = main(["fit", "-c", str(REPO / config), f"--trainer.max_steps={steps}", "--trainer.limit_val_batches=0",
-                "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={out}"])
+    cli = main(
+        [
+            "fit",
+            "-c",
+            str(REPO / config),
+            f"--trainer.max_steps={steps}",
+            "--trainer.limit_val_batches=0",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.logger.init_args.save_dir={out}",
+        ]
+    )
     fit_seconds = time.perf_counter() - start
     callback = next(c for c in cli.trainer.callbacks if isinstance(c, HeldOutLikelihood))
     callback.n_points = DIGITS_VALIDATION  # all validation images, not the config's subset
-    trainer = Trainer(accelerator="cpu", logger=False, callbacks=[callback], enable_progress_bar=False,
-                      enable_model_summary=False, enable_checkpointing=False)
+    trainer = Trainer(
+        accelerator="cpu",
+        logger=False,
+        callbacks=[callback],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     metrics = trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
-    metrics = {k: float(v) for k, v in metrics.items()
-               if "bpd" in k or "likelihood" in k or k in ("val/w2", "val/w2_floor")}
-    return {"config": config, "steps": steps, "metrics": metrics, "fit_seconds": fit_seconds,
-            "wall_seconds": time.perf_counter() - start,
-            "callback": {"n_points": callback.n_points, "levels": callback._image_levels,
-                         "divergence": callback.divergence_for(64), **callback.solver}}
+    metrics = {
+        k: float(v) for k, v in metrics.items() if "bpd" in k or "likelihood" in k or k in ("val/w2", "val/w2_floor")
+    }
+    return {
+        "config": config,
+        "steps": steps,
+        "metrics": metrics,
+        "fit_seconds": fit_seconds,
+        "wall_seconds": time.perf_counter() - start,
+        "callback": {
+            "n_points": callback.n_points,
+            "levels": callback._image_levels,
+            "divergence": callback.divergence_for(64),
+            **callback.solver,
+        },
+    }
 
 
 def table(report: dict) -> str:
-    lines = ["## Exact current of a Gaussian path -> closed-form density (dopri5, exact divergence, 256 points)", "",
-             "| path | D | tol | max abs error | mean abs error | NFE | guarded |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Exact current of a Gaussian path -> closed-form density (dopri5, exact divergence, 256 points)",
+        "",
+        "| path | D | tol | max abs error | mean abs error | NFE | guarded |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in report["exact_current"]:
-        lines.append(f"| {r['path']} | {r['D']} | {r['tol']:.0e} | {r['max_abs_error']:.2e} | "
-                     f"{r['mean_abs_error']:.2e} | {r['nfe']} | {r['guarded']} |")
+        lines.append(
+            f"| {r['path']} | {r['D']} | {r['tol']:.0e} | {r['max_abs_error']:.2e} | "
+            f"{r['mean_abs_error']:.2e} | {r['nfe']} | {r['guarded']} |"
+        )
     if "toy_duality" in report:
         d = report["toy_duality"]
-        lines += ["", f"## OT-CFM vs its dual forward-only IFM (L = {d['L']}), 8gaussians -> moons, {d['steps']} steps "
-                  f"each, {d['n']} held-out targets", "",
-                  "| model | mean log p (nats) | NFE | val/w2 (floor) | guarded lines |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## OT-CFM vs its dual forward-only IFM (L = {d['L']}), 8gaussians -> moons, {d['steps']} steps "
+            f"each, {d['n']} held-out targets",
+            "",
+            "| model | mean log p (nats) | NFE | val/w2 (floor) | guarded lines |",
+            "|---|---|---|---|---|",
+        ]
         for name, label in (("cfm", "OT-CFM"), ("ifm", "forward-only IFM")):
             m = d["models"][name]
-            lines.append(f"| {label} | {m['mean_log_prob']:.4f} | {m['nfe']} | {m['val_w2']:.4f} "
-                         f"({m['val_w2_floor']:.4f}) | {m.get('guarded_lines', '-')} |")
-        lines += ["", f"difference IFM - CFM: mean {d['mean_difference']:+.4f} (s.e. "
-                  f"{d['standard_error_of_mean_difference']:.4f}), mean |.| {d['mean_abs_difference']:.4f}, "
-                  f"max |.| {d['max_abs_difference']:.4f}; learned velocity discrepancy (C13, rel L2) "
-                  f"{d['c13_velocity_rel_l2']:.4f}"]
+            lines.append(
+                f"| {label} | {m['mean_log_prob']:.4f} | {m['nfe']} | {m['val_w2']:.4f} "
+                f"({m['val_w2_floor']:.4f}) | {m.get('guarded_lines', '-')} |"
+            )
+        lines += [
+            "",
+            f"difference IFM - CFM: mean {d['mean_difference']:+.4f} (s.e. "
+            f"{d['standard_error_of_mean_difference']:.4f}), mean |.| {d['mean_abs_difference']:.4f}, "
+            f"max |.| {d['max_abs_difference']:.4f}; learned velocity discrepancy (C13, rel L2) "
+            f"{d['c13_velocity_rel_l2']:.4f}",
+        ]
     for r in report.get("digits", []):
         m = r["metrics"]
-        lines += ["", f"## {r['config']}: {r['steps']} steps: val/bpd {m.get('val/bpd', float('nan')):.4f} "
-                  f"(NFE {m.get('val/likelihood_nfe', float('nan')):.0f}, "
-                  f"{m.get('val/likelihood_seconds', float('nan')):.1f} s, {r['callback']})"]
+        lines += [
+            "",
+            f"## {r['config']}: {r['steps']} steps: val/bpd {m.get('val/bpd', float('nan')):.4f} "
+            f"(NFE {m.get('val/likelihood_nfe', float('nan')):.0f}, "
+            f"{m.get('val/likelihood_seconds', float('nan')):.1f} s, {r['callback']})",
+        ]
     return "\n".join(lines)
 
 
@@ -170,16 +236,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    report: dict = {"settings": {**vars(args), "torch": torch.__version__, "machine": platform.processor() or
-                                 platform.machine()}}
+    report: dict = {
+        "settings": {**vars(args), "torch": torch.__version__, "machine": platform.processor() or platform.machine()}
+    }
     start = time.perf_counter()
     report["exact_current"] = exact_current_rows()
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_toy:
             report["toy_duality"] = toy_duality_row(args.toy_steps, Path(tmp) / "toy")
         if not args.skip_digits:
-            report["digits"] = [digits_row(c, args.digits_steps, Path(tmp) / "digits")
-                                for c in ("configs/digits/cfm.yaml", "configs/digits/forward_only_ifm.yaml")]
+            report["digits"] = [
+                digits_row(c, args.digits_steps, Path(tmp) / "digits")
+                for c in ("configs/digits/cfm.yaml", "configs/digits/forward_only_ifm.yaml")
+            ]
     report["wall_seconds"] = time.perf_counter() - start
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "likelihood_duality.json").write_text(json.dumps(report, indent=2, default=str))

@@ -9,6 +9,7 @@ single-sample target is the own pair's ``u_t(x|c)``.
 
     python benchmarks/multi_sample_target.py [--steps 3000] [--sigma 0.3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,9 +52,17 @@ def train(source: str, target: str, kind: str, steps: int, sigma: float, batch: 
     seed_everything(0, verbose=False)
     model = CFMModule(MLP(2, 64, 3), LinearPath(sigma), IndependentCoupling(), velocity_target=kind)
     data = ToyDataModule(source, target, batch_size=batch, steps_per_epoch=steps)
-    trainer = Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, callbacks=[EMAWeightAveraging(decay=0.999)], gradient_clip_val=1.0,
-                      num_sanity_val_steps=0, accelerator="cpu")
+    trainer = Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[EMAWeightAveraging(decay=0.999)],
+        gradient_clip_val=1.0,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+    )
     start = time.perf_counter()
     trainer.fit(model, data)
     elapsed = time.perf_counter() - start
@@ -76,20 +85,26 @@ def main() -> None:
         variance = target_variance(path, source, target, args.batch_size)
         for kind in ("single", "multi"):
             result = train(source, target, kind, args.steps, args.sigma, args.batch_size)
-            rows.append({"problem": f"{source} -> {target}", "target": kind, "target_variance": variance[kind],
-                         **result})
+            rows.append(
+                {"problem": f"{source} -> {target}", "target": kind, "target_variance": variance[kind], **result}
+            )
             print(rows[-1], flush=True)
-    print(f"\nI-CFM, LinearPath(sigma={args.sigma}), batch {args.batch_size} (charges = whole batch), "
-          f"{args.steps} steps, EMA 0.999, val: 2000 samples, 100 Euler steps")
+    print(
+        f"\nI-CFM, LinearPath(sigma={args.sigma}), batch {args.batch_size} (charges = whole batch), "
+        f"{args.steps} steps, EMA 0.999, val: 2000 samples, 100 Euler steps"
+    )
     print("| problem | target | val/w2 | W2 floor | target variance | wall time (s) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['problem']} | {r['target']} | {r['w2']:.3f} | {r['w2_floor']:.3f} | {r['target_variance']:.3f} "
-              f"| {r['seconds']:.0f} |")
+        print(
+            f"| {r['problem']} | {r['target']} | {r['w2']:.3f} | {r['w2_floor']:.3f} | {r['target_variance']:.3f} "
+            f"| {r['seconds']:.0f} |"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"steps": args.steps, "sigma": args.sigma, "batch_size": args.batch_size, "rows": rows},
-                              indent=2))
+    out.write_text(
+        json.dumps({"steps": args.steps, "sigma": args.sigma, "batch_size": args.batch_size, "rows": rows}, indent=2)
+    )
     print(f"wrote {out}")
 
 

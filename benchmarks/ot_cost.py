@@ -13,6 +13,7 @@ of ``repeats`` calls is reported. Prints a table, writes JSON.
 
     python benchmarks/ot_cost.py [--batch-sizes 64 128 ... 4096] [--dims 2 3072] [--threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,22 +81,45 @@ def main() -> None:
     python = ensure_env("torchcfm", [TORCHCFM])
     import ot  # noqa: F401  (POT's import is not part of a call)
 
-    theirs = json.loads(run_in_env(python, _THEIRS.replace("__PARAMS__", repr(json.dumps(params))),
-                                   timeout=3600).strip().splitlines()[-1])
+    theirs = json.loads(
+        run_in_env(python, _THEIRS.replace("__PARAMS__", repr(json.dumps(params))), timeout=3600)
+        .strip()
+        .splitlines()[-1]
+    )
     mine = ours(params)
-    rows = [{"method": key.split("/")[0], "dim": int(key.split("/")[1]), "batch": int(key.split("/")[2]),
-             "torchcfm_s": theirs[key], "lightning_fm_s": mine[key], "speedup": theirs[key] / mine[key]}
-            for key in mine]
+    rows = [
+        {
+            "method": key.split("/")[0],
+            "dim": int(key.split("/")[1]),
+            "batch": int(key.split("/")[2]),
+            "torchcfm_s": theirs[key],
+            "lightning_fm_s": mine[key],
+            "speedup": theirs[key] / mine[key],
+        }
+        for key in mine
+    ]
     print(f"\none pairing call, {args.threads} thread(s), {platform.processor() or platform.machine()}")
     print("| method | D | batch | torchcfm (ms) | lightning_fm (ms) | speed-up |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['dim']} | {r['batch']} | {1e3 * r['torchcfm_s']:.1f} | "
-              f"{1e3 * r['lightning_fm_s']:.1f} | {r['speedup']:.2f} |")
+        print(
+            f"| {r['method']} | {r['dim']} | {r['batch']} | {1e3 * r['torchcfm_s']:.1f} | "
+            f"{1e3 * r['lightning_fm_s']:.1f} | {r['speedup']:.2f} |"
+        )
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({**params, "torch": torch.__version__, "torchcfm": TORCHCFM,
-                               "machine": platform.processor() or platform.machine(),
-                               "time": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2))
+    OUT.write_text(
+        json.dumps(
+            {
+                **params,
+                "torch": torch.__version__,
+                "torchcfm": TORCHCFM,
+                "machine": platform.processor() or platform.machine(),
+                "time": time.strftime("%Y-%m-%d"),
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {OUT}")
 
 

@@ -46,8 +46,9 @@ def run_in_env(python: Path, code: str, timeout: int) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     env.pop("PYTHONPATH", None)  # nothing of the project's import path inside the peer's env
     env.pop("VIRTUAL_ENV", None)
-    proc = subprocess.run([str(python), "-c", code], check=False, capture_output=True, text=True, env=env,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [str(python), "-c", code], check=False, capture_output=True, text=True, env=env, timeout=timeout
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"snippet failed in {python} (exit {proc.returncode}):\n{proc.stderr}")
     return proc.stdout

@@ -13,6 +13,7 @@ the README). NFE is what the sampler counted: an EFM model's continuation behind
 its z-steps. Each run is restored from ``checkpoints/last.ckpt`` (EMA weights). Writes a PNG per data kind and JSON:
 ``benchmarks/results/quality_vs_nfe_<toy|digits>.{png,json}``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,9 @@ def fid_evaluation(config: dict, samples: int, weights_path: str | None):
     x0 = torch.stack([callback.noise(i, tuple(data.data_shape)) for i in range(samples)])
 
     def score(x):
-        return frechet_distance_from_stats(*mean_and_covariance(extractor(x.clamp(-1, 1))), reference["mu"],
-                                           reference["cov"])
+        return frechet_distance_from_stats(
+            *mean_and_covariance(extractor(x.clamp(-1, 1))), reference["mu"], reference["cov"]
+        )
 
     return "fid", x0, score, None
 
@@ -78,7 +80,7 @@ def evaluation(config: dict, fid: bool = False, fid_samples: int = 10_000, weigh
 @torch.no_grad()
 def sample_in_batches(module, x0, method: str, steps: int, batch_size: int = 2000):
     """Samples of the sources ``x0``, ``batch_size`` at a time, and the NFE of a batch (the largest)."""
-    results = [module.sample(x0[i:i + batch_size], method=method, steps=steps) for i in range(0, len(x0), batch_size)]
+    results = [module.sample(x0[i : i + batch_size], method=method, steps=steps) for i in range(0, len(x0), batch_size)]
     return torch.cat([r.x for r in results]), max(r.nfe for r in results)
 
 
@@ -106,8 +108,9 @@ def plot(results: list[dict], kind: str, path: Path) -> None:
         ax.set_yscale("log")
         ax.set_xlabel("NFE")
         ax.set_title(f"{result['run']} ({result['module']})", fontsize=9)
-    axes[0, 0].set_ylabel({"toy": "W2 to held-out targets", "digits": "digits-classifier FD",
-                           "fid": "Inception FID (train split)"}[kind])
+    axes[0, 0].set_ylabel(
+        {"toy": "W2 to held-out targets", "digits": "digits-classifier FD", "fid": "Inception FID (train split)"}[kind]
+    )
     axes[0, -1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -141,6 +144,7 @@ def main() -> None:
                     cells.append(f"{row['metric']:.3g}" + ("" if row["nfe"] == n else f" ({row['nfe']})"))
                 floor = "" if r["floor"] is None else f"{r['floor']:.3g}"
                 print(f"| {r['run']} | {method} | " + " | ".join(cells) + f" | {floor} |")
+
 
 if __name__ == "__main__":
     main()

@@ -2,7 +2,7 @@
 
     python benchmarks/refactor_parity.py run --label before --code /path/to/old/checkout --out /tmp/parity
     python benchmarks/refactor_parity.py run --label after --out /tmp/parity
-    python benchmarks/refactor_parity.py compare --out /tmp/parity      # table + benchmarks/results/refactor_parity.json
+    python benchmarks/refactor_parity.py compare --out /tmp/parity  # table + benchmarks/results/refactor_parity.json
 
 ``run`` trains every toy config (``--toy_steps``, default 400) and the digits configs (``--digits_steps``, default 40)
 as ``python -m lightning_fm fit -c CONFIG --trainer.max_steps N`` in a scratch directory, one thread, with the code
@@ -11,6 +11,7 @@ final weights (``state_dict`` of ``last.ckpt``) under ``<out>/<label>/``. ``comp
 the last ``val/w2`` (and, where logged, ``val/fd``, ``val/nll``) of each, and the largest absolute difference of any
 final weight.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT = REPO / "benchmarks" / "results" / "refactor_parity.json"
-DIGITS = ("configs/digits/cfm.yaml", "configs/digits/forward_only_ifm.yaml", "configs/digits/ifm.yaml",
-          "configs/digits/efm.yaml", "configs/digits/cfm_conditional.yaml")
+DIGITS = (
+    "configs/digits/cfm.yaml",
+    "configs/digits/forward_only_ifm.yaml",
+    "configs/digits/ifm.yaml",
+    "configs/digits/efm.yaml",
+    "configs/digits/cfm_conditional.yaml",
+)
 KEYS = ("val/w2", "val/fd", "val/nll", "val/bpd", "val/nfe", "val/not_returned")
 
 
@@ -38,12 +44,30 @@ def run_one(config: str, steps: int, code: Path, out: Path) -> dict:
     import torch
 
     with tempfile.TemporaryDirectory() as scratch:
-        env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg", WANDB_MODE="offline",
-                   PYTHONPATH=os.pathsep.join([str(code), os.environ.get("PYTHONPATH", "")]))
+        env = dict(
+            os.environ,
+            OMP_NUM_THREADS="1",
+            MPLBACKEND="Agg",
+            WANDB_MODE="offline",
+            PYTHONPATH=os.pathsep.join([str(code), os.environ.get("PYTHONPATH", "")]),
+        )
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "lightning_fm", "fit", "-c", str(code / config),
-                               f"--trainer.max_steps={steps}", "--trainer.enable_progress_bar=false"],
-                              cwd=scratch, env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lightning_fm",
+                "fit",
+                "-c",
+                str(code / config),
+                f"--trainer.max_steps={steps}",
+                "--trainer.enable_progress_bar=false",
+            ],
+            cwd=scratch,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         seconds = time.perf_counter() - start
         if proc.returncode:
             return {"config": config, "error": proc.stderr[-3000:], "seconds": seconds}
@@ -88,23 +112,38 @@ def compare(args: argparse.Namespace) -> None:
     before = json.loads((root / args.before / "results.json").read_text())
     after = json.loads((root / args.after / "results.json").read_text())
     table = {}
-    print(f"| config | steps | val/w2 {args.before} | val/w2 {args.after} | other metrics equal | max weight difference |")
+    print(
+        f"| config | steps | val/w2 {args.before} | val/w2 {args.after} | other metrics equal | max weight difference |"
+    )
     print("|---|---|---|---|---|---|")
     for config, b in before.items():
         a = after.get(config, {})
         name = config.replace("/", "__") + ".pt"
         diff = max_weight_difference(root / args.before / name, root / args.after / name)
-        others = all(a.get(k) == b.get(k) or (a.get(k) is not None and b.get(k) is not None
-                                              and abs(a[k] - b[k]) <= 1e-6 * max(1.0, abs(b[k])))
-                     for k in KEYS if k != "val/w2")
-        table[config] = {"steps": b.get("steps"), "before": {k: b.get(k) for k in KEYS},
-                         "after": {k: a.get(k) for k in KEYS}, "other_metrics_equal": others,
-                         "max_weight_difference": diff, "errors": [x.get("error") for x in (b, a) if "error" in x]}
+        others = all(
+            a.get(k) == b.get(k)
+            or (a.get(k) is not None and b.get(k) is not None and abs(a[k] - b[k]) <= 1e-6 * max(1.0, abs(b[k])))
+            for k in KEYS
+            if k != "val/w2"
+        )
+        table[config] = {
+            "steps": b.get("steps"),
+            "before": {k: b.get(k) for k in KEYS},
+            "after": {k: a.get(k) for k in KEYS},
+            "other_metrics_equal": others,
+            "max_weight_difference": diff,
+            "errors": [x.get("error") for x in (b, a) if "error" in x],
+        }
         fmt = lambda v: "failed" if v is None else f"{v:.6f}"  # noqa: E731
-        print(f"| `{config}` | {b.get('steps')} | {fmt(b.get('val/w2'))} | {fmt(a.get('val/w2'))} | {others} "
-              f"| {diff} |")
-    RESULT.write_text(json.dumps({"command": "python benchmarks/refactor_parity.py", "labels": [args.before,
-                                  args.after], "configs": table}, indent=2))
+        print(
+            f"| `{config}` | {b.get('steps')} | {fmt(b.get('val/w2'))} | {fmt(a.get('val/w2'))} | {others} | {diff} |"
+        )
+    RESULT.write_text(
+        json.dumps(
+            {"command": "python benchmarks/refactor_parity.py", "labels": [args.before, args.after], "configs": table},
+            indent=2,
+        )
+    )
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ Each command is run ``--repeats`` times in fresh processes, interleaved; prints 
 
     python benchmarks/startup.py [--repeats 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,18 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 STAMP = "first-step-ended-at "  # first_step_clock.STAMP (that module imports Lightning)
-FIT = [sys.executable, "-m", "lightning_fm", "fit", "--trainer.max_steps=1", "--trainer.limit_val_batches=0",
-       "--trainer.enable_checkpointing=false", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
-       "--trainer.callbacks=[{class_path: first_step_clock.FirstStepClock}]"]
+FIT = [
+    sys.executable,
+    "-m",
+    "lightning_fm",
+    "fit",
+    "--trainer.max_steps=1",
+    "--trainer.limit_val_batches=0",
+    "--trainer.enable_checkpointing=false",
+    "--trainer.logger=false",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.callbacks=[{class_path: first_step_clock.FirstStepClock}]",
+]
 COMMANDS = {
     "import torch": [sys.executable, "-c", "import torch"],
     "import lightning": [sys.executable, "-c", "import lightning.pytorch"],
@@ -33,14 +43,18 @@ COMMANDS = {
 
 def measure(command: list[str], cwd: str) -> dict:
     """Wall seconds of the whole command and, where the child stamps it, to the end of its first step."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        MPLBACKEND="Agg",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
+    )
     launched, start = time.time(), time.perf_counter()
     proc = subprocess.run(command, cwd=cwd, check=True, capture_output=True, text=True, env=env)
     result = {"whole_s": time.perf_counter() - start}
     stamps = [line for line in proc.stdout.splitlines() if line.startswith(STAMP)]
     if stamps:
-        result["first_step_s"] = float(stamps[0][len(STAMP):]) - launched
+        result["first_step_s"] = float(stamps[0][len(STAMP) :]) - launched
     return result
 
 
@@ -60,14 +74,22 @@ def main() -> None:
         for key, what in (("first_step_s", "to the end of its first step"), ("whole_s", "whole command")):
             times = sorted(r[key] for r in results if key in r)
             if times:
-                rows.append({"command": name, "measure": what, "median_s": times[len(times) // 2],
-                             "min_s": times[0], "max_s": times[-1]})
+                rows.append(
+                    {
+                        "command": name,
+                        "measure": what,
+                        "median_s": times[len(times) // 2],
+                        "min_s": times[0],
+                        "max_s": times[-1],
+                    }
+                )
     print(f"\n{platform.processor() or platform.machine()}, {args.repeats} runs each, OMP_NUM_THREADS=1")
     print("| command | measure | median s | min s | max s |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['command']} | {r['measure']} | {r['median_s']:.2f} | {r['min_s']:.2f} | {r['max_s']:.2f} |")
-    Path(args.out).write_text(json.dumps({"repeats": args.repeats, "python": sys.version.split()[0],
-                                          "rows": rows}, indent=2))
+    Path(args.out).write_text(
+        json.dumps({"repeats": args.repeats, "python": sys.version.split()[0], "rows": rows}, indent=2)
+    )
     print(f"wrote {args.out}")
 
 

@@ -20,6 +20,7 @@ What is measured, and how:
   same evenly spaced grid, only the jitter differs); ``floor_iid`` = W2(target_iid, target), the score of an exact
   sampler of the density. A model is at the floor when its W2 is near ``floor_iid``, not ``floor``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,18 @@ except ModuleNotFoundError:  # imported as benchmarks.torchcfm_reference from th
 TORCHCFM = "torchcfm==1.0.7"
 CACHE = ENVS / "cache"
 OUT = Path(__file__).resolve().parent / "results" / "torchcfm_reference.json"
-SETTINGS = {"sigma": 0.1, "batch": 256, "lr": 1e-3, "width": 64, "n": 2000, "euler_steps": 100, "dt": 0.01,
-            "threads": 1, "ema": None, "reference_seed": 0}
+SETTINGS = {
+    "sigma": 0.1,
+    "batch": 256,
+    "lr": 1e-3,
+    "width": 64,
+    "n": 2000,
+    "euler_steps": 100,
+    "dt": 0.01,
+    "threads": 1,
+    "ema": None,
+    "reference_seed": 0,
+}
 
 _HEADER = """
 import json, time
@@ -49,7 +60,9 @@ from torchcfm.utils import sample_8gaussians, sample_moons
 P = json.loads(__PARAMS__)
 """
 
-_SAMPLE = _HEADER + """
+_SAMPLE = (
+    _HEADER
+    + """
 torch.manual_seed(P["seed"]); np.random.seed(P["seed"])
 source, target = sample_8gaussians(P["n"]), sample_moons(P["n"])
 torch.manual_seed(P["seed"] + 1); np.random.seed(P["seed"] + 1)
@@ -58,8 +71,11 @@ big = sample_moons(100 * P["n"])
 target_iid = big[torch.randperm(len(big))[:P["n"]]]
 torch.save({"source": source, "target": target, "target2": target2, "target_iid": target_iid}, P["path"])
 """
+)
 
-_TRAIN = _HEADER + """
+_TRAIN = (
+    _HEADER
+    + """
 import torchcfm
 from torchcfm.conditional_flow_matching import *
 from torchcfm.models.models import MLP
@@ -87,6 +103,7 @@ torch.save(x, P["out"])
 print(json.dumps({"train_s": seconds, "loss": loss.item(), "torch": torch.__version__,
                   "torchcfm": torchcfm.__version__, "numpy": np.__version__}))
 """
+)
 
 #: torchcfm's OT-CFM flow matcher, as its 2-D tutorial builds it
 OTCFM_MATCHER = "ExactOptimalTransportConditionalFlowMatcher(sigma=P['sigma'])"
@@ -118,8 +135,15 @@ def torchcfm_train(matcher: str, steps: int, seed: int = 0, warmup: int = 0) -> 
     reference_samples(SETTINGS["n"], SETTINGS["reference_seed"])  # drawn once, in torchcfm's venv
     reference = CACHE / f"reference_n{SETTINGS['n']}_seed{SETTINGS['reference_seed']}.pt"
     with tempfile.TemporaryDirectory() as tmp:
-        params = {**SETTINGS, "matcher": matcher, "steps": steps, "warmup": warmup, "seed": seed,
-                  "reference": str(reference), "out": f"{tmp}/x.pt"}
+        params = {
+            **SETTINGS,
+            "matcher": matcher,
+            "steps": steps,
+            "warmup": warmup,
+            "seed": seed,
+            "reference": str(reference),
+            "out": f"{tmp}/x.pt",
+        }
         stdout = run_in_env(python, _snippet(_TRAIN, **params), 24 * 3600)
         samples = torch.load(f"{tmp}/x.pt", weights_only=True)
     info = json.loads(stdout.strip().splitlines()[-1])
@@ -135,9 +159,14 @@ def torchcfm_otcfm_w2(steps: int, seed: int = 0) -> dict:
 
     run = torchcfm_train(OTCFM_MATCHER, steps, seed)
     ref = reference_samples(SETTINGS["n"], SETTINGS["reference_seed"])
-    return {"steps": steps, "seed": seed, "w2": wasserstein2(run["samples"], ref["target"]),
-            "floor": wasserstein2(ref["target"], ref["target2"]),
-            "floor_iid": wasserstein2(ref["target_iid"], ref["target"]), **run}
+    return {
+        "steps": steps,
+        "seed": seed,
+        "w2": wasserstein2(run["samples"], ref["target"]),
+        "floor": wasserstein2(ref["target"], ref["target2"]),
+        "floor_iid": wasserstein2(ref["target_iid"], ref["target"]),
+        **run,
+    }
 
 
 def main() -> None:
@@ -152,12 +181,23 @@ def main() -> None:
         r = torchcfm_otcfm_w2(args.steps, seed)
         r.pop("samples")
         rows.append(r)
-        print(f"| {r['steps']} | {seed} | {r['w2']:.4f} | {r['floor']:.4f} | {r['floor_iid']:.4f} "
-              f"| {r['train_s']:.1f} | {r['steps_per_s']:.0f} |", flush=True)
-    settings = {**SETTINGS, "steps": args.steps, "peer": TORCHCFM, "torchcfm": rows[0]["torchcfm"],
-                "torch": rows[0]["torch"], "numpy": rows[0]["numpy"], "model": "torchcfm.models.models.MLP",
-                "flow_matcher": "ExactOptimalTransportConditionalFlowMatcher", "optimizer": "Adam",
-                "cpu": platform.processor() or platform.machine()}
+        print(
+            f"| {r['steps']} | {seed} | {r['w2']:.4f} | {r['floor']:.4f} | {r['floor_iid']:.4f} "
+            f"| {r['train_s']:.1f} | {r['steps_per_s']:.0f} |",
+            flush=True,
+        )
+    settings = {
+        **SETTINGS,
+        "steps": args.steps,
+        "peer": TORCHCFM,
+        "torchcfm": rows[0]["torchcfm"],
+        "torch": rows[0]["torch"],
+        "numpy": rows[0]["numpy"],
+        "model": "torchcfm.models.models.MLP",
+        "flow_matcher": "ExactOptimalTransportConditionalFlowMatcher",
+        "optimizer": "Adam",
+        "cpu": platform.processor() or platform.machine(),
+    }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"settings": settings, "runs": rows}, indent=2))
     print(f"wrote {OUT}")

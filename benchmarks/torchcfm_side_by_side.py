@@ -11,6 +11,7 @@ sample). Prints a table, writes JSON.
 
     python benchmarks/torchcfm_side_by_side.py [--steps 3000] [--seeds 0]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,13 +43,22 @@ TORCHCFM_RECIPE = {"lr": 1e-3, "cosine": False, "ema": None}  # torchcfm's tutor
 
 #: name -> (torchcfm's matcher, our path and coupling, our recipe): the same path and coupling on both sides
 VARIANTS = {
-    "OT-CFM": ("ExactOptimalTransportConditionalFlowMatcher(sigma=0.1)",
-               lambda: (LinearPath(0.1), OTCoupling("exact")), SHIPPED),
-    "OT-CFM, torchcfm's recipe": ("ExactOptimalTransportConditionalFlowMatcher(sigma=0.1)",
-                                  lambda: (LinearPath(0.1), OTCoupling("exact")), TORCHCFM_RECIPE),
+    "OT-CFM": (
+        "ExactOptimalTransportConditionalFlowMatcher(sigma=0.1)",
+        lambda: (LinearPath(0.1), OTCoupling("exact")),
+        SHIPPED,
+    ),
+    "OT-CFM, torchcfm's recipe": (
+        "ExactOptimalTransportConditionalFlowMatcher(sigma=0.1)",
+        lambda: (LinearPath(0.1), OTCoupling("exact")),
+        TORCHCFM_RECIPE,
+    ),
     "I-CFM": ("ConditionalFlowMatcher(sigma=0.1)", lambda: (LinearPath(0.1), IndependentCoupling()), CONSTANT),
-    "SB-CFM": ("SchrodingerBridgeConditionalFlowMatcher(sigma=1.0, ot_method='sinkhorn')",
-               lambda: (BrownianBridgePath(1.0), OTCoupling("sinkhorn", reg=2.0)), CONSTANT),
+    "SB-CFM": (
+        "SchrodingerBridgeConditionalFlowMatcher(sigma=1.0, ot_method='sinkhorn')",
+        lambda: (BrownianBridgePath(1.0), OTCoupling("sinkhorn", reg=2.0)),
+        CONSTANT,
+    ),
 }
 
 
@@ -56,15 +66,23 @@ def ours_run(components, recipe: dict, steps: int, warmup: int, seed: int) -> di
     torch.manual_seed(seed)
     path, coupling = components()
     schedule = partial(CosineDecay, total_steps=steps + warmup) if recipe["cosine"] else None
-    model = CFMModule(MLP(2, 64, 3), path, coupling, optimizer=partial(torch.optim.Adam, lr=recipe["lr"]),
-                      lr_scheduler=schedule)
-    data = ToyDataModule("8gaussians", "moons", batch_size=SETTINGS["batch"], steps_per_epoch=steps + warmup,
-                         seed=seed)
+    model = CFMModule(
+        MLP(2, 64, 3), path, coupling, optimizer=partial(torch.optim.Adam, lr=recipe["lr"]), lr_scheduler=schedule
+    )
+    data = ToyDataModule("8gaussians", "moons", batch_size=SETTINGS["batch"], steps_per_epoch=steps + warmup, seed=seed)
     timer = StepTimer(warmup)
     averaging = [] if recipe["ema"] is None else [EMAWeightAveraging(decay=recipe["ema"])]
-    trainer = Trainer(max_steps=steps + warmup, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, limit_val_batches=0, accelerator="cpu", gradient_clip_val=1.0,
-                      callbacks=[timer, *averaging])
+    trainer = Trainer(
+        max_steps=steps + warmup,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        accelerator="cpu",
+        gradient_clip_val=1.0,
+        callbacks=[timer, *averaging],
+    )
     trainer.fit(model, data)  # the EMA weights are copied into the model at the end of training
     source = reference_samples(SETTINGS["n"], SETTINGS["reference_seed"])["source"]
     samples = model.eval().sample(source.float(), method="euler", steps=SETTINGS["euler_steps"]).x
@@ -87,26 +105,46 @@ def main() -> None:
         for seed in args.seeds:
             theirs = torchcfm_train(matcher, args.steps, seed, args.warmup)
             ours = ours_run(components, recipe, args.steps, args.warmup, seed)
-            row = {"variant": name, "seed": seed, "torchcfm_matcher": matcher, "torchcfm": theirs["torchcfm"],
-                   "ours_recipe": recipe,
-                   "torchcfm_steps_per_s": theirs["steps_per_s"], "ours_steps_per_s": ours["steps_per_s"],
-                   "speed_ratio": ours["steps_per_s"] / theirs["steps_per_s"],
-                   "torchcfm_w2": wasserstein2(theirs["samples"], ref["target"]),
-                   "ours_w2": wasserstein2(ours["samples"], ref["target"])}
+            row = {
+                "variant": name,
+                "seed": seed,
+                "torchcfm_matcher": matcher,
+                "torchcfm": theirs["torchcfm"],
+                "ours_recipe": recipe,
+                "torchcfm_steps_per_s": theirs["steps_per_s"],
+                "ours_steps_per_s": ours["steps_per_s"],
+                "speed_ratio": ours["steps_per_s"] / theirs["steps_per_s"],
+                "torchcfm_w2": wasserstein2(theirs["samples"], ref["target"]),
+                "ours_w2": wasserstein2(ours["samples"], ref["target"]),
+            }
             rows.append(row)
             print(row, flush=True)
-    print(f"\n{args.steps} steps (after {args.warmup}), batch {SETTINGS['batch']}, one thread, "
-          f"{platform.processor() or platform.machine()}; W2 of 2000 samples (100 Euler steps) to torchcfm's "
-          f"moons, i.i.d. floor {floor:.3f}")
+    print(
+        f"\n{args.steps} steps (after {args.warmup}), batch {SETTINGS['batch']}, one thread, "
+        f"{platform.processor() or platform.machine()}; W2 of 2000 samples (100 Euler steps) to torchcfm's "
+        f"moons, i.i.d. floor {floor:.3f}"
+    )
     print("| variant | seed | torchcfm steps/s | lightning_fm steps/s | ratio | torchcfm W2 | lightning_fm W2 |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['variant']} | {r['seed']} | {r['torchcfm_steps_per_s']:.0f} | {r['ours_steps_per_s']:.0f} | "
-              f"{r['speed_ratio']:.2f} | {r['torchcfm_w2']:.3f} | {r['ours_w2']:.3f} |")
+        print(
+            f"| {r['variant']} | {r['seed']} | {r['torchcfm_steps_per_s']:.0f} | {r['ours_steps_per_s']:.0f} | "
+            f"{r['speed_ratio']:.2f} | {r['torchcfm_w2']:.3f} | {r['ours_w2']:.3f} |"
+        )
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"steps": args.steps, "warmup": args.warmup, "floor_iid": floor,
-                               "torch": torch.__version__, "time": time.strftime("%Y-%m-%d"), "rows": rows},
-                              indent=2))
+    OUT.write_text(
+        json.dumps(
+            {
+                "steps": args.steps,
+                "warmup": args.warmup,
+                "floor_iid": floor,
+                "torch": torch.__version__,
+                "time": time.strftime("%Y-%m-%d"),
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {OUT}")
 
 

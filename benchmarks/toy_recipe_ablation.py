@@ -10,6 +10,7 @@ Knobs: learning rate and schedule (constant, or cosine decay to 0 over the budge
 conditional velocity; ``multi``: the IFM superposition over the batch's pairs, lower target variance) and the
 coupling (exact OT, independent).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,11 +61,18 @@ RECIPES = {
 
 
 def build_recipe(recipe: dict, steps: int) -> tuple[CFMModule, list]:
-    schedule = None if recipe["schedule"] == "constant" else partial(torch.optim.lr_scheduler.CosineAnnealingLR,
-                                                                     T_max=steps)
+    schedule = (
+        None if recipe["schedule"] == "constant" else partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=steps)
+    )
     coupling = OTCoupling("exact") if recipe["coupling"] == "exact" else IndependentCoupling()
-    model = CFMModule(MLP(2, 64, 3), LinearPath(recipe["sigma"]), coupling, velocity_target=recipe["target"],
-                      optimizer=partial(torch.optim.Adam, lr=recipe["lr"]), lr_scheduler=schedule)
+    model = CFMModule(
+        MLP(2, 64, 3),
+        LinearPath(recipe["sigma"]),
+        coupling,
+        velocity_target=recipe["target"],
+        optimizer=partial(torch.optim.Adam, lr=recipe["lr"]),
+        lr_scheduler=schedule,
+    )
     callbacks = [] if recipe["ema"] is None else [EMAWeightAveraging(decay=recipe["ema"])]
     return model, callbacks
 
@@ -73,9 +81,17 @@ def score(recipe: dict, steps: int, seed: int, target: torch.Tensor, source: tor
     torch.manual_seed(seed)
     model, callbacks = build_recipe(recipe, steps)
     data = ToyDataModule("8gaussians", "moons", batch_size=SETTINGS["batch"], steps_per_epoch=steps, seed=seed)
-    trainer = Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, limit_val_batches=0, accelerator="cpu", gradient_clip_val=1.0,
-                      callbacks=callbacks)
+    trainer = Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        accelerator="cpu",
+        gradient_clip_val=1.0,
+        callbacks=callbacks,
+    )
     trainer.fit(model, data)  # the EMA weights are copied into the model at the end of training
     samples = model.eval().sample(source, method="euler", steps=SETTINGS["euler_steps"]).x
     return wasserstein2(samples, target)
@@ -98,22 +114,39 @@ def main() -> None:
         recipe = {**BASE, **RECIPES[name]}
         start = time.perf_counter()
         w2 = [score(recipe, args.steps, seed, ref["target"], ref["source"].float()) for seed in args.seeds]
-        rows.append({"recipe": name, **recipe, "w2": w2, "w2_mean": sum(w2) / len(w2),
-                     "seconds": time.perf_counter() - start})
+        rows.append(
+            {"recipe": name, **recipe, "w2": w2, "w2_mean": sum(w2) / len(w2), "seconds": time.perf_counter() - start}
+        )
         print(rows[-1], flush=True)
         OUT.parent.mkdir(parents=True, exist_ok=True)
-        OUT.write_text(json.dumps({"steps": args.steps, "seeds": args.seeds, "floor_iid": floor, "base": BASE,
-                                   "batch": SETTINGS["batch"], "torch": torch.__version__,
-                                   "machine": platform.processor() or platform.machine(),
-                                   "time": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2))
-    print(f"\n{args.steps} steps, batch {SETTINGS['batch']}, seeds {args.seeds}; W2 of 2000 samples (100 Euler "
-          f"steps) to torchcfm's moons, i.i.d. floor {floor:.3f}")
+        OUT.write_text(
+            json.dumps(
+                {
+                    "steps": args.steps,
+                    "seeds": args.seeds,
+                    "floor_iid": floor,
+                    "base": BASE,
+                    "batch": SETTINGS["batch"],
+                    "torch": torch.__version__,
+                    "machine": platform.processor() or platform.machine(),
+                    "time": time.strftime("%Y-%m-%d"),
+                    "rows": rows,
+                },
+                indent=2,
+            )
+        )
+    print(
+        f"\n{args.steps} steps, batch {SETTINGS['batch']}, seeds {args.seeds}; W2 of 2000 samples (100 Euler "
+        f"steps) to torchcfm's moons, i.i.d. floor {floor:.3f}"
+    )
     print("| recipe | lr | schedule | EMA | sigma | target | coupling | W2 per seed | mean W2 |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         per_seed = " / ".join(f"{w:.3f}" for w in r["w2"])
-        print(f"| {r['recipe']} | {r['lr']:g} | {r['schedule']} | {r['ema']} | {r['sigma']:g} | {r['target']} | "
-              f"{r['coupling']} | {per_seed} | {r['w2_mean']:.3f} |")
+        print(
+            f"| {r['recipe']} | {r['lr']:g} | {r['schedule']} | {r['ema']} | {r['sigma']:g} | {r['target']} | "
+            f"{r['coupling']} | {per_seed} | {r['w2_mean']:.3f} |"
+        )
     print(f"wrote {OUT}")
 
 

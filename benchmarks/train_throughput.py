@@ -3,6 +3,7 @@ doing the same work (same MLP, path, coupling, optimiser, batch). Prints a markd
 
     python benchmarks/train_throughput.py [--steps 600] [--batch-size 256] [--threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,9 +45,17 @@ def lightning_steps_per_second(coupling, steps: int, batch_size: int, warmup: in
     model = CFMModule(MLP(2, 64, 3), LinearPath(0.1), coupling())
     data = ToyDataModule("8gaussians", "moons", batch_size=batch_size, steps_per_epoch=steps + warmup)
     timer = StepTimer(warmup)
-    trainer = Trainer(max_steps=steps + warmup, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, limit_val_batches=0, callbacks=[timer], accelerator="cpu",
-                      gradient_clip_val=1.0)
+    trainer = Trainer(
+        max_steps=steps + warmup,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[timer],
+        accelerator="cpu",
+        gradient_clip_val=1.0,
+    )
     trainer.fit(model, data)
     return timer.steps / (timer.end - timer.start)
 
@@ -90,19 +99,37 @@ def main() -> None:
     for name, coupling in VARIANTS.items():
         lit = lightning_steps_per_second(coupling, args.steps, args.batch_size, args.warmup)
         plain = plain_steps_per_second(coupling, args.steps, args.batch_size, args.warmup)
-        rows.append({"variant": name, "lightning_fm_steps_per_s": lit, "plain_torch_steps_per_s": plain,
-                     "overhead": plain / lit})
+        rows.append(
+            {
+                "variant": name,
+                "lightning_fm_steps_per_s": lit,
+                "plain_torch_steps_per_s": plain,
+                "overhead": plain / lit,
+            }
+        )
     machine = platform.processor() or platform.machine()
     print(f"\nbatch {args.batch_size}, {args.steps} timed steps, {args.threads} thread(s), {machine}")
     print("| variant | lightning_fm steps/s | plain PyTorch steps/s | plain / lightning_fm |")
     print("|---|---|---|---|")
     for r in rows:
-        print(f"| {r['variant']} | {r['lightning_fm_steps_per_s']:.0f} | {r['plain_torch_steps_per_s']:.0f} "
-              f"| {r['overhead']:.2f} |")
+        print(
+            f"| {r['variant']} | {r['lightning_fm_steps_per_s']:.0f} | {r['plain_torch_steps_per_s']:.0f} "
+            f"| {r['overhead']:.2f} |"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"batch_size": args.batch_size, "steps": args.steps, "threads": args.threads,
-                               "torch": torch.__version__, "rows": rows}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "batch_size": args.batch_size,
+                "steps": args.steps,
+                "threads": args.threads,
+                "torch": torch.__version__,
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
 
 

@@ -1,4 +1,5 @@
 """Shared by the benchmarks that read trained runs: restore a run's model and the digits evaluation."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,7 +14,8 @@ def load_run(run: Path):
 
     config = yaml.safe_load((Path(run) / "config.yaml").read_text())
     module = import_class(config["model"]["class_path"]).load_from_checkpoint(
-        Path(run) / "checkpoints" / "last.ckpt", map_location="cpu")
+        Path(run) / "checkpoints" / "last.ckpt", map_location="cpu"
+    )
     return module.eval(), config
 
 

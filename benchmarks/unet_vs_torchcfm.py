@@ -9,6 +9,7 @@ Configuration (``configs/cifar10/otcfm.yaml``, torchcfm's ``train_cifar10.py``):
 
     python benchmarks/unet_vs_torchcfm.py [--batch-size 4] [--steps 5] [--rounds 3] [--threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,8 @@ for _ in range(P["steps"]):
     start = time.perf_counter(); step(); times.append(time.perf_counter() - start)
 """
 
-_THEIRS = """
+_THEIRS = (
+    """
 import json, time
 import torch
 P = json.loads(__PARAMS__)
@@ -49,16 +51,28 @@ net = UNetModelWrapper(dim=(3, 32, 32), num_res_blocks=2, num_channels=128, chan
 x, u = torch.randn(P["batch"], 3, 32, 32), torch.randn(P["batch"], 3, 32, 32)
 t = torch.rand(P["batch"])
 forward = lambda: net(t, x)
-""" + _STEP + """
+"""
+    + _STEP
+    + """
 print(json.dumps({"times": times, "parameters": sum(p.numel() for p in net.parameters())}))
 """
+)
 
 
 def ours(params: dict) -> dict:
     torch.set_num_threads(params["threads"])
     torch.manual_seed(0)
-    net = UNet([3, 32, 32], model_channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=2,
-               attention_resolutions=(16,), num_heads=4, num_head_channels=64, dropout=0.1, time_scale=1.0).train()
+    net = UNet(
+        [3, 32, 32],
+        model_channels=128,
+        channel_mult=(1, 2, 2, 2),
+        num_res_blocks=2,
+        attention_resolutions=(16,),
+        num_heads=4,
+        num_head_channels=64,
+        dropout=0.1,
+        time_scale=1.0,
+    ).train()
     x, u = torch.randn(params["batch"], 3, 32, 32), torch.randn(params["batch"], 3, 32, 32)
     t = torch.rand(params["batch"])
     scope = {"P": params, "net": net, "u": u, "time": time, "forward": lambda: net(x, t)}
@@ -90,18 +104,33 @@ def main() -> None:
             counts[name] = result["parameters"]
     median = {name: statistics.median(times) for name, times in runs.items()}
     ratio = median["lightning_fm"] / median["torchcfm"]
-    print(f"\nCIFAR-10 U-Net forward+backward, batch {args.batch_size}, {args.threads} thread(s), "
-          f"{args.rounds} rounds x {args.steps} steps, {platform.processor() or platform.machine()}")
+    print(
+        f"\nCIFAR-10 U-Net forward+backward, batch {args.batch_size}, {args.threads} thread(s), "
+        f"{args.rounds} rounds x {args.steps} steps, {platform.processor() or platform.machine()}"
+    )
     print("| U-Net | parameters | median step (s) |")
     print("|---|---|---|")
     for name in runs:
         print(f"| {name} | {counts[name]:,} | {median[name]:.3f} |")
     print(f"lightning_fm / torchcfm step time: {ratio:.3f}")
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({**params, "rounds": args.rounds, "torch": torch.__version__, "torchcfm": TORCHCFM,
-                               "machine": platform.processor() or platform.machine(),
-                               "time": time.strftime("%Y-%m-%d"), "parameters": counts, "median_s": median,
-                               "time_ratio": ratio, "step_times": runs}, indent=2))
+    OUT.write_text(
+        json.dumps(
+            {
+                **params,
+                "rounds": args.rounds,
+                "torch": torch.__version__,
+                "torchcfm": TORCHCFM,
+                "machine": platform.processor() or platform.machine(),
+                "time": time.strftime("%Y-%m-%d"),
+                "parameters": counts,
+                "median_s": median,
+                "time_ratio": ratio,
+                "step_times": runs,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {OUT}")
 
 

@@ -1,5 +1,6 @@
 """``python -m lightning_fm`` and the ``lightning-fm`` script: the process-wide settings
 (:mod:`lightning_fm.runtime`), then the command line (:mod:`lightning_fm.cli`)."""
+
 from lightning_fm import runtime
 
 

@@ -9,6 +9,7 @@ the helper, instead of somewhere inside a run.
 Besides them, helpers that other modules need near such places and that the public API does serve
 (:func:`attached_trainer`) live here too, so that a module needs one import for its Lightning glue.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -8,6 +8,7 @@ Distributed training: the LightningModule gathers the global batch from all proc
 (and keeps its own shard afterwards), so the plan is the OT plan of the global batch, not of each GPU's shard. That is
 done by the module, not here: a coupling only ever sees the tensors it is given.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,8 +47,14 @@ class Coupling(Buildable, ABC):
     random draws, if any, use ``generator``, a CPU ``torch.Generator``)."""
 
     @abstractmethod
-    def __call__(self, x0: Tensor, x1: Tensor, y0: Tensor | None = None, y1: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> Coupled:
+    def __call__(
+        self,
+        x0: Tensor,
+        x1: Tensor,
+        y0: Tensor | None = None,
+        y1: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Coupled:
         """Pair the rows of ``x0`` with rows of ``x1``."""
 
     def __repr__(self) -> str:
@@ -61,8 +68,14 @@ class IndependentCoupling(Coupling):
     def __init__(self) -> None:
         pass
 
-    def __call__(self, x0: Tensor, x1: Tensor, y0: Tensor | None = None, y1: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> Coupled:
+    def __call__(
+        self,
+        x0: Tensor,
+        x1: Tensor,
+        y0: Tensor | None = None,
+        y1: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Coupled:
         _check_batches(x0, x1, y0, y1)
         return Coupled(x0, x1, y0, y1)
 
@@ -106,8 +119,15 @@ class OTCoupling(Coupling):
     Random draws use ``generator`` (a CPU ``torch.Generator``) when one is passed to ``__call__``.
     """
 
-    def __init__(self, method: str = "exact", reg: float = 0.05, normalize_cost: bool = False,
-                 max_iter: int = 1000, stop_thr: float = 1e-6, within_class: bool = False) -> None:
+    def __init__(
+        self,
+        method: str = "exact",
+        reg: float = 0.05,
+        normalize_cost: bool = False,
+        max_iter: int = 1000,
+        stop_thr: float = 1e-6,
+        within_class: bool = False,
+    ) -> None:
         if method not in OT_METHODS:
             raise ValueError(f"OTCoupling.method must be one of {list(OT_METHODS)}, got {method!r}")
         reg = float(reg)
@@ -145,8 +165,9 @@ class OTCoupling(Coupling):
         if self.method == "exact":
             plan, problem = self.exact_plan(cost)
             if problem:
-                warnings.warn(f"OTCoupling: ot.emd stopped before the optimum ({problem})", RuntimeWarning,
-                              stacklevel=3)
+                warnings.warn(
+                    f"OTCoupling: ot.emd stopped before the optimum ({problem})", RuntimeWarning, stacklevel=3
+                )
             return plan
         n0, n1 = cost.shape
         a = torch.full((n0,), 1.0 / n0, dtype=torch.float64)
@@ -157,8 +178,9 @@ class OTCoupling(Coupling):
         # backend (its torch backend is disabled, see lightning_fm/__init__.py).
         stable = max(cost.min(1).values.max().item(), cost.min(0).values.max().item()) / self.reg < 690
         method = "sinkhorn" if stable else "sinkhorn_log"
-        plan = ot.sinkhorn(a.numpy(), b.numpy(), cost.numpy(), self.reg, method=method, numItermax=self.max_iter,
-                           stopThr=self.stop_thr)
+        plan = ot.sinkhorn(
+            a.numpy(), b.numpy(), cost.numpy(), self.reg, method=method, numItermax=self.max_iter, stopThr=self.stop_thr
+        )
         return torch.from_numpy(np.asarray(plan, dtype=np.float64))
 
     @staticmethod
@@ -214,29 +236,40 @@ class OTCoupling(Coupling):
             return j
         return self._draw(self.plan(cost), generator)
 
-    def _partners_within_class(self, x0: Tensor, x1: Tensor, y0: Tensor | None, y1: Tensor | None,
-                               generator: torch.Generator | None) -> Tensor:
+    def _partners_within_class(
+        self, x0: Tensor, x1: Tensor, y0: Tensor | None, y1: Tensor | None, generator: torch.Generator | None
+    ) -> Tensor:
         if y1 is None:
             raise ValueError("OTCoupling(within_class=True) needs the target labels y1 (the batch has none)")
         y1 = y1.detach().cpu()
         if y0 is None:  # a source without classes (noise): consecutive groups with the class counts of y1
             if x0.shape[0] != x1.shape[0]:
-                raise ValueError("OTCoupling(within_class=True) without source labels needs equal batch sizes, got "
-                                 f"{x0.shape[0]} source and {x1.shape[0]} target samples")
+                raise ValueError(
+                    "OTCoupling(within_class=True) without source labels needs equal batch sizes, got "
+                    f"{x0.shape[0]} source and {x1.shape[0]} target samples"
+                )
             y0 = torch.sort(y1).values
         y0 = y0.detach().cpu()
         j = torch.empty(x0.shape[0], dtype=torch.int64)
         for c in torch.unique(y0).tolist():
             rows, cols = (y0 == c).nonzero().squeeze(1), (y1 == c).nonzero().squeeze(1)
             if cols.numel() == 0:
-                raise ValueError(f"OTCoupling(within_class=True): class {c} has {rows.numel()} source samples but no "
-                                 "target sample in this batch: source and target labels must share their classes "
-                                 "(e.g. a noise source without labels), and batches must hold every class")
+                raise ValueError(
+                    f"OTCoupling(within_class=True): class {c} has {rows.numel()} source samples but no "
+                    "target sample in this batch: source and target labels must share their classes "
+                    "(e.g. a noise source without labels), and batches must hold every class"
+                )
             j[rows] = cols[self.partners(x0[rows.to(x0.device)], x1[cols.to(x1.device)], generator)]
         return j
 
-    def __call__(self, x0: Tensor, x1: Tensor, y0: Tensor | None = None, y1: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> Coupled:
+    def __call__(
+        self,
+        x0: Tensor,
+        x1: Tensor,
+        y0: Tensor | None = None,
+        y1: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Coupled:
         """Pair each ``x0[i]`` with ``x1[j(i)]`` according to the plan (x0 and y0 stay in order)."""
         _check_batches(x0, x1, y0, y1)
         if x0.shape[0] == 0 or x1.shape[0] == 0:

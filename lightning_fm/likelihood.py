@@ -32,6 +32,7 @@ in [-1, 1] with spacing ``delta = 2 / (levels - 1)`` (8-bit images ``u8 / 127.5 
 The constant is 7 - log2(256/255) (about 6.994) for this package's 8-bit scaling, 3 for the digits; MATH.md's
 ``y = 2 (x + U)/256 - 1`` convention gives exactly 7. A one-sample estimate of ``E_U`` is unbiased for the bound.
 """
+
 from __future__ import annotations
 
 import math
@@ -97,8 +98,9 @@ def hutchinson_divergence(v: Tensor, x: Tensor, probes: Tensor) -> Tensor:
     return div / probes.shape[0]
 
 
-def draw_probes(shape: tuple[int, ...], probes: int, kind: str, like: Tensor,
-                generator: torch.Generator | None = None) -> Tensor:
+def draw_probes(
+    shape: tuple[int, ...], probes: int, kind: str, like: Tensor, generator: torch.Generator | None = None
+) -> Tensor:
     """``(probes, *shape)`` Hutchinson probes with ``E[e e^T] = I``: Rademacher (+-1) or standard Gaussian entries,
     drawn on the generator's device (CPU without one) and moved to ``like``'s device and dtype."""
     if kind not in PROBES:
@@ -113,8 +115,16 @@ def draw_probes(shape: tuple[int, ...], probes: int, kind: str, like: Tensor,
 
 
 # -- the change of variables -------------------------------------------------------------------------------------
-def check_likelihood_options(method: str, steps: int | None, atol: float, rtol: float, divergence: str,
-                             probes: int, probe: str, max_steps: int = 10_000) -> None:
+def check_likelihood_options(
+    method: str,
+    steps: int | None,
+    atol: float,
+    rtol: float,
+    divergence: str,
+    probes: int,
+    probe: str,
+    max_steps: int = 10_000,
+) -> None:
     """Raise a ValueError naming the bad option (solver, divergence, probes)."""
     if method in FIXED_STEP_STAGES and steps is None:
         raise ValueError(f"likelihood method {method!r} is a fixed-step method: give steps (or use dopri5)")
@@ -181,8 +191,17 @@ def log_likelihood(
             return torch.cat([v.detach().flatten(1), div.detach().to(state.dtype)[:, None]], dim=1)
 
         start = torch.cat([x.flatten(1), torch.zeros(batch, 1, dtype=x.dtype, device=x.device)], dim=1)
-        end = integrate(augmented, start, t0=1.0, t1=0.0, method=method, steps=1 if steps is None else steps,
-                        atol=atol, rtol=rtol, max_steps=max_steps)
+        end = integrate(
+            augmented,
+            start,
+            t0=1.0,
+            t1=0.0,
+            method=method,
+            steps=1 if steps is None else steps,
+            atol=atol,
+            rtol=rtol,
+            max_steps=max_steps,
+        )
         x0 = end.x[:, :dim].reshape(shape)
         log_det = end.x[:, dim]
         with torch.no_grad():
@@ -190,8 +209,14 @@ def log_likelihood(
         if tuple(prior.shape) != (batch,):
             raise ValueError(f"source_log_prob returned shape {tuple(prior.shape)}; expected ({batch},)")
         prior = prior.to(log_det.dtype)
-    return LikelihoodResult(log_prob=prior + log_det, nfe=end.nfe, x0=x0, source_log_prob=prior, log_det=log_det,
-                            info={"backward_passes": float(backward_passes)})
+    return LikelihoodResult(
+        log_prob=prior + log_det,
+        nfe=end.nfe,
+        x0=x0,
+        source_log_prob=prior,
+        log_det=log_det,
+        info={"backward_passes": float(backward_passes)},
+    )
 
 
 # -- source densities --------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ Tensors: ``x, x0, x1`` are ``(B, *dims)``; ``t`` is ``(B,)`` (a float or 0-d ten
 device, any dtype. The superposition over all pairs of a batch (the posterior-weighted, i.e. marginal, velocity
 of MATH.md §6.4/§6.7) is :meth:`GaussianPath.posterior`, computed with matrix products in the log domain.
 """
+
 from __future__ import annotations
 
 import math

@@ -28,6 +28,7 @@ Each setting, with its reason and where it was measured:
   every object of torch, Lightning and their imports, the slowest part of the exit, 1.2-1.5 s
   (``benchmarks/startup.py``). Reference counting still frees objects and atexit handlers still run.
 """
+
 from __future__ import annotations
 
 import gc
@@ -47,8 +48,11 @@ SILENCED_WARNINGS = (
     r"Your `IterableDataset` has `__len__` defined",
 )
 #: loggers through which Lightning prints its tips
-TIP_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-               "lightning_utilities.core.rank_zero")
+TIP_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning_utilities.core.rank_zero",
+)
 POT_BACKEND = "POT_BACKEND_DISABLE_PYTORCH"
 NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
 

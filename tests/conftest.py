@@ -1,4 +1,5 @@
 """Shared test settings: quiet, offline, one thread, temporary W&B/Lightning directories."""
+
 import os
 import subprocess
 import sys
@@ -26,8 +27,9 @@ def run_cli(args, cwd, timeout=300):
     """Run ``python -m lightning_fm ARGS`` in a subprocess; return the CompletedProcess."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), MPLBACKEND="Agg", WANDB_MODE="offline")
     env.pop("WANDB_SERVICE", None)  # a W&B run of this process left its service's address: the child needs its own
-    return subprocess.run([sys.executable, "-m", "lightning_fm", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "lightning_fm", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def make_standin_inception_weights(path: Path) -> Path:

@@ -2,6 +2,7 @@
 (gloo) of a class-conditional OT-CFM with within-class coupling, recording what each rank coupled and generated in
 ``OUT_DIR/rank<r>.pt``, and its predictions in ``OUT_DIR/predictions.pt``. Lightning's DDP launcher re-runs this
 script for rank 1."""
+
 import sys
 from pathlib import Path
 
@@ -25,8 +26,16 @@ class RecordingCFM(CFMModule):
     def couple(self, batch, distributed=True):
         pairs = super().couple(batch, distributed)
         if self.training and distributed:
-            self.coupled.append({"batch": {k: v.clone() for k, v in batch.items()}, "x0": pairs.x0, "x1": pairs.x1,
-                                 "y1": pairs.y1, "all_x1": pairs.all_x1, "offset": pairs.offset})
+            self.coupled.append(
+                {
+                    "batch": {k: v.clone() for k, v in batch.items()},
+                    "x0": pairs.x0,
+                    "x1": pairs.x1,
+                    "y1": pairs.y1,
+                    "all_x1": pairs.all_x1,
+                    "offset": pairs.offset,
+                }
+            )
         return pairs
 
     def validation_step(self, batch, batch_idx):
@@ -40,17 +49,33 @@ def main(out_dir: Path) -> None:
     seed_everything(0)
     model = RecordingCFM(backbone=MLP([2], width=16, num_classes=2), coupling=OTCoupling("exact", within_class=True))
     # 300 validation samples in batches of at most 70: 2 x 3 batches of 50; 101 predictions: one batch per rank
-    data = ToyDataModule("gaussian", "moons", batch_size=32, steps_per_epoch=4, n_val=300, n_predict=101,
-                         eval_batch_size=70)
-    settings = dict(accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False)
+    data = ToyDataModule(
+        "gaussian", "moons", batch_size=32, steps_per_epoch=4, n_val=300, n_predict=101, eval_batch_size=70
+    )
+    settings = dict(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     Trainer(max_steps=4, num_sanity_val_steps=0, limit_val_batches=0, **settings).fit(model, datamodule=data)
     trainer = Trainer(default_root_dir=str(out_dir), callbacks=[SampleWriter()], **settings)
     metrics = trainer.validate(model, datamodule=data, verbose=False)[0]
     trainer.predict(model, datamodule=data)
-    torch.save({"coupled": model.coupled, "validated": model.validated, "val_w2": metrics["val/w2"],
-                "world_size": trainer.world_size, "state_dict": model.state_dict(), "predict_set": data.predict_set()},
-               out_dir / f"rank{trainer.global_rank}.pt")
+    torch.save(
+        {
+            "coupled": model.coupled,
+            "validated": model.validated,
+            "val_w2": metrics["val/w2"],
+            "world_size": trainer.world_size,
+            "state_dict": model.state_dict(),
+            "predict_set": data.predict_set(),
+        },
+        out_dir / f"rank{trainer.global_rank}.pt",
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Fault probes for tests/test_ddp.py and tests/test_crash_safety.py, importable by class path from a config: models
 whose loss or samples turn non-finite, and callbacks that send a signal, raise, or pause at given steps."""
+
 import os
 import time
 

@@ -1,4 +1,5 @@
 """The digits classifier (accuracy, real vs noise, FD between halves, cache) and the ClassifierMetrics callback."""
+
 from types import SimpleNamespace
 
 import pytest
@@ -91,8 +92,9 @@ def test_fd_between_two_halves_of_one_split_is_small_relative_to_noise(classifie
     assert abs(frechet_distance(features, features)) < 1e-8 * noise
 
 
-def test_cache_loads_without_retraining_and_a_different_split_or_setting_retrains(cache, split, classifier,
-                                                                                   monkeypatch):
+def test_cache_loads_without_retraining_and_a_different_split_or_setting_retrains(
+    cache, split, classifier, monkeypatch
+):
     images, labels = split["train"]
     path = classifier_cache_path(images, labels, cache)
     assert path.exists() and not list(path.parent.glob("*.tmp"))
@@ -108,9 +110,11 @@ def test_cache_loads_without_retraining_and_a_different_split_or_setting_retrain
     assert classifier_cache_path(images, labels, cache, epochs=20) == path  # the default, spelled out
     all_images, all_labels = load_digit_images()
     other_train, _ = stratified_split(all_labels.numpy(), 0.2, seed=1)
-    for other in (classifier_cache_path(all_images[other_train], all_labels[other_train], cache),
-                  classifier_cache_path(images, labels, cache, epochs=5),
-                  classifier_cache_path(images, labels, cache, seed=1)):
+    for other in (
+        classifier_cache_path(all_images[other_train], all_labels[other_train], cache),
+        classifier_cache_path(images, labels, cache, epochs=5),
+        classifier_cache_path(images, labels, cache, seed=1),
+    ):
         assert other != path and other.parent == path.parent
     with pytest.raises(AssertionError, match="retrained"):  # a file that is not there is trained
         load_or_train_classifier(images, labels, cache_dir=cache, epochs=5)
@@ -135,8 +139,8 @@ def _validate(callback, trainer, module, batch, generated, sizes=(100, 159, 100)
     callback.on_validation_epoch_start(trainer, module)
     start = 0
     for k, size in enumerate(sizes):
-        part = {key: value[start:start + size] for key, value in batch.items()}
-        callback.on_validation_batch_end(trainer, module, {"generated": generated[start:start + size]}, part, k)
+        part = {key: value[start : start + size] for key, value in batch.items()}
+        callback.on_validation_batch_end(trainer, module, {"generated": generated[start : start + size]}, part, k)
         start += size
     callback.on_validation_epoch_end(trainer, module)
     return dict(module.logged)
@@ -145,8 +149,13 @@ def _validate(callback, trainer, module, batch, generated, sizes=(100, 159, 100)
 @pytest.fixture(scope="module")
 def digits_setup(cache):
     data = DigitsDataModule()
-    trainer = SimpleNamespace(datamodule=data, sanity_checking=False, world_size=1, is_global_zero=True,
-                              strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    trainer = SimpleNamespace(
+        datamodule=data,
+        sanity_checking=False,
+        world_size=1,
+        is_global_zero=True,
+        strategy=SimpleNamespace(root_device=torch.device("cpu")),
+    )
     callback = ClassifierMetrics(cache_dir=str(cache))
     callback.setup(trainer, FakeModule(), "fit")
     return callback, trainer, data.eval_set("val")
@@ -205,8 +214,13 @@ def test_transfer_reports_the_fraction_generated_in_the_target_class(cache):
     from lightning_fm.data import DigitsImages, TransferDataModule
 
     data = TransferDataModule(DigitsImages(classes=[2]), DigitsImages(classes=[3]))  # digits 2 -> digits 3
-    trainer = SimpleNamespace(datamodule=data, sanity_checking=False, world_size=1, is_global_zero=True,
-                              strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    trainer = SimpleNamespace(
+        datamodule=data,
+        sanity_checking=False,
+        world_size=1,
+        is_global_zero=True,
+        strategy=SimpleNamespace(root_device=torch.device("cpu")),
+    )
     callback = ClassifierMetrics(cache_dir=str(cache))
     callback.setup(trainer, FakeModule(), "fit")  # trained on the source's 2s and the target's 3s
     assert callback.target_classes.tolist() == [3]
@@ -251,9 +265,16 @@ def test_training_images_reads_an_image_split():
 def test_callback_in_a_real_fast_dev_run(cache, tmp_path):
     module = CFMModule(backbone=MLP([1, 8, 8], width=32, depth=2))
     callback = ClassifierMetrics(cache_dir=str(cache))
-    trainer = Trainer(fast_dev_run=True, accelerator="cpu", logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, callbacks=[callback],
-                      default_root_dir=tmp_path)
+    trainer = Trainer(
+        fast_dev_run=True,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, DigitsDataModule(batch_size=32))
     metrics = trainer.callback_metrics
     for key in ("val/fd", "val/fd_floor", "val/class_coverage", "val/confidence"):

@@ -1,4 +1,5 @@
 """End-to-end: `python -m lightning_fm` in a subprocess (each run costs seconds: keep these few)."""
+
 import csv
 import shutil
 
@@ -17,8 +18,17 @@ def _metrics(log_dir):
 
 def test_fit_on_a_toy_config_lowers_the_loss_and_leaves_checkpoint_config_metrics_and_plot(tmp_path):
     shutil.copytree(REPO / "configs", tmp_path / "configs")
-    result = run_cli(["fit", "-c", "configs/toy/otcfm.yaml", "--trainer.max_steps=400",
-                      "--data.init_args.steps_per_epoch=200", "--trainer.log_every_n_steps=10"], cwd=tmp_path)
+    result = run_cli(
+        [
+            "fit",
+            "-c",
+            "configs/toy/otcfm.yaml",
+            "--trainer.max_steps=400",
+            "--data.init_args.steps_per_epoch=200",
+            "--trainer.log_every_n_steps=10",
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     log_dir = tmp_path / "runs" / "toy_otcfm" / "version_0"
     assert (log_dir / "config.yaml").is_file()
@@ -39,8 +49,16 @@ def test_fit_on_a_toy_config_lowers_the_loss_and_leaves_checkpoint_config_metric
     samples = model.sample(torch.randn(256, 2), steps=20)
     assert samples.x.shape == (256, 2) and samples.nfe == 20 and torch.isfinite(samples.x).all()
     # predict writes samples to a file
-    result = run_cli(["predict", "-c", "configs/toy/otcfm.yaml", f"--ckpt_path={log_dir / 'checkpoints' / 'last.ckpt'}",
-                      "--data.init_args.n_predict=300"], cwd=tmp_path)
+    result = run_cli(
+        [
+            "predict",
+            "-c",
+            "configs/toy/otcfm.yaml",
+            f"--ckpt_path={log_dir / 'checkpoints' / 'last.ckpt'}",
+            "--data.init_args.n_predict=300",
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     predictions = list((tmp_path / "runs" / "toy_otcfm").glob("version_*/predictions.pt"))
     assert len(predictions) == 1 and torch.load(predictions[0], weights_only=True)["samples"].shape == (300, 2)

@@ -7,6 +7,7 @@ parsed; an access ``X._name`` (``getattr``/``setattr``/``hasattr``/``delattr`` w
 violation unless ``_name`` is defined in the package itself and by none of the foreign classes its classes derive
 from; an import of a private name or module of another library is one too; and a package class that defines a
 method ``_name`` found on a base class from outside the package overrides a foreign private method."""
+
 from __future__ import annotations
 
 import ast
@@ -24,8 +25,20 @@ PACKAGE = Path(lightning_fm.__file__).resolve().parent
 COMPAT = PACKAGE / "compat.py"
 ACCESSORS = ("getattr", "setattr", "hasattr", "delattr")
 #: names with a leading underscore that are documented public API of the standard library
-PUBLIC_UNDERSCORE = {"_fields", "_field_defaults", "_replace", "_asdict", "_make", "_exit", "_missing_",
-                     "_generate_next_value_", "_ignore_", "_order_", "_value_", "_name_"}
+PUBLIC_UNDERSCORE = {
+    "_fields",
+    "_field_defaults",
+    "_replace",
+    "_asdict",
+    "_make",
+    "_exit",
+    "_missing_",
+    "_generate_next_value_",
+    "_ignore_",
+    "_order_",
+    "_value_",
+    "_name_",
+}
 
 
 def _private(name: str) -> bool:
@@ -46,7 +59,8 @@ def _constant_name(call: ast.Call) -> str | None:
     """``"_name"`` of ``getattr(x, "_name", ...)`` and its kin (``object.__setattr__(x, "_name", v)`` too)."""
     func = call.func
     accessor = (isinstance(func, ast.Name) and func.id in ACCESSORS) or (
-        isinstance(func, ast.Attribute) and func.attr in {f"__{a}__" for a in ACCESSORS} | {"__getattribute__"})
+        isinstance(func, ast.Attribute) and func.attr in {f"__{a}__" for a in ACCESSORS} | {"__getattribute__"}
+    )
     if not accessor:
         return None
     for arg in call.args[:2]:
@@ -150,8 +164,9 @@ class _Accesses(ast.NodeVisitor):
         cls = self._enclosing_class()
         if _self_like(owner) and cls is not None:
             inherited = name in _foreign_names(cls)
-            what = f"self.{name}" if not inherited else f"self.{name} (defined by a base class from outside the " \
-                                                         f"package)"
+            what = (
+                f"self.{name}" if not inherited else f"self.{name} (defined by a base class from outside the package)"
+            )
             if inherited or name not in self.known:
                 self.found.append((line, what))
         elif name not in self.known:
@@ -204,16 +219,21 @@ def foreign_private_overrides() -> list[str]:
     found = []
     for cls in _package_classes():
         for name, value in vars(cls).items():
-            if not _private(name) or not isinstance(value, (staticmethod, classmethod, property)) and \
-                    not inspect.isfunction(value):
+            if (
+                not _private(name)
+                or not isinstance(value, (staticmethod, classmethod, property))
+                and not inspect.isfunction(value)
+            ):
                 continue
             bases = [b for b in cls.__mro__[1:] if _foreign(b) and name in vars(b)]
             if bases:
                 function = value.fget if isinstance(value, property) else getattr(value, "__func__", value)
                 path = Path(inspect.getsourcefile(function)).resolve().relative_to(PACKAGE.parent)
                 line = inspect.getsourcelines(function)[1]
-                found.append(f"{path}:{line}: {cls.__qualname__}.{name} overrides "
-                             f"{bases[0].__module__}.{bases[0].__qualname__}.{name}")
+                found.append(
+                    f"{path}:{line}: {cls.__qualname__}.{name} overrides "
+                    f"{bases[0].__module__}.{bases[0].__qualname__}.{name}"
+                )
     return found
 
 
@@ -221,8 +241,12 @@ def _report(title: str, found: list[str]) -> str:
     by_file = {}
     for entry in found:
         by_file.setdefault(entry.split(":", 1)[0], []).append(entry)
-    lines = [(f"{title}: {len(found)} in {len(by_file)} files (move each into lightning_fm/compat.py as a named "
-              "helper with a test in tests/test_compat.py, or use a public API):")]
+    lines = [
+        (
+            f"{title}: {len(found)} in {len(by_file)} files (move each into lightning_fm/compat.py as a named "
+            "helper with a test in tests/test_compat.py, or use a public API):"
+        )
+    ]
     for file, entries in sorted(by_file.items()):
         lines += [f"  {file} ({len(entries)})"] + [f"    {entry}" for entry in entries]
     return "\n".join(lines)
@@ -242,7 +266,7 @@ def test_the_audit_catches_what_it_is_meant_to():
     """The audit itself, on a made-up source: a private attribute of a foreign object, an inherited private attribute
     set on ``self``, a private import and a ``getattr`` with a private name are reported; the source's own private
     names are not."""
-    source = textwrap.dedent('''
+    source = textwrap.dedent("""
         from lightning.pytorch import Callback
         from torch._dynamo import config
         _LIMIT = 3
@@ -259,7 +283,7 @@ def test_the_audit_catches_what_it_is_meant_to():
                 getattr(pl_module, "_trainer", None)
                 self._mine += 1
                 return self._generate_state_key()
-    ''')
+    """)
     from lightning.pytorch import Callback
 
     tree = ast.parse(source)
@@ -273,9 +297,16 @@ def test_the_audit_catches_what_it_is_meant_to():
 def _trainer(tmp_path, callbacks, **kwargs):
     from lightning.pytorch import Trainer
 
-    options = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
-               "enable_model_summary": False, "accelerator": "cpu", "devices": 1, "default_root_dir": tmp_path,
-               "limit_val_batches": 0}
+    options = {
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "accelerator": "cpu",
+        "devices": 1,
+        "default_root_dir": tmp_path,
+        "limit_val_batches": 0,
+    }
     return Trainer(callbacks=callbacks, **{**options, **kwargs})
 
 
@@ -301,11 +332,14 @@ def test_request_stop_after_this_step_stops_as_sigterm_does(tmp_path):
     trainer = _trainer(tmp_path, [StopAtStep3()], max_steps=10)
     with pytest.raises(SIGTERMException):
         trainer.fit(BoringModel())
-    assert seen.get("flag") is True, ("compat.request_stop_after_this_step: Trainer.received_sigterm no longer reads "
-                                      "trainer._signal_connector.received_sigterm")
+    assert seen.get("flag") is True, (
+        "compat.request_stop_after_this_step: Trainer.received_sigterm no longer reads "
+        "trainer._signal_connector.received_sigterm"
+    )
     assert seen["steps"] == [1, 2, 3] and trainer.global_step == 3, (
         f"compat.request_stop_after_this_step: Lightning no longer stops at the end of the step that set the flag "
-        f"(steps run: {seen['steps']})")
+        f"(steps run: {seen['steps']})"
+    )
     assert isinstance(seen.get("exception"), SIGTERMException), "on_exception no longer sees the SIGTERMException"
 
 
@@ -337,13 +371,15 @@ def test_averaged_model_is_the_copy_that_weight_averaging_swaps_in_for_validatio
         def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
             weights.setdefault("validation", (flat(pl_module), flat(averaged_model(ema).module)))
 
-    trainer = _trainer(tmp_path, [ema, Record()], max_steps=3, limit_val_batches=1, val_check_interval=3,
-                       num_sanity_val_steps=0)
+    trainer = _trainer(
+        tmp_path, [ema, Record()], max_steps=3, limit_val_batches=1, val_check_interval=3, num_sanity_val_steps=0
+    )
     trainer.fit(BoringModel())
     (live, copy), (live_validating, copy_validating) = weights["train"], weights["validation"]
     assert not torch.equal(live, copy), "the EMA copy equals the live weights: the test shows nothing"
     assert torch.equal(live_validating, copy) and torch.equal(copy_validating, live), (
-        "WeightAveraging no longer swaps its averaged copy (compat.averaged_model) into the module for validation")
+        "WeightAveraging no longer swaps its averaged copy (compat.averaged_model) into the module for validation"
+    )
 
 
 def test_is_compiled():
@@ -395,8 +431,9 @@ def test_checkpoint_callbacks_see_the_whole_checkpoint_last(tmp_path):
             seen["keys"] = set(checkpoint)
             ema_copy = averaged_model(ema).module
             seen["ema"] = all(torch.equal(v, checkpoint["state_dict"][k]) for k, v in ema_copy.state_dict().items())
-            seen["live"] = all(torch.equal(v, checkpoint["current_model_state"][k])
-                               for k, v in pl_module.state_dict().items())
+            seen["live"] = all(
+                torch.equal(v, checkpoint["current_model_state"][k]) for k, v in pl_module.state_dict().items()
+            )
             raise RuntimeError("refused")
 
     class SaveAtStep2(Callback):
@@ -438,8 +475,15 @@ def test_crash_safe_checkpoint_keeps_raw_and_ema_weights_apart_during_validation
             shutil.copy(tmp_path / "checkpoints" / "last.ckpt", tmp_path / "during.ckpt")  # the final one follows
 
     crash_safe = CrashSafeModelCheckpoint(every_n_train_steps=1000, dirpath=str(tmp_path / "checkpoints"))
-    trainer = _trainer(tmp_path, [EMAWeightAveraging(decay=0.5), crash_safe, WriteBeforeAndDuring()], max_steps=4,
-                       limit_val_batches=1, val_check_interval=3, num_sanity_val_steps=0, enable_checkpointing=True)
+    trainer = _trainer(
+        tmp_path,
+        [EMAWeightAveraging(decay=0.5), crash_safe, WriteBeforeAndDuring()],
+        max_steps=4,
+        limit_val_batches=1,
+        val_check_interval=3,
+        num_sanity_val_steps=0,
+        enable_checkpointing=True,
+    )
     trainer.fit(BoringModel())
     before = torch.load(tmp_path / "before.ckpt", weights_only=False)
     during = torch.load(tmp_path / "during.ckpt", weights_only=False)
@@ -483,9 +527,12 @@ def test_importing_the_ema_helpers_installs_no_warning_filter():
     import subprocess
     import sys
 
-    code = ("import warnings, lightning.pytorch; before = list(warnings.filters); "
-            "from lightning_fm.callbacks.ema import OUTSIDE_FIT_WARNING; import lightning_fm.callbacks; "
-            "print(sum(f[1] is not None and f[1].pattern == OUTSIDE_FIT_WARNING for f in warnings.filters))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                            cwd=PACKAGE.parent)
+    code = (
+        "import warnings, lightning.pytorch; before = list(warnings.filters); "
+        "from lightning_fm.callbacks.ema import OUTSIDE_FIT_WARNING; import lightning_fm.callbacks; "
+        "print(sum(f[1] is not None and f[1].pattern == OUTSIDE_FIT_WARNING for f in warnings.filters))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent
+    )
     assert result.stdout.strip() == "0", result.stdout

@@ -1,4 +1,5 @@
 """Couplings: exact minibatch OT reaches POT's optimum, Sinkhorn interpolates between OT and independent pairing."""
+
 import warnings
 
 import numpy as np
@@ -152,8 +153,10 @@ def test_spec_round_trip_and_registry():
         rebuilt = build(spec)
         assert type(rebuilt) is type(coupling) and rebuilt.init_args == coupling.init_args
     assert to_spec(OTCoupling("sinkhorn", reg=0.5))["init_args"]["reg"] == 0.5
-    assert to_spec(IndependentCoupling()) == {"class_path": "lightning_fm.couplings.IndependentCoupling",
-                                              "init_args": {}}
+    assert to_spec(IndependentCoupling()) == {
+        "class_path": "lightning_fm.couplings.IndependentCoupling",
+        "init_args": {},
+    }
     assert COUPLINGS == {"independent": IndependentCoupling, "ot": OTCoupling}
 
 

@@ -3,6 +3,7 @@ non-finite loss, a non-finite state, non-finite validation samples, f_z <= 0 in 
 from every charge). Runs resume with ``--ckpt_path last`` and must reach the weights of an uninterrupted run: the
 project's resume is exact (step-seeded randomness, a resumable loader), so the tolerance is float32 round-off only
 (atol 1e-6; one thread, fixed seeds: measured 0)."""
+
 import math
 import os
 import signal
@@ -30,9 +31,11 @@ def _cli_argv(monkeypatch):
 
 
 def _callbacks(every=EVERY, *extra):
-    return [{"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.9}},
-            {"class_path": "lightning_fm.callbacks.CrashSafeModelCheckpoint",
-             "init_args": {"every_n_train_steps": every}}, *extra]
+    return [
+        {"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.9}},
+        {"class_path": "lightning_fm.callbacks.CrashSafeModelCheckpoint", "init_args": {"every_n_train_steps": every}},
+        *extra,
+    ]
 
 
 def _args(directory, name, callbacks, *extra):
@@ -41,12 +44,23 @@ def _args(directory, name, callbacks, *extra):
     parts)."""
     path = directory / f"callbacks_{name}_{len(list(directory.glob('callbacks_*')))}.yaml"
     path.write_text(yaml.safe_dump({"trainer": {"callbacks": callbacks}}))
-    return ["fit", "-c", str(REPO / "configs" / "toy" / "otcfm.yaml"), "-c", str(path),
-            "--data.init_args.steps_per_epoch=50", "--data.init_args.batch_size=64", "--trainer.limit_val_batches=0",
-            "--model.init_args.lr_scheduler=null",
-            "--trainer.log_every_n_steps=10", "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false", f"--trainer.logger.init_args.save_dir={directory / 'runs'}",
-            f"--trainer.logger.init_args.name={name}", *extra]
+    return [
+        "fit",
+        "-c",
+        str(REPO / "configs" / "toy" / "otcfm.yaml"),
+        "-c",
+        str(path),
+        "--data.init_args.steps_per_epoch=50",
+        "--data.init_args.batch_size=64",
+        "--trainer.limit_val_batches=0",
+        "--model.init_args.lr_scheduler=null",
+        "--trainer.log_every_n_steps=10",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.logger.init_args.save_dir={directory / 'runs'}",
+        f"--trainer.logger.init_args.name={name}",
+        *extra,
+    ]
 
 
 def _last(directory, name):
@@ -100,8 +114,13 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_weights(tmp_path
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO / 'tests'}{os.pathsep}{REPO}", MPLBACKEND="Agg")
     log = tmp_path / "killed.log"
     with open(log, "w") as output:
-        process = subprocess.Popen([sys.executable, "-m", "lightning_fm", *args], cwd=tmp_path, env=env,
-                                   stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lightning_fm", *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     last, step, deadline = _last(tmp_path, "killed"), 0, time.monotonic() + 120
     try:
         while step < 2 * EVERY and process.poll() is None and time.monotonic() < deadline:
@@ -118,8 +137,9 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_weights(tmp_path
 
 
 @pytest.mark.parametrize("signum, status, said", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
-def test_sigterm_and_ctrl_c_stop_after_the_step_with_a_checkpoint_that_resumes_exactly(tmp_path, capfd, straight,
-                                                                                      signum, status, said):
+def test_sigterm_and_ctrl_c_stop_after_the_step_with_a_checkpoint_that_resumes_exactly(
+    tmp_path, capfd, straight, signum, status, said
+):
     """The signal arrives during step 47 (after its optimiser update): the run stops at the end of that step, on
     Lightning's stop flag (Ctrl-C's first press sets it too), writes last.ckpt at step 47 and exits with the
     shell's status for the signal; resumed, it reaches the uninterrupted weights."""
@@ -160,8 +180,16 @@ def test_a_stop_during_validation_keeps_raw_and_ema_weights_apart(tmp_path, stra
     intervals) keeps the raw weights apart from the EMA ones."""
     during = {"class_path": "nan_probe.RaiseAtStep", "init_args": {"step": 45, "hook": "on_validation_batch_start"}}
     with pytest.raises(RuntimeError, match="probe failure in on_validation_batch_start"):
-        main(_args(tmp_path, "validating", _callbacks(EVERY, during), f"--trainer.max_steps={TOTAL}",
-                   "--trainer.limit_val_batches=1", "--trainer.val_check_interval=45"))
+        main(
+            _args(
+                tmp_path,
+                "validating",
+                _callbacks(EVERY, during),
+                f"--trainer.max_steps={TOTAL}",
+                "--trainer.limit_val_batches=1",
+                "--trainer.val_check_interval=45",
+            )
+        )
     assert checkpoint_step(str(_last(tmp_path, "validating"))) == 45
     _resume_and_compare(tmp_path, "validating", straight)
     ema, raw = straight["state_dict"], straight["current_model_state"]
@@ -175,18 +203,26 @@ def _diverges(args, capfd):
         main(args)
     printed = capfd.readouterr().err.strip().splitlines()[-1]
     assert stopped.value.code == 1 and printed.startswith("error: "), printed
-    return printed[len("error: "):]
+    return printed[len("error: ") :]
 
 
 def test_a_nan_loss_stops_the_run_at_the_next_check_and_names_the_last_finite_checkpoint(tmp_path, capfd):
     """NaN from step 33, checks every 10 steps, checkpoints every 20: noticed at step 39, before the checkpoint of
     step 40; last.ckpt (step 20) is finite."""
-    args = _args(tmp_path, "nan", _callbacks(), "--model.class_path=nan_probe.NaNFromStep",
-                 "--model.init_args.nan_from=33", f"--trainer.max_steps={TOTAL}")
+    args = _args(
+        tmp_path,
+        "nan",
+        _callbacks(),
+        "--model.class_path=nan_probe.NaNFromStep",
+        "--model.init_args.nan_from=33",
+        f"--trainer.max_steps={TOTAL}",
+    )
     last = _last(tmp_path, "nan")
     message = _diverges(args, capfd)
-    assert message.startswith("training loss is not finite at 7 of the 10 steps 30..39; noticed at step 39 (the "
-                              "loss is checked every trainer.log_every_n_steps=10 steps)")
+    assert message.startswith(
+        "training loss is not finite at 7 of the 10 steps 30..39; noticed at step 39 (the "
+        "loss is checked every trainer.log_every_n_steps=10 steps)"
+    )
     assert message.endswith(f"the last finite state is {last} (step 20), resumable with --ckpt_path {last}")
     checkpoint = _load(last)
     assert checkpoint["global_step"] == 20 and _all_finite(checkpoint)
@@ -195,23 +231,37 @@ def test_a_nan_loss_stops_the_run_at_the_next_check_and_names_the_last_finite_ch
 def test_a_non_finite_state_is_never_checkpointed(tmp_path, capfd):
     """NaN from step 31 with a checkpoint every 5 steps: the checkpoint of step 35 (NaN weights) is refused and the
     run stops there, before the loss check of step 39; last.ckpt stays the finite one of step 30."""
-    args = _args(tmp_path, "state", _callbacks(5), "--model.class_path=nan_probe.NaNFromStep",
-                 "--model.init_args.nan_from=31", f"--trainer.max_steps={TOTAL}")
+    args = _args(
+        tmp_path,
+        "state",
+        _callbacks(5),
+        "--model.class_path=nan_probe.NaNFromStep",
+        "--model.init_args.nan_from=31",
+        f"--trainer.max_steps={TOTAL}",
+    )
     message, last = _diverges(args, capfd), _last(tmp_path, "state")
     assert message.startswith("the model or optimiser state is not finite at step 35 (first: state_dict/")
-    assert message.endswith(f"not checkpointed; the last finite state is {last} (step 30), resumable with "
-                            f"--ckpt_path {last}")
+    assert message.endswith(
+        f"not checkpointed; the last finite state is {last} (step 30), resumable with --ckpt_path {last}"
+    )
     checkpoint = _load(last)
     assert checkpoint["global_step"] == 30 and _all_finite(checkpoint)
 
 
 def test_no_finite_checkpoint_is_claimed_when_none_was_written(tmp_path, capfd):
-    args = _args(tmp_path, "early", _callbacks(1000), "--model.class_path=nan_probe.NaNFromStep",
-                 "--model.init_args.nan_from=3", f"--trainer.max_steps={TOTAL}")
+    args = _args(
+        tmp_path,
+        "early",
+        _callbacks(1000),
+        "--model.class_path=nan_probe.NaNFromStep",
+        "--model.init_args.nan_from=3",
+        f"--trainer.max_steps={TOTAL}",
+    )
     message = _diverges(args, capfd)
     assert message.startswith("training loss is not finite at 7 of the 10 steps 0..9; ")
-    assert message.endswith("no checkpoint has been written yet (one every 1000 steps, "
-                            "CrashSafeModelCheckpoint.every_n_train_steps)")
+    assert message.endswith(
+        "no checkpoint has been written yet (one every 1000 steps, CrashSafeModelCheckpoint.every_n_train_steps)"
+    )
     assert not _last(tmp_path, "early").exists()
 
 
@@ -226,18 +276,30 @@ def test_validation_reports_the_fraction_of_non_finite_samples(recwarn):
     data = ToyDataModule(n_val=200, eval_batch_size=100)
     for tolerance, warned in ((0.0, True), (0.25, False)):
         torch.manual_seed(0)
-        model = NaNSamples(bad_rows=10, backbone=MLP([2], width=16), plot_samples=0, val_trajectories=0,
-                           nonfinite_tolerance=tolerance)
-        trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                          enable_model_summary=False, accelerator="cpu")
+        model = NaNSamples(
+            bad_rows=10, backbone=MLP([2], width=16), plot_samples=0, val_trajectories=0, nonfinite_tolerance=tolerance
+        )
+        trainer = Trainer(
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            accelerator="cpu",
+        )
         recwarn.clear()
         metrics = trainer.validate(model, data, verbose=False)[0]
         assert metrics["val/nonfinite"] == 20 and metrics["val/nonfinite_frac"] == pytest.approx(0.1)
         assert math.isnan(metrics["val/w2"]) and math.isfinite(metrics["val/loss"])  # not averaged away
         messages = [str(w.message) for w in recwarn if issubclass(w.category, NonFiniteSamplesWarning)]
-        assert messages == (["val: 20 generated samples (10.0%) are not finite (above model.nonfinite_tolerance=0)"
-                             ": the sampler diverged on them; val/w2 is NaN when one of them is among its samples "
-                             "(logged: val/nonfinite_frac)"] if warned else [])
+        assert messages == (
+            [
+                "val: 20 generated samples (10.0%) are not finite (above model.nonfinite_tolerance=0)"
+                ": the sampler diverged on them; val/w2 is NaN when one of them is among its samples "
+                "(logged: val/nonfinite_frac)"
+            ]
+            if warned
+            else []
+        )
 
 
 def test_a_non_finite_validation_loss_is_not_dropped_from_the_mean():
@@ -269,8 +331,10 @@ def test_the_loss_record_never_synchronises_with_the_host(monkeypatch):
 
 
 def test_first_nonfinite_names_the_tensor():
-    state = {"state_dict": {"a": torch.ones(3), "b": torch.tensor([1.0, float("nan")])},
-             "optimizer_states": [{"state": {0: {"exp_avg": torch.full((2,), float("inf")), "step": torch.tensor(3)}}}]}
+    state = {
+        "state_dict": {"a": torch.ones(3), "b": torch.tensor([1.0, float("nan")])},
+        "optimizer_states": [{"state": {0: {"exp_avg": torch.full((2,), float("inf")), "step": torch.tensor(3)}}}],
+    }
     assert first_nonfinite(state) == "state_dict/b"
     state["state_dict"]["b"] = torch.zeros(2)
     assert first_nonfinite(state) == "optimizer_states/0/state/0/exp_avg"
@@ -355,9 +419,14 @@ def test_points_far_from_every_charge_get_a_finite_unit_direction(dim):
     radii = torch.tensor([1e1, 1e3, 1e5, 1e6]).repeat_interleave(4)
     x = radii[:, None] * (directions / directions.norm(dim=1, keepdim=True)).repeat(4, 1)
     z = torch.linspace(0.1, 0.9, len(x))
-    fields = [(ForwardOnlyField(LinearPath(0.1)), 1e6), (ForwardOnlyField(BrownianBridgePath(0.5)), 1e6),
-              (StrongInteractionField(), 1e6), (StrongInteractionField(exact=False), 1e6), (CoulombField(), 1e3),
-              (CoulombField(separate_normalization=True, gamma=5), 1e3)]
+    fields = [
+        (ForwardOnlyField(LinearPath(0.1)), 1e6),
+        (ForwardOnlyField(BrownianBridgePath(0.5)), 1e6),
+        (StrongInteractionField(), 1e6),
+        (StrongInteractionField(exact=False), 1e6),
+        (CoulombField(), 1e3),
+        (CoulombField(separate_normalization=True, gamma=5), 1e3),
+    ]
     for field, compared in fields:
         nz, nx = field.direction(z, x, x0, x1)
         assert torch.isfinite(nz).all() and torch.isfinite(nx).all(), field

@@ -1,5 +1,6 @@
 """lightning_fm.data: toy samplers against their closed forms, the DataModule base and batch contract, determinism,
 evaluation sharded across processes, digits. (The published toy constructions: tests/test_toy_distributions.py.)"""
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,19 @@ def se_std(std: float, n: int) -> float:  # standard error of a sample std (Gaus
 
 # -- toy samplers -----------------------------------------------------------------------------------------------
 def test_every_toy_has_shapes_dtypes_and_is_deterministic():
-    assert {"gaussian", "8gaussians", "moons", "noisy_moons", "circles", "checkerboard", "swissroll", "scurve",
-            "spirals", "pinwheel", "rings"} <= set(TOY_DISTRIBUTIONS)
+    assert {
+        "gaussian",
+        "8gaussians",
+        "moons",
+        "noisy_moons",
+        "circles",
+        "checkerboard",
+        "swissroll",
+        "scurve",
+        "spirals",
+        "pinwheel",
+        "rings",
+    } <= set(TOY_DISTRIBUTIONS)
     for name in TOY_DISTRIBUTIONS:
         x, y = draw(name, 257)
         assert x.shape == (257, 2) and x.dtype == torch.float32 and torch.isfinite(x).all(), name
@@ -107,7 +119,11 @@ def test_toy_datamodule_batch_contract():
     train = list(loader)
     assert len(train) == 5
     assert set(batches(ToyDataModule("8gaussians", "moons", batch_size=4, steps_per_epoch=1))[0]) == {
-        "x0", "x1", "y0", "y1"}  # source labels where the source has components
+        "x0",
+        "x1",
+        "y0",
+        "y1",
+    }  # source labels where the source has components
     for b in train:
         assert set(b) == {"x0", "x1", "y1"}
         assert b["x0"].shape == b["x1"].shape == (32, 2) and b["x0"].dtype == torch.float32
@@ -199,8 +215,15 @@ def test_toy_datamodule_trains_under_lightning_with_fresh_data_per_epoch():
 
     dm = ToyDataModule(batch_size=8, steps_per_epoch=3)
     model = Recorder()
-    Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, limit_val_batches=0, accelerator="cpu").fit(model, datamodule=dm)
+    Trainer(
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        accelerator="cpu",
+    ).fit(model, datamodule=dm)
     assert [(e, i) for e, i, _ in model.seen] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
     reference = ToyDataModule(batch_size=8, steps_per_epoch=3)
     expected = batches(reference) + batches(reference)  # epochs 0 and 1 without a trainer
@@ -234,8 +257,9 @@ def digits():
 
 def split(dm):
     (train_images, train_labels), (val_images, val_labels) = dm.splits["train"], dm.splits["val"]
-    return SimpleNamespace(train_images=train_images, train_labels=train_labels, val_images=val_images,
-                           val_labels=val_labels)
+    return SimpleNamespace(
+        train_images=train_images, train_labels=train_labels, val_images=val_images, val_labels=val_labels
+    )
 
 
 def test_digits_shapes_range_and_split(digits):
@@ -339,8 +363,9 @@ def test_digits_bad_inputs(kwargs, key):
 def test_iid_draws_of_a_construction_are_iid():
     # one draw of torchcfm's moons has exactly n // 2 points per moon on a shared angular grid; i.i.d. draws of its
     # density have binomial counts (sd sqrt(n)/2 = 22 at n = 2000: exactly 1000 in under 2% of draws)
-    counts = [int((sample_toy("moons", 2000, torch.Generator().manual_seed(s), iid=True)[1] == 0).sum())
-              for s in range(5)]
+    counts = [
+        int((sample_toy("moons", 2000, torch.Generator().manual_seed(s), iid=True)[1] == 0).sum()) for s in range(5)
+    ]
     assert sum(c != 1000 for c in counts) >= 4
     x, _ = sample_toy("moons", 20_000, torch.Generator().manual_seed(9), iid=True)
     grid, _ = sample_toy("moons", 20_000, torch.Generator().manual_seed(9))
@@ -348,5 +373,7 @@ def test_iid_draws_of_a_construction_are_iid():
     assert (x.mean(0) - grid.mean(0)).abs().max() < 5 * 2.6 / math.sqrt(20_000)
     assert (torch.cov(x.T) - torch.cov(grid.T)).abs().max() < 0.15
     # i.i.d. toys are drawn as usual
-    assert torch.equal(sample_toy("gaussian", 10, torch.Generator().manual_seed(1), iid=True)[0],
-                       sample_toy("gaussian", 10, torch.Generator().manual_seed(1))[0])
+    assert torch.equal(
+        sample_toy("gaussian", 10, torch.Generator().manual_seed(1), iid=True)[0],
+        sample_toy("gaussian", 10, torch.Generator().manual_seed(1))[0],
+    )

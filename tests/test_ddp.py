@@ -1,5 +1,6 @@
 """Multi-process runs: 2 CPU processes (gloo). Global-batch coupling with labels, validation metrics on the union of
 all ranks' samples, and the CLI end to end."""
+
 import csv
 import os
 import shutil
@@ -19,8 +20,14 @@ pytestmark = pytest.mark.cli
 def probe(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    result = subprocess.run([sys.executable, str(REPO / "tests" / "ddp_probe.py"), str(out)], cwd=out, env=env,
-                            capture_output=True, text=True, timeout=400)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "ddp_probe.py"), str(out)],
+        cwd=out,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
     ranks[0]["predictions"] = out / "predictions.pt"
@@ -73,15 +80,32 @@ def test_two_process_ddp_fit_on_cpu(tmp_path, monkeypatch, config, logger):
     and (W&B) one offline W&B run holding the config and the plots, written by rank 0 alone."""
     shutil.copytree(REPO / "configs", tmp_path / "configs")
     monkeypatch.delenv("WANDB_DIR")  # W&B's files go into the run directory
-    result = run_cli(["fit", "-c", config, "-c", f"configs/logger/{logger}.yaml", "--trainer.accelerator=cpu",
-                      "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.max_steps=60",
-                      "--data.init_args.steps_per_epoch=30", "--data.init_args.n_val=400",
-                      "--trainer.log_every_n_steps=10"], cwd=tmp_path, timeout=400)
+    result = run_cli(
+        [
+            "fit",
+            "-c",
+            config,
+            "-c",
+            f"configs/logger/{logger}.yaml",
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=2",
+            "--trainer.strategy=ddp",
+            "--trainer.max_steps=60",
+            "--data.init_args.steps_per_epoch=30",
+            "--data.init_args.n_val=400",
+            "--trainer.log_every_n_steps=10",
+        ],
+        cwd=tmp_path,
+        timeout=400,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     [log_dir] = (tmp_path / "runs").glob("*/*")  # one run directory (no second version from rank 1)
     assert sorted(p.name for p in (log_dir / "checkpoints").iterdir()) == ["last.ckpt"]  # one, by rank 0
     assert sorted(p.name for p in (log_dir / "samples").iterdir()) == [
-        "latest.png", "step_0000030.png", "step_0000060.png"]  # two validations, drawn once each
+        "latest.png",
+        "step_0000030.png",
+        "step_0000060.png",
+    ]  # two validations, drawn once each
     assert (log_dir / "config.yaml").is_file()
     if logger == "wandb":
         [run] = (log_dir / "wandb").glob("offline-run-*")  # one W&B run, its id saved beside the checkpoints
@@ -107,14 +131,32 @@ def test_a_non_finite_loss_on_one_rank_stops_every_rank(tmp_path):
     shutil.copytree(REPO / "configs", tmp_path / "configs")
     env_path = f"{REPO / 'tests'}{os.pathsep}{REPO}"
     result = subprocess.run(
-        [sys.executable, "-m", "lightning_fm", "fit", "-c", "configs/toy/otcfm.yaml",
-         "--model.class_path=nan_probe.NaNOnRank1", "--trainer.accelerator=cpu", "--trainer.devices=2",
-         "--trainer.strategy=ddp", "--trainer.max_steps=200", "--trainer.limit_val_batches=0",
-         "--trainer.log_every_n_steps=10", "--trainer.enable_progress_bar=false"], cwd=tmp_path,
-        capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=env_path, MPLBACKEND="Agg"))
+        [
+            sys.executable,
+            "-m",
+            "lightning_fm",
+            "fit",
+            "-c",
+            "configs/toy/otcfm.yaml",
+            "--model.class_path=nan_probe.NaNOnRank1",
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=2",
+            "--trainer.strategy=ddp",
+            "--trainer.max_steps=200",
+            "--trainer.limit_val_batches=0",
+            "--trainer.log_every_n_steps=10",
+            "--trainer.enable_progress_bar=false",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=env_path, MPLBACKEND="Agg"),
+    )
     assert result.returncode != 0
-    said = ("training loss is not finite in steps 50..59 (non-finite steps per process: rank 0: 9, rank 1: 10); "
-            "noticed at step 59")
+    said = (
+        "training loss is not finite in steps 50..59 (non-finite steps per process: rank 0: 9, rank 1: 10); "
+        "noticed at step 59"
+    )
     assert said in result.stderr, result.stderr[-2000:]
     assert "no checkpoint has been written yet (one every 1000 steps" in result.stderr

@@ -1,4 +1,5 @@
 """Numbers for lightning_fm.duality: the maps, the wrappers, the Gaussian toy and checks C1-C13 (MATH.md §6, §9)."""
+
 from __future__ import annotations
 
 import math
@@ -101,13 +102,13 @@ def test_statistical_checks_per_path(path):
         assert r.kind == "statistical" and r.passed, str(r)
 
 
-@pytest.mark.parametrize("field", [ForwardOnlyField(LinearPath(0.3), 2.0), StrongInteractionField(2.0, 0.5)],
-                         ids=["linear", "strong"])
+@pytest.mark.parametrize(
+    "field", [ForwardOnlyField(LinearPath(0.3), 2.0), StrongInteractionField(2.0, 0.5)], ids=["linear", "strong"]
+)
 def test_superposition_error_falls_like_one_over_batch(field):
     """C3: 1 - cos between the minibatch superposition and the closed form falls like 1/B (B = 16 ... 4096)."""
     toy = default_toy(field.path)
-    r = check_superposition_rate(field, toy, sizes=(16, 64, 256, 1024, 4096), n_points=128, repeats=8,
-                                 generator=gen(1))
+    r = check_superposition_rate(field, toy, sizes=(16, 64, 256, 1024, 4096), n_points=128, repeats=8, generator=gen(1))
     slope = np.polyfit(np.log(r.details["sizes"]), np.log(r.details["errors"]), 1)[0]
     assert -1.3 <= slope <= -0.7, r.details  # measured -0.79 ... -0.98 over 8 seeds
     assert r.passed and r.value == pytest.approx(slope)
@@ -126,8 +127,10 @@ def _pairs_and_points(L, n=200, seed=0):
     return g, x0, x1, z, x
 
 
-FORWARD_ONLY_FIELDS = [ForwardOnlyField(p, 2.0) for p in PATHS] + [StrongInteractionField(2.0, 0.5, exact=True),
-                                                                  StrongInteractionField(2.0, 0.5, exact=False)]
+FORWARD_ONLY_FIELDS = [ForwardOnlyField(p, 2.0) for p in PATHS] + [
+    StrongInteractionField(2.0, 0.5, exact=True),
+    StrongInteractionField(2.0, 0.5, exact=False),
+]
 
 
 @pytest.mark.parametrize("field", FORWARD_ONLY_FIELDS, ids=PATH_IDS + ["strong", "strong-code"])
@@ -142,8 +145,9 @@ def test_forward_only_guard_is_positive_for_coulomb_behind_the_plates():
     L = 2.0
     g, x0, x1, _, _ = _pairs_and_points(L)
     n = x0.shape[0]
-    z = torch.cat([-0.3 * L * torch.rand(n, generator=g, dtype=F64), L + 0.3 * L * torch.rand(n, generator=g,
-                                                                                              dtype=F64)])
+    z = torch.cat(
+        [-0.3 * L * torch.rand(n, generator=g, dtype=F64), L + 0.3 * L * torch.rand(n, generator=g, dtype=F64)]
+    )
     x = torch.cat([x0, x1]) + 0.3 * torch.randn(2 * n, 2, generator=g, dtype=F64)
     r = check_forward_only(CoulombField(L), z, x, x0, x1)
     assert r.kind == "diagnostic" and r.passed and r.value > 0.5, r  # measured 0.93
@@ -257,11 +261,11 @@ def test_velocity_as_field_z_sampling_reproduces_t_sampling(method, steps, L):
 
 
 def test_trajectory_coincidence_fp64_and_fp32():
-    r64 = check_trajectory_coincidence(AnalyticVelocity(F64), torch.randn(128, 2, generator=gen(6), dtype=F64),
-                                       L=4.0, steps=100)
+    r64 = check_trajectory_coincidence(
+        AnalyticVelocity(F64), torch.randn(128, 2, generator=gen(6), dtype=F64), L=4.0, steps=100
+    )
     assert r64.passed and r64.value < 1e-13, r64
-    r32 = check_trajectory_coincidence(AnalyticVelocity(), torch.randn(128, 2, generator=gen(6)), L=4.0,
-                                       steps=100)
+    r32 = check_trajectory_coincidence(AnalyticVelocity(), torch.randn(128, 2, generator=gen(6)), L=4.0, steps=100)
     assert r32.passed and r32.tolerance == 1e-5, r32
 
 
@@ -303,8 +307,9 @@ def test_gaussian_toy_solves_the_continuity_equation(path):
     scale = dp_dt.abs() + div.abs()
     assert ((dp_dt + div).abs() / scale).max() < 1e-12
     m1, s21, _, _ = toy.moments(1.0)
-    assert torch.allclose(m1[0], toy.m1) and float(s21) == pytest.approx(0.25 + float(path.sigma(torch.ones(1,
-                                                                                 dtype=F64))) ** 2, rel=1e-12)
+    assert torch.allclose(m1[0], toy.m1) and float(s21) == pytest.approx(
+        0.25 + float(path.sigma(torch.ones(1, dtype=F64))) ** 2, rel=1e-12
+    )
 
 
 def test_gaussian_toy_matches_a_large_superposition():
@@ -378,5 +383,5 @@ def test_learned_consistency_on_exact_duals():
         def velocity(self, x, t):
             return 1.05 * super().velocity(x, t)
 
-    rel, = check_learned_consistency(model, VelocityAsField(Perturbed(F64), 2.0), t, x)
+    (rel,) = check_learned_consistency(model, VelocityAsField(Perturbed(F64), 2.0), t, x)
     assert rel.value == pytest.approx(0.05, rel=1e-6) and rel.passed

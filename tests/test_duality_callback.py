@@ -1,4 +1,5 @@
 """DualityCheck during short fits, a trained CFM seen as a field model, and the `duality` command end to end."""
+
 from __future__ import annotations
 
 import csv
@@ -29,9 +30,16 @@ class WrongVelocityPath(LinearPath):
 
 def fit(module, max_steps: int, callbacks=(), logger=False, steps_per_epoch: int = 10) -> Trainer:
     torch.manual_seed(0)
-    trainer = Trainer(max_steps=max_steps, logger=logger, callbacks=list(callbacks), accelerator="cpu",
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                      num_sanity_val_steps=0)
+    trainer = Trainer(
+        max_steps=max_steps,
+        logger=logger,
+        callbacks=list(callbacks),
+        accelerator="cpu",
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(module, datamodule=ToyDataModule(steps_per_epoch=steps_per_epoch, n_val=200, batch_size=128))
     return trainer
 
@@ -49,16 +57,29 @@ def test_callback_logs_duality_metrics_and_overhead(name, tmp_path):
     with open(tmp_path / "run" / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
     columns = set(rows[0])
-    for key in ("duality/C1_divergence_fp64", "duality/C2_unit_flux_quadrature", "duality/C9_forward_only_guard",
-                "duality/exact_failures", "duality/overhead"):
+    for key in (
+        "duality/C1_divergence_fp64",
+        "duality/C2_unit_flux_quadrature",
+        "duality/C9_forward_only_guard",
+        "duality/exact_failures",
+        "duality/overhead",
+    ):
         assert key in columns, sorted(c for c in columns if c.startswith("duality"))
-    learned = {"cfm": "duality/C4_round_trip_learned_v_fp32",
-               "forward_only_ifm": "duality/C9_learned_guard_f_z_0_training_points"}[name]
+    learned = {
+        "cfm": "duality/C4_round_trip_learned_v_fp32",
+        "forward_only_ifm": "duality/C9_learned_guard_f_z_0_training_points",
+    }[name]
     assert learned in columns
     overhead = [float(r["duality/overhead"]) for r in rows if r.get("duality/overhead")]
     assert overhead and all(0 < v < 1 for v in overhead)
     assert [(step, stage) for step, stage, _ in check.history] == [
-        (1, "train"), (10, "train"), (15, "validation"), (20, "train"), (30, "train"), (30, "validation")]
+        (1, "train"),
+        (10, "train"),
+        (15, "validation"),
+        (20, "train"),
+        (30, "train"),
+        (30, "validation"),
+    ]
     assert not check.failures
     assert all(r.passed for r in check.results if r.kind == "exact"), [str(r) for r in check.results]
     assert any(r.name.startswith("C5 learned") and r.kind == "exact" for r in check.results)
@@ -67,8 +88,11 @@ def test_callback_logs_duality_metrics_and_overhead(name, tmp_path):
 
 def test_stop_on_a_failed_exact_identity_names_check_value_and_tolerance():
     check = DualityCheck(every_n_steps=5, on_failure="stop", L=5.0, n_points=64, steps=5)
-    with pytest.warns(UserWarning, match=r"exact identity 'C1 divergence \(fp64\)' failed at step 1 .*"
-                                         r"value .* > tolerance 1\.000e-10; stopping training"):
+    with pytest.warns(
+        UserWarning,
+        match=r"exact identity 'C1 divergence \(fp64\)' failed at step 1 .*"
+        r"value .* > tolerance 1\.000e-10; stopping training",
+    ):
         trainer = fit(CFMModule(path=WrongVelocityPath(0.1)), 20, [check])
     assert trainer.global_step == 1
     assert {r.name for _, r in check.failures} >= {"C1 divergence (fp64)", "C1 divergence (fp32)"}
@@ -98,8 +122,11 @@ def test_trained_cfm_as_field_model_reproduces_its_euler_samples(L):
 @pytest.mark.cli
 def test_duality_command_writes_a_report_with_every_exact_check_passing(tmp_path):
     out = tmp_path / "report"
-    proc = run_cli(["duality", "-c", str(REPO / "configs" / "toy" / "duality.yaml"), "--out", str(out),
-                    "--max_steps", "25"], cwd=tmp_path, timeout=600)
+    proc = run_cli(
+        ["duality", "-c", str(REPO / "configs" / "toy" / "duality.yaml"), "--out", str(out), "--max_steps", "25"],
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert str(out / "report.md") in proc.stdout
     for name in ("report.md", "report.json", "duality.png", "cfm.ckpt", "ifm.ckpt"):

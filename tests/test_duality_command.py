@@ -2,6 +2,7 @@
 jsonargparse, --print_config and its round trip, one-line errors naming the key, the schema's defaults against
 configs/toy/duality.yaml, and the components built from the parsed specs. The end-to-end run of the command is in
 test_duality_callback.py."""
+
 from __future__ import annotations
 
 import pytest
@@ -48,8 +49,10 @@ def test_print_config_gives_class_path_specs_and_reads_back(tmp_path, capsys):
     config = yaml.safe_load(printed)
     for key in COMPONENTS:
         assert set(config[key]) == {"class_path", "init_args"}, key
-    assert config["path"] == {"class_path": "lightning_fm.paths.SineBridgePath",
-                              "init_args": {"scale": 0.5, "ramp": 0.5}}
+    assert config["path"] == {
+        "class_path": "lightning_fm.paths.SineBridgePath",
+        "init_args": {"scale": 0.5, "ramp": 0.5},
+    }
     assert config["backbone"]["class_path"] == "lightning_fm.models.MLP"
     assert config["data"]["class_path"] == "lightning_fm.data.ToyDataModule"
     assert "steps_per_epoch" not in config["data"]["init_args"]  # derived from train:
@@ -75,39 +78,58 @@ def test_help_lists_the_keys(capsys):
         main(["duality", "--help"])
     out = capsys.readouterr().out
     assert exit_.value.code in (0, None) and out.startswith("usage: python -m lightning_fm duality")
-    for key in ("--config", "--print_config", "--out", "--L", "--path", "--backbone", "--data", "--train.max_steps",
-                "--checks.c13_w2_tolerance", "--efm.max_arc_steps"):
+    for key in (
+        "--config",
+        "--print_config",
+        "--out",
+        "--L",
+        "--path",
+        "--backbone",
+        "--data",
+        "--train.max_steps",
+        "--checks.c13_w2_tolerance",
+        "--efm.max_arc_steps",
+    ):
         assert key in out, key
 
 
-@pytest.mark.parametrize("args, key", [
-    (["--train.bogus", "1"], "train.bogus"),
-    (["--bogus=1"], "bogus"),
-])
+@pytest.mark.parametrize(
+    "args, key",
+    [
+        (["--train.bogus", "1"], "train.bogus"),
+        (["--bogus=1"], "bogus"),
+    ],
+)
 def test_an_unknown_key_on_the_command_line_is_an_error_naming_it(capsys, args, key):
     assert key in config_error(capsys, "-c", CONFIG, *args)
 
 
-@pytest.mark.parametrize("text, key", [
-    ("train:\n  max_step: 3\n", "max_step"),
-    ("checks: {n_point: 3}\n", "n_point"),
-    ("efm: {charges: 3}\n", "charges"),
-    ("bogus: 1\n", "bogus"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("train:\n  max_step: 3\n", "max_step"),
+        ("checks: {n_point: 3}\n", "n_point"),
+        ("efm: {charges: 3}\n", "charges"),
+        ("bogus: 1\n", "bogus"),
+    ],
+)
 def test_an_unknown_key_in_a_config_file_is_an_error_naming_it(tmp_path, capsys, text, key):
     bad = tmp_path / "bad.yaml"
     bad.write_text(text)
     assert key in config_error(capsys, "-c", CONFIG, "-c", str(bad))
 
 
-@pytest.mark.parametrize("args, key", [
-    (["--L=-1"], "L"),
-    (["--L", "0"], "L"),
-    (["--max_steps", "0"], "max_steps"),
-    (["--checks.n_points", "many"], "checks.n_points"),
-    (["--path", "lightning_fm.paths.NoSuchPath"], "path"),
-    (["--data.init_args.steps_per_epoch", "3"], "steps_per_epoch"),
-])
+@pytest.mark.parametrize(
+    "args, key",
+    [
+        (["--L=-1"], "L"),
+        (["--L", "0"], "L"),
+        (["--max_steps", "0"], "max_steps"),
+        (["--checks.n_points", "many"], "checks.n_points"),
+        (["--path", "lightning_fm.paths.NoSuchPath"], "path"),
+        (["--data.init_args.steps_per_epoch", "3"], "steps_per_epoch"),
+    ],
+)
 def test_a_bad_value_is_a_one_line_error_naming_the_key(capsys, args, key):
     assert key in config_error(capsys, "-c", CONFIG, *args)
 

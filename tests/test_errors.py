@@ -1,6 +1,7 @@
 """The matrix of README "When things go wrong": every bad input or fault, the one message the user sees (asserted
 here row by row), and that nothing was lost. Most rows call ``lightning_fm.cli.main`` in this process; two run
 ``python -m lightning_fm`` to check the whole output (one short line at the end, no usage text, no traceback)."""
+
 import os
 import subprocess
 import sys
@@ -55,53 +56,101 @@ def write(path, text):
 
 
 BAD_VALUES = [  # (row, arguments, what the message must say)
-    ("L", ["-c", f"{CONFIGS}/toy/ifm.yaml", "--model.init_args.field.init_args.L=0"],
-     ["model.init_args.field", "StrongInteractionField.L", "> 0", "got 0.0"]),
+    (
+        "L",
+        ["-c", f"{CONFIGS}/toy/ifm.yaml", "--model.init_args.field.init_args.L=0"],
+        ["model.init_args.field", "StrongInteractionField.L", "> 0", "got 0.0"],
+    ),
     ("sigma", ["--model.init_args.path.init_args.sigma=-1"], ["model.init_args.path", "LinearPath.sigma", ">= 0"]),
-    ("scale", ["-c", f"{CONFIGS}/toy/ifm.yaml", "--model.init_args.field.init_args.scale=0"],
-     ["model.init_args.field", "StrongInteractionField.scale", "> 0", "got 0"]),
-    ("sampler steps", ["--model.init_args.sampler.init_args.steps=0"],
-     ["model.init_args.sampler", "steps must be an integer >= 1, got 0"]),
+    (
+        "scale",
+        ["-c", f"{CONFIGS}/toy/ifm.yaml", "--model.init_args.field.init_args.scale=0"],
+        ["model.init_args.field", "StrongInteractionField.scale", "> 0", "got 0"],
+    ),
+    (
+        "sampler steps",
+        ["--model.init_args.sampler.init_args.steps=0"],
+        ["model.init_args.sampler", "steps must be an integer >= 1, got 0"],
+    ),
     ("batch size", ["--data.init_args.batch_size=0"], ["data.batch_size must be an integer >= 1, got 0"]),
-    ("solver name", ["--model.init_args.sampler.init_args.method=rk5"],
-     ["model.init_args.sampler", "'rk5'", "'euler'", "'dopri5'"]),
-    ("path name", ["--model.init_args.path=StraightPath"],
-     ["model.init_args.path: unknown class 'StraightPath'", "LinearPath", "BrownianBridgePath", "LipmanPath"]),
-    ("field name", ["-c", f"{CONFIGS}/toy/ifm.yaml", "--model.init_args.field=QuarkField"],
-     ["model.init_args.field: unknown class 'QuarkField'", "StrongInteractionField", "CoulombField"]),
-    ("coupling name", ["--model.init_args.coupling=OptimalCoupling"],
-     ["model.init_args.coupling: unknown class 'OptimalCoupling'", "OTCoupling", "IndependentCoupling"]),
-    ("coupling method", ["--model.init_args.coupling.init_args.method=greedy"],
-     ["model.init_args.coupling", "OTCoupling.method", "'exact'", "'greedy'"]),
+    (
+        "solver name",
+        ["--model.init_args.sampler.init_args.method=rk5"],
+        ["model.init_args.sampler", "'rk5'", "'euler'", "'dopri5'"],
+    ),
+    (
+        "path name",
+        ["--model.init_args.path=StraightPath"],
+        ["model.init_args.path: unknown class 'StraightPath'", "LinearPath", "BrownianBridgePath", "LipmanPath"],
+    ),
+    (
+        "field name",
+        ["-c", f"{CONFIGS}/toy/ifm.yaml", "--model.init_args.field=QuarkField"],
+        ["model.init_args.field: unknown class 'QuarkField'", "StrongInteractionField", "CoulombField"],
+    ),
+    (
+        "coupling name",
+        ["--model.init_args.coupling=OptimalCoupling"],
+        ["model.init_args.coupling: unknown class 'OptimalCoupling'", "OTCoupling", "IndependentCoupling"],
+    ),
+    (
+        "coupling method",
+        ["--model.init_args.coupling.init_args.method=greedy"],
+        ["model.init_args.coupling", "OTCoupling.method", "'exact'", "'greedy'"],
+    ),
     ("toy data set", ["--data.init_args.target=swirl"], ["data.target='swirl' is unknown", "moons", "8gaussians"]),
     ("value type", ["--trainer.max_steps=many"], ["trainer.max_steps: expected int, got many"]),
-    ("unknown key", ["--model.init_args.sigma=0.1"],
-     ["model.init_args.sigma: not an argument of lightning_fm.modules.CFMModule", "path", "sampler"]),
+    (
+        "unknown key",
+        ["--model.init_args.sigma=0.1"],
+        ["model.init_args.sigma: not an argument of lightning_fm.modules.CFMModule", "path", "sampler"],
+    ),
     ("max_steps 0", ["--trainer.max_steps=0"], ["trainer.max_steps=0 trains nothing", ">= 1"]),
     ("max_steps < -1", ["--trainer.max_steps=-5"], ["trainer.max_steps=-5 trains nothing"]),
     ("trainer value", ["--trainer.strategy=fsdq"], ["trainer: You selected an invalid strategy name", "'fsdq'"]),
-    ("gradient accumulation", ["--trainer.accumulate_grad_batches=0"],
-     ["trainer.accumulate_grad_batches=0 must be an integer >= 1"]),
+    (
+        "gradient accumulation",
+        ["--trainer.accumulate_grad_batches=0"],
+        ["trainer.accumulate_grad_batches=0 must be an integer >= 1"],
+    ),
     ("seed", ["--seed_everything=-3"], ["seed_everything=-3 must lie in 0..4294967295"]),
-    ("learning rate", ["--model.init_args.optimizer.init_args.lr=-1"],
-     ["model.init_args.optimizer / lr_scheduler: Invalid learning rate: -1.0"]),
-    ("U-Net levels", ["-c", f"{CONFIGS}/digits/cfm.yaml",
-                      "--model.init_args.backbone.init_args.channel_mult=[1,2,2,2,2]"],
-     ["model.init_args.backbone", "UNet.channel_mult", "not divisible by 16", "at most 4 levels"]),
-    ("channels", ["-c", f"{CONFIGS}/digits/cfm.yaml", "--model.init_args.backbone.init_args.data_shape=[3,8,8]"],
-     ["model.backbone cannot take data of shape (1, 8, 8)", "data_shape [3, 8, 8]"]),
-    ("data shape", ["--model.init_args.backbone.init_args.data_shape=[3]"],
-     ["model.backbone cannot take data of shape (2,)", "data_shape [3]"]),
-    ("LipmanPath source", ["--model.init_args.path=LipmanPath"],
-     ["model.path=LipmanPath is only valid for a N(0, I) source", "data.source='8gaussians'"]),
-    ("data set offline", ["-c", f"{CONFIGS}/mnist/otcfm.yaml"],
-     ["data.target: MNIST not found", "data/MNIST/raw", "train-images-idx3-ubyte", "download: true"]),
+    (
+        "learning rate",
+        ["--model.init_args.optimizer.init_args.lr=-1"],
+        ["model.init_args.optimizer / lr_scheduler: Invalid learning rate: -1.0"],
+    ),
+    (
+        "U-Net levels",
+        ["-c", f"{CONFIGS}/digits/cfm.yaml", "--model.init_args.backbone.init_args.channel_mult=[1,2,2,2,2]"],
+        ["model.init_args.backbone", "UNet.channel_mult", "not divisible by 16", "at most 4 levels"],
+    ),
+    (
+        "channels",
+        ["-c", f"{CONFIGS}/digits/cfm.yaml", "--model.init_args.backbone.init_args.data_shape=[3,8,8]"],
+        ["model.backbone cannot take data of shape (1, 8, 8)", "data_shape [3, 8, 8]"],
+    ),
+    (
+        "data shape",
+        ["--model.init_args.backbone.init_args.data_shape=[3]"],
+        ["model.backbone cannot take data of shape (2,)", "data_shape [3]"],
+    ),
+    (
+        "LipmanPath source",
+        ["--model.init_args.path=LipmanPath"],
+        ["model.path=LipmanPath is only valid for a N(0, I) source", "data.source='8gaussians'"],
+    ),
+    (
+        "data set offline",
+        ["-c", f"{CONFIGS}/mnist/otcfm.yaml"],
+        ["data.target: MNIST not found", "data/MNIST/raw", "train-images-idx3-ubyte", "download: true"],
+    ),
 ]
 
 
 @pytest.mark.parametrize("row, args, expected", BAD_VALUES, ids=[row for row, _, _ in BAD_VALUES])
-def test_a_bad_value_ends_in_one_line_naming_key_value_and_what_is_allowed(row, args, expected, capsys, tmp_path,
-                                                                           monkeypatch):
+def test_a_bad_value_ends_in_one_line_naming_key_value_and_what_is_allowed(
+    row, args, expected, capsys, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     message = error_of(["fit", "--trainer.max_steps=2", *args], capsys)
     for fragment in expected:
@@ -126,8 +175,15 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
     argv, sys.argv = sys.argv, ["lightning_fm"]
     try:
-        main(["fit", "--trainer.max_steps=2", "--trainer.limit_val_batches=0", f"--trainer.default_root_dir={root}",
-              *FAST])
+        main(
+            [
+                "fit",
+                "--trainer.max_steps=2",
+                "--trainer.limit_val_batches=0",
+                f"--trainer.default_root_dir={root}",
+                *FAST,
+            ]
+        )
     finally:
         sys.argv = argv
     checkpoint = root / "toy_otcfm" / "version_0" / "checkpoints" / "last.ckpt"
@@ -138,41 +194,81 @@ def trained(tmp_path_factory):
 def test_overrides_of_settings_that_may_change_beat_the_checkpoint(trained, tmp_path):
     """The command line's sampler (rk4: 4 evaluations a step) and a -c file's (midpoint, 10 steps) are used, the
     checkpoint's (Euler, 100 steps) elsewhere."""
-    cli = main(["test", f"--ckpt_path={trained}", "--model.init_args.sampler.init_args.method=rk4",
-                "--trainer.limit_test_batches=1", "--data.init_args.n_test=64", *FAST])
+    cli = main(
+        [
+            "test",
+            f"--ckpt_path={trained}",
+            "--model.init_args.sampler.init_args.method=rk4",
+            "--trainer.limit_test_batches=1",
+            "--data.init_args.n_test=64",
+            *FAST,
+        ]
+    )
     assert float(cli.trainer.callback_metrics["test/nfe"]) == 4 * 100
-    midpoint = write(tmp_path / "midpoint.yaml", yaml.safe_dump(
-        {"model": {"init_args": {"sampler": {"init_args": {"method": "midpoint", "steps": 10}}}}}))
-    cli = main(["test", "-c", midpoint, f"--ckpt_path={trained}", "--trainer.limit_test_batches=1",
-                "--data.init_args.n_test=64", *FAST])
+    midpoint = write(
+        tmp_path / "midpoint.yaml",
+        yaml.safe_dump({"model": {"init_args": {"sampler": {"init_args": {"method": "midpoint", "steps": 10}}}}}),
+    )
+    cli = main(
+        [
+            "test",
+            "-c",
+            midpoint,
+            f"--ckpt_path={trained}",
+            "--trainer.limit_test_batches=1",
+            "--data.init_args.n_test=64",
+            *FAST,
+        ]
+    )
     assert float(cli.trainer.callback_metrics["test/nfe"]) == 2 * 10
     assert cli.model.hparams.backbone["init_args"]["width"] == 64  # the network is the checkpoint's
 
 
 def test_settings_that_define_the_network_must_match_the_checkpoint(trained, capsys):
-    message = error_of(["test", "-c", f"{CONFIGS}/toy/otcfm.yaml", f"--ckpt_path={trained}",
-                        "--model.init_args.backbone.init_args.width=128"], capsys)
+    message = error_of(
+        [
+            "test",
+            "-c",
+            f"{CONFIGS}/toy/otcfm.yaml",
+            f"--ckpt_path={trained}",
+            "--model.init_args.backbone.init_args.width=128",
+        ],
+        capsys,
+    )
     assert "model.init_args.backbone.init_args.width=128 but the checkpoint has 64" in message
     assert str(trained) in message
     message = error_of(["test", "-c", f"{CONFIGS}/toy/ifm.yaml", f"--ckpt_path={trained}"], capsys)
-    assert "holds a lightning_fm.modules.cfm.CFMModule, but model.class_path is lightning_fm.modules.IFMModule" \
-        in message
+    assert (
+        "holds a lightning_fm.modules.cfm.CFMModule, but model.class_path is lightning_fm.modules.IFMModule" in message
+    )
     message = error_of(["test", "-c", f"{CONFIGS}/toy/icfm.yaml", f"--ckpt_path={trained}"], capsys)
-    assert "model.init_args.coupling.class_path='lightning_fm.couplings.IndependentCoupling' but the checkpoint " \
-           "has 'lightning_fm.couplings.OTCoupling'" in message
+    assert (
+        "model.init_args.coupling.class_path='lightning_fm.couplings.IndependentCoupling' but the checkpoint "
+        "has 'lightning_fm.couplings.OTCoupling'" in message
+    )
 
 
 def test_network_settings_are_compared_leaf_by_leaf_and_classes_by_identity():
-    stored = {"class_path": "lightning_fm.modules.cfm.CFMModule", "init_args": {
-        "backbone": {"class_path": "lightning_fm.models.mlp.MLP", "init_args": {"width": 64, "data_shape": [2]}},
-        "sampler": {"class_path": "lightning_fm.sampling.ODESampler", "init_args": {"steps": 100}}}}
-    given = {"class_path": "lightning_fm.modules.CFMModule", "init_args": {  # the same classes, other import paths
-        "backbone": {"class_path": "lightning_fm.models.MLP", "init_args": {"width": 64.0, "data_shape": None}},
-        "sampler": {"class_path": "lightning_fm.sampling.ODESampler", "init_args": {"steps": 7}}}}
+    stored = {
+        "class_path": "lightning_fm.modules.cfm.CFMModule",
+        "init_args": {
+            "backbone": {"class_path": "lightning_fm.models.mlp.MLP", "init_args": {"width": 64, "data_shape": [2]}},
+            "sampler": {"class_path": "lightning_fm.sampling.ODESampler", "init_args": {"steps": 100}},
+        },
+    }
+    given = {
+        "class_path": "lightning_fm.modules.CFMModule",
+        "init_args": {  # the same classes, other import paths
+            "backbone": {"class_path": "lightning_fm.models.MLP", "init_args": {"width": 64.0, "data_shape": None}},
+            "sampler": {"class_path": "lightning_fm.sampling.ODESampler", "init_args": {"steps": 7}},
+        },
+    }
     assert network_mismatches(given, stored) == []  # data_shape left to the data; the sampler may change
     given["init_args"]["backbone"]["init_args"].update(width=65, data_shape=[3])
-    assert sorted(network_mismatches(given, stored)) == [("model.init_args.backbone.init_args.data_shape", [3], [2]),
-                                                         ("model.init_args.backbone.init_args.width", 65, 64)]
+    assert sorted(network_mismatches(given, stored)) == [
+        ("model.init_args.backbone.init_args.data_shape", [3], [2]),
+        ("model.init_args.backbone.init_args.width", 65, 64),
+    ]
 
 
 def test_a_checkpoint_that_is_missing_not_a_checkpoint_truncated_or_foreign_is_named(trained, capsys, tmp_path):
@@ -253,8 +349,19 @@ def test_the_run_lands_in_default_root_dir_with_nothing_written_elsewhere_and_no
     work, out = tmp_path / "work", tmp_path / "out"
     work.mkdir()
     monkeypatch.chdir(work)
-    cli = main(["fit", "-c", f"{CONFIGS}/toy/otcfm.yaml", "-c", f"{CONFIGS}/logger/wandb.yaml",
-                "--trainer.max_steps=2", "--trainer.limit_val_batches=0", f"--trainer.default_root_dir={out}", *FAST])
+    cli = main(
+        [
+            "fit",
+            "-c",
+            f"{CONFIGS}/toy/otcfm.yaml",
+            "-c",
+            f"{CONFIGS}/logger/wandb.yaml",
+            "--trainer.max_steps=2",
+            "--trainer.limit_val_batches=0",
+            f"--trainer.default_root_dir={out}",
+            *FAST,
+        ]
+    )
     import wandb
 
     wandb.finish()
@@ -278,11 +385,13 @@ def test_a_short_run_validates_at_least_twice(tmp_path):
     cli = main(["fit", "--trainer.max_steps=6", f"--trainer.default_root_dir={tmp_path}", *SMALL_EVAL, *FAST])
     metrics = (tmp_path / "toy_otcfm" / "version_0" / "metrics.csv").read_text().splitlines()
     header = metrics[0].split(",")
-    validated = [row.split(",")[header.index("step")] for row in metrics[1:]
-                 if row.split(",")[header.index("val/w2")]]
+    validated = [row.split(",")[header.index("step")] for row in metrics[1:] if row.split(",")[header.index("val/w2")]]
     assert cli.trainer.val_check_interval == 3 and validated == ["2", "5"]  # after steps 3 and 6 (0-based 2, 5)
     assert sorted(p.name for p in (tmp_path / "toy_otcfm" / "version_0" / "samples").iterdir()) == [
-        "latest.png", "step_0000003.png", "step_0000006.png"]
+        "latest.png",
+        "step_0000003.png",
+        "step_0000006.png",
+    ]
 
 
 # -- quiet output ----------------------------------------------------------------------------------------------
@@ -298,10 +407,13 @@ def test_the_warnings_our_own_calls_trigger_are_filtered():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         quiet()
-        warnings.warn("`torch.distributed._all_gather_base` is a private function and will be deprecated.",
-                      FutureWarning)
-        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning)
-        warnings.warn("a warning of the user's own", UserWarning)
+        warnings.warn(
+            "`torch.distributed._all_gather_base` is a private function and will be deprecated.",
+            FutureWarning,
+            stacklevel=1,
+        )
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning, stacklevel=1)
+        warnings.warn("a warning of the user's own", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["a warning of the user's own"]
 
 
@@ -323,13 +435,20 @@ main(["test", f"--ckpt_path={run}/checkpoints/last.ckpt", "--data.init_args.n_te
 def test_fit_resume_and_test_print_no_tip_and_no_spurious_warning(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), MPLBACKEND="Agg")
     run = tmp_path / "out" / "toy_otcfm" / "version_0"
-    result = subprocess.run([sys.executable, "-c", SCRIPT, str(run)], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(run)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "Restored all states from the checkpoint" in output and "test/w2" in output  # resumed, then tested
-    for noise in ("Tip:", "LeafSpec", "WeightAveraging callback, but loading", "dirpath has changed",
-                  "exists and is not empty", "site-packages"):  # a library's warning names its file
+    for noise in (
+        "Tip:",
+        "LeafSpec",
+        "WeightAveraging callback, but loading",
+        "dirpath has changed",
+        "exists and is not empty",
+        "site-packages",
+    ):  # a library's warning names its file
         assert noise not in output, (noise, output[-3000:])
     assert sorted(p.name for p in run.parent.iterdir()) == ["version_0"]  # resumed and tested in the run's directory
 
@@ -341,16 +460,24 @@ def test_the_command_prints_one_line_and_exits_with_status_2(tmp_path):
     result = run_cli(["fit", "--model.init_args.path.init_args.sigma=-1"], cwd=tmp_path)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip() and line != "Seed set to 0"]
-    assert lines == ["error: model.init_args.path (lightning_fm.paths.LinearPath): LinearPath.sigma must be >= 0 "
-                     "and finite, got -1.0"], result.stderr[-3000:]
+    assert lines == [
+        "error: model.init_args.path (lightning_fm.paths.LinearPath): LinearPath.sigma must be >= 0 "
+        "and finite, got -1.0"
+    ], result.stderr[-3000:]
 
 
 # -- the duality report --------------------------------------------------------------------------------------------
 def _rows(cfm_w2, ifm_w2, c13_rel, floor=0.05):
-    learned = [CheckResult(f"val/w2 of the {label} model (EMA)", w2, max(0.3, 2 * floor), w2 <= max(0.3, 2 * floor),
-                           "diagnostic", {}) for label, w2 in (("CFM", cfm_w2), ("forward-only IFM", ifm_w2))]
-    c13 = [CheckResult("C13 learned consistency (rel L2)", c13_rel, 0.1, c13_rel <= 0.1, "diagnostic", {}),
-           CheckResult("C13 learned consistency (W2)", 0.05, max(cfm_w2, ifm_w2), True, "diagnostic", {})]
+    learned = [
+        CheckResult(
+            f"val/w2 of the {label} model (EMA)", w2, max(0.3, 2 * floor), w2 <= max(0.3, 2 * floor), "diagnostic", {}
+        )
+        for label, w2 in (("CFM", cfm_w2), ("forward-only IFM", ifm_w2))
+    ]
+    c13 = [
+        CheckResult("C13 learned consistency (rel L2)", c13_rel, 0.1, c13_rel <= 0.1, "diagnostic", {}),
+        CheckResult("C13 learned consistency (W2)", 0.05, max(cfm_w2, ifm_w2), True, "diagnostic", {}),
+    ]
     return learned + c13
 
 

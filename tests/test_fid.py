@@ -1,6 +1,7 @@
 """FID the way papers measure it, with a stand-in weights file of the real layout (the real one cannot be
 downloaded here): the Inception path end to end against torchmetrics' own FID, the missing-weights errors, the
 reference-statistics cache, and InceptionMetrics in a real fit (EMA weights, settings written beside the number)."""
+
 import json
 import math
 
@@ -51,8 +52,9 @@ def test_fid_of_our_features_equals_torchmetrics_fid_with_the_reference_resize(s
     a, b = images(16, 1), images(16, 2) * 0.5
     extractor = InceptionFeatures(str(standin_inception), batch_size=10)
     ours = frechet_distance(extractor(a), extractor(b))
-    metric = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(standin_inception),
-                                      antialias=False)
+    metric = FrechetInceptionDistance(
+        feature=2048, feature_extractor_weights_path=str(standin_inception), antialias=False
+    )
     metric.update(inception_module.to_uint8(a), real=True)
     metric.update(inception_module.to_uint8(b), real=False)
     assert ours > 0 and ours == pytest.approx(float(metric.compute()), rel=2e-3)
@@ -85,7 +87,7 @@ def test_reference_statistics_are_cached_and_invalidated_by_any_setting(tmp_path
         return batch.flatten(1)[:, :5] * 3
 
     data = images(30, 3, (1, 4, 4))
-    chunks = lambda: (data[i:i + 8] for i in range(0, 30, 8))  # noqa: E731
+    chunks = lambda: (data[i : i + 8] for i in range(0, 30, 8))  # noqa: E731
     key = {"name": "toy", "split": "train", "n": 30, "features": {"weights_sha256": "abc"}}
     first = reference_statistics(features, 5, chunks(), key, tmp_path, kid_features=12)
     mu, cov = mean_and_covariance(data.flatten(1)[:, :5] * 3)
@@ -94,8 +96,11 @@ def test_reference_statistics_are_cached_and_invalidated_by_any_setting(tmp_path
     again = reference_statistics(features, 5, chunks(), key, tmp_path, kid_features=12)
     assert sum(calls) == 30 and torch.equal(again["cov"], first["cov"])  # read from the cache, nothing computed
     other = reference_statistics(features, 5, chunks(), {**key, "features": {"weights_sha256": "def"}}, tmp_path)
-    assert sum(calls) == 60 and reference_path(key, tmp_path) != reference_path(
-        {**key, "features": {"weights_sha256": "def"}}, tmp_path) and other["n"] == 30
+    assert (
+        sum(calls) == 60
+        and reference_path(key, tmp_path) != reference_path({**key, "features": {"weights_sha256": "def"}}, tmp_path)
+        and other["n"] == 30
+    )
 
 
 def test_sliced_w2_against_the_closed_form_between_isotropic_gaussians():
@@ -115,26 +120,61 @@ def test_sliced_w2_against_the_closed_form_between_isotropic_gaussians():
 
 def tiny_model(num_classes=0):
     torch.manual_seed(0)
-    unet = UNet((3, 8, 8), model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(),
-                norm_groups=4, num_classes=num_classes)
+    unet = UNet(
+        (3, 8, 8),
+        model_channels=8,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(),
+        norm_groups=4,
+        num_classes=num_classes,
+    )
     return CFMModule(unet, LinearPath(0.0), IndependentCoupling(), sampler=ODESampler("euler", 2))
 
 
 def test_fid_callback_in_a_fit_measures_the_ema_weights_and_writes_every_setting(tmp_path, standin_inception):
-    data = ImageDataModule(target=SyntheticImages(shape=(3, 8, 8), n_train=12, n_eval=4, num_classes=3),
-                           batch_size=6, eval_batch_size=4)
-    fid = InceptionMetrics(n_samples=7, test_samples=3, batch_size=3, kid_subsets=5, kid_subset_size=4,
-                      weights_path=str(standin_inception), cache_dir=str(tmp_path / "cache"))
+    data = ImageDataModule(
+        target=SyntheticImages(shape=(3, 8, 8), n_train=12, n_eval=4, num_classes=3), batch_size=6, eval_batch_size=4
+    )
+    fid = InceptionMetrics(
+        n_samples=7,
+        test_samples=3,
+        batch_size=3,
+        kid_subsets=5,
+        kid_subset_size=4,
+        weights_path=str(standin_inception),
+        cache_dir=str(tmp_path / "cache"),
+    )
     module = tiny_model(num_classes=3)
-    trainer = Trainer(max_steps=4, logger=CSVLogger(tmp_path), enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, callbacks=[EMAWeightAveraging(decay=0.5), fid],
-                      check_val_every_n_epoch=1, num_sanity_val_steps=0)
+    trainer = Trainer(
+        max_steps=4,
+        logger=CSVLogger(tmp_path),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[EMAWeightAveraging(decay=0.5), fid],
+        check_val_every_n_epoch=1,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(module, data)  # two epochs of 2 steps: two validations
     written = sorted((tmp_path / "lightning_logs" / "version_0" / "fid").glob("val_step_*.json"))
     assert [p.name for p in written] == ["val_step_0000002.json", "val_step_0000004.json"]
     record = json.loads(written[-1].read_text())
-    for key in ("fid", "kid", "kid_std", "n_samples", "nfe_per_batch", "sampler", "reference", "features", "weights",
-                "world_size", "precision", "device", "tools"):
+    for key in (
+        "fid",
+        "kid",
+        "kid_std",
+        "n_samples",
+        "nfe_per_batch",
+        "sampler",
+        "reference",
+        "features",
+        "weights",
+        "world_size",
+        "precision",
+        "device",
+        "tools",
+    ):
         assert key in record, key
     assert record["n_samples"] == 7 and record["weights"] == "EMA weights" and record["world_size"] == 1
     assert record["reference"]["split"] == "train" and record["reference"]["n"] == 12
@@ -158,7 +198,12 @@ def test_fid_callback_in_a_fit_measures_the_ema_weights_and_writes_every_setting
 def test_fid_callback_refuses_point_data_before_training(standin_inception):
     from lightning_fm.data import ToyDataModule
 
-    trainer = Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      callbacks=[InceptionMetrics(weights_path=str(standin_inception))])
+    trainer = Trainer(
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[InceptionMetrics(weights_path=str(standin_inception))],
+    )
     with pytest.raises(ValueError, match="InceptionMetrics measures images"):
         trainer.fit(CFMModule(), ToyDataModule(steps_per_epoch=2))

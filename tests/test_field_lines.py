@@ -1,4 +1,5 @@
 """Numbers for lightning_fm.sampling.field_lines and lightning_fm.fields.volume (MATH.md §4.3, §6.3 C5, §8)."""
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,9 @@ def test_z_stepping_on_forward_only_field_is_cfm_in_t(method):
     x0, x1, source = gaussian_toy()
     path, L, steps = LinearPath(0.3), 4.0, 50
     field = ForwardOnlyField(path, L)
-    lines = integrate_field_lines(lambda z, x: field.direction(z, x, x0, x1), source, L, method=method,
-                                  steps=steps, eps=0.0)
+    lines = integrate_field_lines(
+        lambda z, x: field.direction(z, x, x0, x1), source, L, method=method, steps=steps, eps=0.0
+    )
 
     def velocity(t, x):  # the minibatch marginal velocity of CFM, written in t
         return path.posterior(x, torch.full((x.shape[0],), t, dtype=F64), x0, x1).velocity
@@ -79,8 +81,9 @@ def test_continue_outside_brings_efm_lines_back_to_the_target_plate():
     plain = integrate_field_lines(fn, source, 1.0, steps=100, eps=eps)
     gap = (plain.x - x1.T).abs().min(1).values
     assert gap.max() > 0.3  # without phase 2 some lines stop between the charges
-    lines = integrate_field_lines(fn, source, 1.0, steps=100, eps=eps, continue_outside=True, arc_step=0.02,
-                                  max_arc_steps=1500)
+    lines = integrate_field_lines(
+        fn, source, 1.0, steps=100, eps=eps, continue_outside=True, arc_step=0.02, max_arc_steps=1500
+    )
     assert lines.info["backward"] == 0  # E_z > 0 everywhere inside the slab for EFM
     assert lines.info["crossing"] == 27 and lines.info["not_returned"] == 0 and bool(lines.returned.all())
     assert ((lines.end_z >= 1.0 - 1e-12) & (lines.end_z <= 1.05 + 1e-12)).all()
@@ -91,18 +94,21 @@ def test_continue_outside_brings_efm_lines_back_to_the_target_plate():
 
 def test_arc_step_cap_is_respected_and_reported():
     fn, source, x1, eps = efm_toy()
-    lines = integrate_field_lines(fn, source, 1.0, steps=100, eps=eps, continue_outside=True, arc_step=0.02,
-                                  max_arc_steps=2, record=True)
+    lines = integrate_field_lines(
+        fn, source, 1.0, steps=100, eps=eps, continue_outside=True, arc_step=0.02, max_arc_steps=2, record=True
+    )
     assert lines.nfe == 100 + 1 + 2  # euler: one evaluation per step
     assert lines.info["not_returned"] > 0
     assert lines.info["not_returned"] == int((~lines.returned).sum())
     assert (lines.end_z[~lines.returned] > 1.0).all()
     assert lines.arcs.shape == (3, 27, 2)
-    first = integrate_field_lines(fn, source, 1.0, steps=100, eps=eps, continue_outside=True, arc_step=0.02,
-                                  max_arc_steps=2, record=5)
+    first = integrate_field_lines(
+        fn, source, 1.0, steps=100, eps=eps, continue_outside=True, arc_step=0.02, max_arc_steps=2, record=5
+    )
     assert first.trajectory.shape == (101, 5, 1) and torch.equal(first.arcs, lines.arcs[:, :5])
-    heun = integrate_field_lines(fn, source, 1.0, method="heun", steps=10, eps=eps, continue_outside=True,
-                                 arc_step=0.02, max_arc_steps=3)
+    heun = integrate_field_lines(
+        fn, source, 1.0, method="heun", steps=10, eps=eps, continue_outside=True, arc_step=0.02, max_arc_steps=3
+    )
     assert heun.nfe <= 10 * 2 + 1 + 3 * 2
 
 
@@ -152,12 +158,14 @@ def test_cross_probe_decides_the_crossing_behind_the_plate():
     def field_fn(z, x):
         return torch.where(z < L + 0.05, 1.0, -1.0).to(F64), 0.2 * torch.ones_like(x)
 
-    on_plate = integrate_field_lines(field_fn, source, L, steps=10, eps=0.0, continue_outside=True, arc_step=0.01,
-                                     max_arc_steps=100)
+    on_plate = integrate_field_lines(
+        field_fn, source, L, steps=10, eps=0.0, continue_outside=True, arc_step=0.01, max_arc_steps=100
+    )
     assert on_plate.info["crossing"] == 7 and on_plate.info["not_returned"] == 0
     assert (on_plate.x > source + 1.0 * 0.2).all()  # moved on during the excursion
-    probed = integrate_field_lines(field_fn, source, L, steps=10, eps=0.0, continue_outside=True, arc_step=0.01,
-                                   max_arc_steps=100, cross_probe=0.1)
+    probed = integrate_field_lines(
+        field_fn, source, L, steps=10, eps=0.0, continue_outside=True, arc_step=0.01, max_arc_steps=100, cross_probe=0.1
+    )
     assert probed.info["crossing"] == 0 and probed.nfe == 10 + 1
     assert torch.allclose(probed.x, source + 0.2 * L) and torch.equal(probed.end_z, torch.full((7,), L, dtype=F64))
     with pytest.raises(ValueError, match="cross_probe"):
@@ -167,8 +175,18 @@ def test_cross_probe_decides_the_crossing_behind_the_plate():
 def test_return_tol_ends_lines_on_the_raised_return_plane():
     """Exact EFM toy: lines that went above L + return_tol end on that plane, the others on z = L."""
     fn, source, x1, eps = efm_toy()
-    lines = integrate_field_lines(fn, source, 1.0, steps=100, eps=eps, continue_outside=True, arc_step=0.02,
-                                  max_arc_steps=1500, return_tol=0.1, cross_probe=0.1)
+    lines = integrate_field_lines(
+        fn,
+        source,
+        1.0,
+        steps=100,
+        eps=eps,
+        continue_outside=True,
+        arc_step=0.02,
+        max_arc_steps=1500,
+        return_tol=0.1,
+        cross_probe=0.1,
+    )
     assert lines.info["not_returned"] == 0
     assert ((lines.end_z >= 1.0 - 1e-12) & (lines.end_z <= 1.1 + 1e-12)).all()
     assert ((lines.end_z - 1.1).abs() < 1e-9).sum() > 0  # came back from above L + 0.1, through that plane
@@ -177,8 +195,16 @@ def test_return_tol_ends_lines_on_the_raised_return_plane():
 def test_record_shapes_and_validation():
     x0, x1, source = gaussian_toy(2, n_lines=7)
     field = ForwardOnlyField(BrownianBridgePath(1.0), 1.0)
-    lines = integrate_field_lines(lambda z, x: field.direction(z, x, x0, x1), source, 1.0, method="midpoint",
-                                  steps=8, eps=0.01, z_end=0.99, record=True)
+    lines = integrate_field_lines(
+        lambda z, x: field.direction(z, x, x0, x1),
+        source,
+        1.0,
+        method="midpoint",
+        steps=8,
+        eps=0.01,
+        z_end=0.99,
+        record=True,
+    )
     assert lines.trajectory.shape == (9, 7, 2) and lines.times.shape == (9,)
     assert torch.equal(lines.trajectory[0], source) and torch.equal(lines.trajectory[-1], lines.x)
     assert float(lines.times[0]) == pytest.approx(0.01) and float(lines.times[-1]) == pytest.approx(0.99)
@@ -234,7 +260,7 @@ def test_pfgm_mixing_z_distribution(near):
     assert (d < 0.1).float().mean() > 0.1  # and a good part sits near the plate
     # m ~ U[0, 291]: log(d / |N|) / log(1.03) is uniform; P(d < 0.1) = P(|N| 1.03^m < 0.1), checked by simulation
     m = torch.rand(400_000, generator=gen(60)) * 291
-    reference = ((torch.randn(400_000, generator=gen(61)).abs() * 0.01 * 1.03 ** m) < 0.1).float().mean()
+    reference = ((torch.randn(400_000, generator=gen(61)).abs() * 0.01 * 1.03**m) < 0.1).float().mean()
     assert abs((d < 0.1).float().mean() - reference) < 4 * (0.25 / 4000) ** 0.5
     s = (z / L)[:, None]
     assert torch.allclose(x, (1 - s) * x0 + s * x1, atol=1e-5)
@@ -255,7 +281,7 @@ def test_gaussian_mixing_is_a_pfgm_perturbation_of_the_data_charge():
     assert abs(ratio.median().log() - reference.median().log()) < 0.05
     # m ~ 191 N(0, 1) (the reference code's draw, not U[0, M]): P(d < 0.1) = P(|N| 0.1 1.03^m < 0.1), by simulation
     m = torch.randn(400_000, generator=gen(82), dtype=F64) * 191
-    reference = ((torch.randn(400_000, generator=gen(83), dtype=F64).abs() * 0.1 * 1.03 ** m) < 0.1).double().mean()
+    reference = ((torch.randn(400_000, generator=gen(83), dtype=F64).abs() * 0.1 * 1.03**m) < 0.1).double().mean()
     assert abs((d < 0.1).double().mean() - reference) < 4 * (0.25 / n) ** 0.5
     # the same draws near the source plate: mirrored heights, the same perturbation around x0
     zs, xs = GaussianMixing(near="source")(x0, x1, L, generator=gen(9))
@@ -263,8 +289,9 @@ def test_gaussian_mixing_is_a_pfgm_perturbation_of_the_data_charge():
     assert torch.allclose(zs, L - zt, atol=1e-12) and torch.allclose(xs - x0, xt - x1, atol=1e-12)
 
 
-@pytest.mark.parametrize("path", [LinearPath(0.2), BrownianBridgePath(1.0), LipmanPath(1e-3)],
-                         ids=lambda p: type(p).__name__)
+@pytest.mark.parametrize(
+    "path", [LinearPath(0.2), BrownianBridgePath(1.0), LipmanPath(1e-3)], ids=lambda p: type(p).__name__
+)
 def test_path_volume_draws_from_the_path(path):
     g, L, n = gen(7), 4.0, 20000
     x0, x1 = torch.randn(n, 2, generator=g, dtype=F64), 3 + torch.randn(n, 2, generator=g, dtype=F64)
@@ -302,8 +329,9 @@ def test_slab_and_beyond_volume_arcs_behind_the_plate():
     assert (z - L - 0.1 <= cap + 1e-10).all()
     ratio = (z - L - 0.1) / cap  # = u, uniform on (0, 1) for power = 1
     assert (ratio.mean() - 0.5).abs() < 0.02
-    zp, xp = SlabAndBeyondVolume(beyond=1.0, height=1.5, extend=0.5, power=3.0, beyond_noise=0.0, floor=0.0,
-                                 gap=0.1)(x0, x1, L, generator=gen(11))
+    zp, xp = SlabAndBeyondVolume(beyond=1.0, height=1.5, extend=0.5, power=3.0, beyond_noise=0.0, floor=0.0, gap=0.1)(
+        x0, x1, L, generator=gen(11)
+    )
     cp = ((xp - x0) * delta).sum(1) / d.square()
     sp = (cp + 0.5) / 2.0
     # heights are now u^3 times the cap: mean 1/4
@@ -340,7 +368,16 @@ def test_ifm_module_samples_with_its_field_line_sampler():
     assert {k: module.hparams["sampler"]["init_args"][k] for k in opts} == opts
     source = torch.randn(32, 2, generator=gen(13))
     got = module.sample(source, steps=20)
-    ref = integrate_field_lines(module.field_output, source, 0.3, steps=20, eps=0.0, continue_outside=True,
-                                arc_step=0.05, max_arc_steps=50, **opts)
+    ref = integrate_field_lines(
+        module.field_output,
+        source,
+        0.3,
+        steps=20,
+        eps=0.0,
+        continue_outside=True,
+        arc_step=0.05,
+        max_arc_steps=50,
+        **opts,
+    )
     assert torch.equal(got.x, ref.x) and got.nfe == ref.nfe
     assert got.info["not_returned"] == ref.info["not_returned"] and got.info["backward"] == ref.info["backward"]

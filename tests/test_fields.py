@@ -1,4 +1,5 @@
 """Numbers for lightning_fm.fields: brute-force sums, Gauss's law, divergence, flux, C9, C11, high D (MATH.md §9)."""
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,14 @@ from lightning_fm.paths import BrownianBridgePath, LinearPath, LipmanPath, SineB
 from lightning_fm.utils.spec import build, to_spec
 
 F64 = torch.float64
-PATHS = [LinearPath(0.5), BrownianBridgePath(1.0), TrigPath(0.4), LipmanPath(0.05), SineBridgePath(0.7),
-         SineBridgePath(0.7, ramp=0.2)]
+PATHS = [
+    LinearPath(0.5),
+    BrownianBridgePath(1.0),
+    TrigPath(0.4),
+    LipmanPath(0.05),
+    SineBridgePath(0.7),
+    SineBridgePath(0.7, ramp=0.2),
+]
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -99,23 +106,28 @@ def test_gauss_law_2d_square():
 
     def flux(zlo, zhi, xlo, xhi):
         total = 0.0
-        for fixed, lo, hi, along_z, normal in ((xlo, zlo, zhi, True, -1), (xhi, zlo, zhi, True, 1),
-                                               (zlo, xlo, xhi, False, -1), (zhi, xlo, xhi, False, 1)):
+        for fixed, lo, hi, along_z, normal in (
+            (xlo, zlo, zhi, True, -1),
+            (xhi, zlo, zhi, True, 1),
+            (zlo, xlo, xhi, False, -1),
+            (zhi, xlo, xhi, False, 1),
+        ):
             s = 0.5 * (hi - lo) * nodes + 0.5 * (hi + lo)
             if along_z:  # edge x = fixed, normal along x
                 ez, ex = field.pair_field(s, torch.full((60, 1), fixed, dtype=F64), x0.expand(60, 1), x1.expand(60, 1))
                 comp = ex[:, 0]
             else:  # edge z = fixed, normal along z
-                ez, ex = field.pair_field(torch.full((60,), fixed, dtype=F64), s[:, None], x0.expand(60, 1),
-                                          x1.expand(60, 1))
+                ez, ex = field.pair_field(
+                    torch.full((60,), fixed, dtype=F64), s[:, None], x0.expand(60, 1), x1.expand(60, 1)
+                )
                 comp = ez
             total += normal * 0.5 * (hi - lo) * float((weights * comp).sum())
         return total
 
-    assert flux(-0.5, 0.5, -0.3, 0.7) == pytest.approx(1.0, abs=1e-9)   # around the source charge
-    assert flux(0.6, 1.4, -0.9, 0.1) == pytest.approx(-1.0, abs=1e-9)   # around the target charge
-    assert flux(-1.0, 2.0, -2.0, 2.0) == pytest.approx(0.0, abs=1e-9)   # around both
-    assert flux(0.2, 0.8, -1.0, 1.0) == pytest.approx(0.0, abs=1e-9)    # around none
+    assert flux(-0.5, 0.5, -0.3, 0.7) == pytest.approx(1.0, abs=1e-9)  # around the source charge
+    assert flux(0.6, 1.4, -0.9, 0.1) == pytest.approx(-1.0, abs=1e-9)  # around the target charge
+    assert flux(-1.0, 2.0, -2.0, 2.0) == pytest.approx(0.0, abs=1e-9)  # around both
+    assert flux(0.2, 0.8, -1.0, 1.0) == pytest.approx(0.0, abs=1e-9)  # around none
 
 
 def test_gauss_law_3d_cube():
@@ -241,10 +253,13 @@ def code_field(z, x, x0, x1, L, S):
     r = rho.norm(dim=1, keepdim=True)
     rising = z[:, None] < d
     scale = torch.where(rising, S * torch.sin(K * z[:, None]), S * torch.cos(K * (z[:, None] - L + d)))
-    alpha = torch.where(rising, torch.arctan(r * K / torch.tan(K * z[:, None])),
-                        torch.arctan(r * K * torch.tan(math.pi - K * (z[:, None] - L + d))))
+    alpha = torch.where(
+        rising,
+        torch.arctan(r * K / torch.tan(K * z[:, None])),
+        torch.arctan(r * K * torch.tan(math.pi - K * (z[:, None] - L + d))),
+    )
     direction = torch.cos(alpha) * n_pair + torch.sin(alpha) * rho / r
-    return direction * torch.exp(-r**2 / (2 * scale**2)) / ((torch.cos(alpha) + 1e-8) * (scale / S) ** D + 1e-2)
+    return direction * torch.exp(-(r**2) / (2 * scale**2)) / ((torch.cos(alpha) + 1e-8) * (scale / S) ** D + 1e-2)
 
 
 def test_strong_code_variant_matches_reference_loop():
@@ -325,7 +340,8 @@ def test_high_dimension_directions_are_finite_unit_vectors():
         # the separately normalised EFM variant is excluded: its source part is the direction from the nearest
         # source charge whatever the distance to the target plate, often another pair's (MATH.md §4.2)
         collapses = not getattr(field, "separate_normalization", False) and (
-            not isinstance(field, ForwardOnlyField) or isinstance(field.path, (LinearPath, BrownianBridgePath)))
+            not isinstance(field, ForwardOnlyField) or isinstance(field.path, (LinearPath, BrownianBridgePath))
+        )
         if collapses:
             cos = nz * own[:, 0] + (nx.flatten(1) * own[:, 1:]).sum(1)
             assert cos.min() > 0.999, field

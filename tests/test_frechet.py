@@ -1,4 +1,5 @@
 """Fréchet distance, KID and the streaming feature statistics against closed forms and independent computations."""
+
 import math
 
 import numpy as np
@@ -53,8 +54,9 @@ def test_fd_of_non_commuting_covariances_matches_scipy_sqrtm():
     m1, m2 = torch.zeros(3, dtype=D64), torch.tensor([1.0, 0.0, -1.0], dtype=D64)
     expected = _scipy_fd(m1, a, m2, b)
     assert frechet_distance_from_stats(m1, a, m2, b) == pytest.approx(expected, rel=1e-10, abs=1e-10)
-    commuting_formula = float(((m1 - m2) ** 2).sum() + torch.trace(a) + torch.trace(b)
-                              - 2 * torch.trace(_sqrtm(a) @ _sqrtm(b)))
+    commuting_formula = float(
+        ((m1 - m2) ** 2).sum() + torch.trace(a) + torch.trace(b) - 2 * torch.trace(_sqrtm(a) @ _sqrtm(b))
+    )
     assert abs(commuting_formula - expected) > 1.0  # the check above tells the right formula from this one
     # random 5-D pairs as well
     for seed in range(3):

@@ -1,4 +1,5 @@
 """The sample-grid callback: EMA weights, one class per row, transfer panels with the nearest training target."""
+
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import EMAWeightAveraging
@@ -16,14 +17,29 @@ from lightning_fm.sampling import ODESampler
 
 
 def tiny_unet(**kwargs):
-    return UNet((1, 8, 8), model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(),
-                num_heads=1, norm_groups=4, **kwargs)
+    return UNet(
+        (1, 8, 8),
+        model_channels=8,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(),
+        num_heads=1,
+        norm_groups=4,
+        **kwargs,
+    )
 
 
 def fit(tmp_path, module, datamodule, grid, steps=4, ema=True):
     callbacks = ([EMAWeightAveraging(decay=0.5)] if ema else []) + [grid]
-    trainer = Trainer(max_steps=steps, logger=CSVLogger(tmp_path), callbacks=callbacks, enable_checkpointing=False,
-                      limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False)
+    trainer = Trainer(
+        max_steps=steps,
+        logger=CSVLogger(tmp_path),
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module, datamodule)
     return trainer
 
@@ -54,8 +70,13 @@ def test_grids_are_drawn_every_n_steps_with_the_ema_weights(tmp_path):
 
 def test_conditional_grids_draw_one_class_per_row(tmp_path):
     torch.manual_seed(0)
-    module = CFMModule(tiny_unet(num_classes=10), LinearPath(0.0), IndependentCoupling(),
-                       sampler=ODESampler("euler", 2), label_dropout=0.2)
+    module = CFMModule(
+        tiny_unet(num_classes=10),
+        LinearPath(0.0),
+        IndependentCoupling(),
+        sampler=ODESampler("euler", 2),
+        label_dropout=0.2,
+    )
     grid = SampleGrid(every_n_steps=0, n_samples=20, guidance=1.0)
     trainer = fit(tmp_path, module, DigitsDataModule(batch_size=16), grid, steps=2)
     assert torch.equal(grid._fixed["y"], torch.arange(20) // 2)  # rows of 2 images, one class each
@@ -77,9 +98,11 @@ def test_transfer_grids_show_source_transferred_and_nearest_training_target(tmp_
     d = torch.cdist(grid.last["transferred"].flatten(1), everything.flatten(1))
     chosen = (grid.last["nearest training target"].flatten(1)[:, None] - everything.flatten(1)[None]).abs().sum(-1)
     assert (chosen.min(1).values < 1e-6).all()
-    assert torch.allclose(torch.cdist(grid.last["transferred"].flatten(1),
-                                      grid.last["nearest training target"].flatten(1)).diagonal(), d.min(1).values,
-                          atol=1e-5)
+    assert torch.allclose(
+        torch.cdist(grid.last["transferred"].flatten(1), grid.last["nearest training target"].flatten(1)).diagonal(),
+        d.min(1).values,
+        atol=1e-5,
+    )
     assert torch.equal(grid.last["source"], data.eval_set("val")["x0"][:9])
 
 

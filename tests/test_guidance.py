@@ -1,6 +1,7 @@
 """Classifier-free guidance and label dropout: the guidance rules against their closed forms, the duality under
 guidance (a guided forward-only IFM follows its dual CFM's guided dynamics), the modules' conditioning paths, and
 class-conditional superposed targets (the pairs of the point's class)."""
+
 import math
 
 import pytest
@@ -47,7 +48,7 @@ def test_guided_forward_only_field_is_the_field_of_the_guided_velocity():
     fz, fx = guided_field(*both_conditions(field_net, x, t, y, 3), w, forward_only=True)
     v_guided = extrapolate(*both_conditions(velocity_net, x, t, y, 3), w)
     assert torch.allclose(L * fx / fz[:, None], v_guided, atol=1e-10)
-    assert torch.allclose(torch.sqrt(fz ** 2 + fx.square().sum(1)), torch.full_like(fz, math.sqrt(5)), atol=1e-12)
+    assert torch.allclose(torch.sqrt(fz**2 + fx.square().sum(1)), torch.full_like(fz, math.sqrt(5)), atol=1e-12)
     # where a prediction has f_z <= 0 there is no velocity: the outputs are extrapolated (the sampler guards that)
     cond, uncond = both_conditions(field_net, x, t, y, 3)
     cond = (cond[0] * torch.tensor([1, -1, 1, 1, 1, 1], dtype=F64), cond[1])
@@ -56,14 +57,16 @@ def test_guided_forward_only_field_is_the_field_of_the_guided_velocity():
     assert torch.allclose(gx[1], (1 + w) * cond[1][1] - w * uncond[1][1])
     # not forward-only: always the outputs
     ez, ex = guided_field(cond, uncond, w, forward_only=False)
-    assert torch.allclose(ez, extrapolate(cond[0], uncond[0], w)) and torch.allclose(ex, extrapolate(cond[1],
-                                                                                                      uncond[1], w))
+    assert torch.allclose(ez, extrapolate(cond[0], uncond[0], w)) and torch.allclose(
+        ex, extrapolate(cond[1], uncond[1], w)
+    )
 
 
 def _conditional_cfm(**kwargs):
     torch.manual_seed(0)
-    return CFMModule(MLP(2, width=16, depth=2, num_classes=3), LinearPath(0.1), sampler=ODESampler("euler", 8),
-                     **kwargs)
+    return CFMModule(
+        MLP(2, width=16, depth=2, num_classes=3), LinearPath(0.1), sampler=ODESampler("euler", 8), **kwargs
+    )
 
 
 def test_cfm_guidance_zero_is_conditional_and_minus_one_is_the_null_class():
@@ -98,8 +101,12 @@ def test_guided_forward_only_ifm_follows_the_guided_dual_dynamics():
     """Euler in z on the guided field equals Euler in t (dt = dz/L) on the guided velocity L f_x/f_z (C5)."""
     torch.manual_seed(0)
     L, w, steps = 2.0, 1.3, 10
-    module = ForwardOnlyIFMModule(FieldHead(MLP(2, width=16, depth=2, num_classes=3)), LinearPath(0.2), L=L,
-                                  sampler=FieldLineSampler("euler", steps))
+    module = ForwardOnlyIFMModule(
+        FieldHead(MLP(2, width=16, depth=2, num_classes=3)),
+        LinearPath(0.2),
+        L=L,
+        sampler=FieldLineSampler("euler", steps),
+    )
     x, y = torch.randn(12, 2, dtype=F64), torch.arange(12) % 3
     module = module.double()
     with torch.no_grad():
@@ -133,9 +140,14 @@ def test_conditioning_options_need_a_class_conditional_backbone(key, value):
         module.check_data(ToyDataModule(), (2,))
 
 
-@pytest.mark.parametrize("kwargs, match", [({"label_dropout": 1.0}, "label_dropout must lie in"),
-                                           ({"label_dropout": -0.1}, "label_dropout must lie in"),
-                                           ({"guidance": math.inf}, "guidance must be finite")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"label_dropout": 1.0}, "label_dropout must lie in"),
+        ({"label_dropout": -0.1}, "label_dropout must lie in"),
+        ({"guidance": math.inf}, "guidance must be finite"),
+    ],
+)
 def test_bad_conditioning_options_are_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
         CFMModule(**kwargs)
@@ -143,8 +155,11 @@ def test_bad_conditioning_options_are_rejected(kwargs, match):
 
 def test_efm_guidance_extrapolates_the_field_outputs():
     torch.manual_seed(0)
-    module = IFMModule(FieldHead(MLP(2, width=8, depth=1, num_classes=2)), CoulombField(L=1.0),
-                       sampler=FieldLineSampler("euler", 4, continue_outside=False))
+    module = IFMModule(
+        FieldHead(MLP(2, width=8, depth=1, num_classes=2)),
+        CoulombField(L=1.0),
+        sampler=FieldLineSampler("euler", 4, continue_outside=False),
+    )
     x, y = torch.randn(5, 2), torch.tensor([0, 1, 0, 1, 0])
     calls = []
     original = module.predict
@@ -172,15 +187,20 @@ def test_class_conditional_ifm_superposes_the_pairs_of_each_points_class():
     tz, tx = module.objective.target(z, x, labels, pairs, module.num_classes)
     for i, c in enumerate(labels.tolist()):
         charges = slice(None) if c == 3 else y1 == c
-        ez, ex = module.field.target(z[i:i + 1], x[i:i + 1], x0[charges], x1[charges])
+        ez, ex = module.field.target(z[i : i + 1], x[i : i + 1], x0[charges], x1[charges])
         assert torch.allclose(tz[i], ez[0]) and torch.allclose(tx[i], ex[0])
     unconditional = module.field.target(z, x, x0, x1)
     assert not torch.allclose(tx[:3], unconditional[1][:3])  # the label changes the target
 
 
 def test_class_conditional_multi_sample_cfm_superposes_within_group_and_class():
-    module = CFMModule(MLP(2, width=8, depth=1, num_classes=2), BrownianBridgePath(0.8), IndependentCoupling(),
-                       velocity_target="multi", charges=4)
+    module = CFMModule(
+        MLP(2, width=8, depth=1, num_classes=2),
+        BrownianBridgePath(0.8),
+        IndependentCoupling(),
+        velocity_target="multi",
+        charges=4,
+    )
     x0, x1 = torch.randn(8, 2, dtype=F64), torch.randn(8, 2, dtype=F64) + 2
     y1 = torch.tensor([0, 1, 1, 0, 1, 1, 0, 0])
     pairs = Pairs(x0, x1, None, y1, x0, x1, all_y1=y1)
@@ -189,7 +209,7 @@ def test_class_conditional_multi_sample_cfm_superposes_within_group_and_class():
     xt, target = module.objective.regression_target(pairs, t, labels, module.num_classes)
     for i in range(8):
         group = torch.zeros(8, dtype=torch.bool)
-        group[4 * (i // 4): 4 * (i // 4) + 4] = True
+        group[4 * (i // 4) : 4 * (i // 4) + 4] = True
         charges = group if labels[i] == 2 else group & (y1 == labels[i])
-        expected = module.path.posterior(xt[i:i + 1], t[i:i + 1], x0[charges], x1[charges]).velocity[0]
+        expected = module.path.posterior(xt[i : i + 1], t[i : i + 1], x0[charges], x1[charges]).velocity[0]
         assert torch.allclose(target[i], expected, atol=1e-12)

@@ -1,4 +1,5 @@
 """model.channels_last and model.compile_backbone: the same numbers as the default layout and eager backbone."""
+
 import pytest
 import torch
 
@@ -11,8 +12,15 @@ from lightning_fm.paths import LinearPath
 
 def unet_module(**kwargs) -> CFMModule:
     torch.manual_seed(0)
-    net = UNet([3, 8, 8], model_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,),
-               num_heads=1, norm_groups=8)
+    net = UNet(
+        [3, 8, 8],
+        model_channels=16,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(4,),
+        num_heads=1,
+        norm_groups=8,
+    )
     return CFMModule(net, LinearPath(0.0), IndependentCoupling(), **kwargs)
 
 

@@ -3,6 +3,7 @@ torchvision on tiny idx files, CelebA's loading path on tiny files, the missing-
 the torchvision sets), ImageDataModule / DigitsDataModule / TransferDataModule batches, flips, determinism, DDP
 sharding, the evaluation sets and their noise-floor reference, config errors. No network: every download is
 monkeypatched to fail."""
+
 from __future__ import annotations
 
 import contextlib
@@ -201,8 +202,7 @@ def test_transfer_digits_2_to_3():
     assert not dm.source_is_standard_normal and dm.source_shape == dm.target_shape == (1, 8, 8)
     images, labels = load_digit_images()
     train, val = stratified_split(labels.numpy(), 0.2, seed=0)
-    digit = {(c, s): images[index][labels[index] == c] for c in (2, 3) for s, index in (("train", train),
-                                                                                        ("val", val))}
+    digit = {(c, s): images[index][labels[index] == c] for c in (2, 3) for s, index in (("train", train), ("val", val))}
     epoch = one_epoch(dm)
     assert sum(len(b["x1"]) for b in epoch) == len(digit[3, "train"])
     for b in epoch:
@@ -222,8 +222,9 @@ def test_transfer_digits_2_to_3():
 
 def test_transfer_uses_both_sides_uniformly_and_flips_both():
     for n_source, n_target in ((20, 50), (50, 20)):
-        dm = TransferDataModule(source=synthetic(n_train=n_source, seed=1), target=synthetic(n_train=n_target),
-                                batch_size=7)
+        dm = TransferDataModule(
+            source=synthetic(n_train=n_source, seed=1), target=synthetic(n_train=n_target), batch_size=7
+        )
         ds = dm.train_set()
         target_order, source_order = ds.orders()
         assert torch.equal(target_order.sort().values, torch.arange(n_target))
@@ -232,8 +233,7 @@ def test_transfer_uses_both_sides_uniformly_and_flips_both():
         epoch = one_epoch(dm)
         assert members(torch.cat([b["x0"] for b in epoch]), dm.source_train_images().get(torch.arange(n_source))).all()
     plain = one_epoch(TransferDataModule(source=synthetic(seed=1), target=synthetic(), batch_size=50))[0]
-    flipped = one_epoch(TransferDataModule(source=synthetic(seed=1), target=synthetic(), batch_size=50,
-                                           hflip=True))[0]
+    flipped = one_epoch(TransferDataModule(source=synthetic(seed=1), target=synthetic(), batch_size=50, hflip=True))[0]
     for key in ("x0", "x1"):
         mirrored = (rows(flipped[key]) == rows(plain[key].flip(-1))).all(1)
         assert 10 <= int(mirrored.sum()) <= 40
@@ -277,11 +277,14 @@ def test_folder_images_on_digit_pngs(tmp_path):
     train = torch.cat([b["x1"] for b in one_epoch(dm)])
     assert len(train) == 30 and train.dtype == torch.float32
     val = dm.eval_set("val")
-    assert not members(val["x1"], val["x1_ref"]).all() and members(val["x1_ref"], splits["train"].get(
-        torch.arange(30))).all()
+    assert (
+        not members(val["x1"], val["x1_ref"]).all()
+        and members(val["x1_ref"], splits["train"].get(torch.arange(30))).all()
+    )
     # decoded per batch (lazy), also by DataLoader workers: the same batches
-    lazy = ImageDataModule(target=FolderImages(str(tmp_path / "digits"), val_fraction=0.25, in_memory=False),
-                           batch_size=8, num_workers=2)
+    lazy = ImageDataModule(
+        target=FolderImages(str(tmp_path / "digits"), val_fraction=0.25, in_memory=False), batch_size=8, num_workers=2
+    )
     assert lazy.target_train_images().lazy
     lazy_train = one_epoch(lazy)
     assert torch.equal(torch.cat([b["x1"] for b in lazy_train]), train)
@@ -328,8 +331,10 @@ def write_mnist(raw, n_train=30, n_test=12, gz=False):
     return arrays
 
 
-@pytest.mark.parametrize("cls, folder, gz", [(MNISTImages, "MNIST", False), (MNISTImages, "MNIST", True),
-                                             (FashionMNISTImages, "FashionMNIST", False)])
+@pytest.mark.parametrize(
+    "cls, folder, gz",
+    [(MNISTImages, "MNIST", False), (MNISTImages, "MNIST", True), (FashionMNISTImages, "FashionMNIST", False)],
+)
 def test_mnist_through_torchvision_on_tiny_idx_files(tmp_path, cls, folder, gz):
     arrays = write_mnist(tmp_path / folder / "raw", gz=gz)
     dm = ImageDataModule(target=cls(root=str(tmp_path)), batch_size=8, n_val=5)
@@ -361,8 +366,16 @@ def test_missing_files_name_the_folder_the_files_and_download(tmp_path):
     assert all(name in message for name in ("data_batch_1", "data_batch_5", "test_batch", "batches.meta"))
     message = missing_message(CelebA64Images(root=str(tmp_path)))
     assert str(tmp_path / "celeba") in message and "img_align_celeba/" in message
-    assert all(name in message for name in ("list_eval_partition.txt", "identity_CelebA.txt", "list_attr_celeba.txt",
-                                            "list_bbox_celeba.txt", "list_landmarks_align_celeba.txt"))
+    assert all(
+        name in message
+        for name in (
+            "list_eval_partition.txt",
+            "identity_CelebA.txt",
+            "list_attr_celeba.txt",
+            "list_bbox_celeba.txt",
+            "list_landmarks_align_celeba.txt",
+        )
+    )
     for m in (missing_message(MNISTImages(root=str(tmp_path))), message):
         assert "data.target.download: true on a machine with internet" in m
     # files present but not what torchvision's checksums expect
@@ -372,8 +385,10 @@ def test_missing_files_name_the_folder_the_files_and_download(tmp_path):
     assert "torchvision rejects the CIFAR-10 files" in missing_message(CIFAR10Images(root=str(tmp_path)))
 
 
-@pytest.mark.parametrize("image_set, where", [(MNISTImages, "ossci-datasets"), (CIFAR10Images, "cs.toronto.edu"),
-                                              (CelebA64Images, "Google Drive")])
+@pytest.mark.parametrize(
+    "image_set, where",
+    [(MNISTImages, "ossci-datasets"), (CIFAR10Images, "cs.toronto.edu"), (CelebA64Images, "Google Drive")],
+)
 def test_failed_downloads_name_the_url_and_the_folder(tmp_path, monkeypatch, image_set, where):
     import torchvision.datasets.celeba
     import torchvision.datasets.utils
@@ -399,11 +414,13 @@ def write_tiny_celeba(folder, n=6):
     partition = [0, 0, 0, 1, 1, 2]
     (folder / "list_eval_partition.txt").write_text("".join(f"{m} {p}\n" for m, p in zip(names, partition)))
     (folder / "identity_CelebA.txt").write_text("".join(f"{m} {i}\n" for i, m in enumerate(names)))
-    for name, header in (("list_attr_celeba.txt", "Smiling"), ("list_bbox_celeba.txt", "x_1 y_1"),
-                         ("list_landmarks_align_celeba.txt", "lefteye_x lefteye_y")):
+    for name, header in (
+        ("list_attr_celeba.txt", "Smiling"),
+        ("list_bbox_celeba.txt", "x_1 y_1"),
+        ("list_landmarks_align_celeba.txt", "lefteye_x lefteye_y"),
+    ):
         cols = len(header.split())
-        (folder / name).write_text(f"{n}\n{header}\n" + "".join(f"{m} " + " ".join(["1"] * cols) + "\n"
-                                                                for m in names))
+        (folder / name).write_text(f"{n}\n{header}\n" + "".join(f"{m} " + " ".join(["1"] * cols) + "\n" for m in names))
     return names
 
 
@@ -436,10 +453,21 @@ def test_image_sets_are_stored_as_specs_and_rebuilt():
     again = ImageDataModule(**dict(dm.hparams))
     assert isinstance(again.target, ImageSet) and torch.equal(one_epoch(again)[0]["x1"], one_epoch(dm)[0]["x1"])
     transfer = TransferDataModule(source=DigitsImages(classes=[2]), target=DigitsImages(classes=[3]))
-    assert TransferDataModule(**dict(transfer.hparams)).source.init_args == {"classes": [2], "val_fraction": 0.2,
-                                                                             "seed": 0}
-    assert set(DigitsDataModule(classes=[1]).hparams) == {"classes", "val_fraction", "n_predict", "batch_size",
-                                                          "eval_batch_size", "seed", "num_workers", "n_val"}
+    assert TransferDataModule(**dict(transfer.hparams)).source.init_args == {
+        "classes": [2],
+        "val_fraction": 0.2,
+        "seed": 0,
+    }
+    assert set(DigitsDataModule(classes=[1]).hparams) == {
+        "classes",
+        "val_fraction",
+        "n_predict",
+        "batch_size",
+        "eval_batch_size",
+        "seed",
+        "num_workers",
+        "n_val",
+    }
 
 
 @pytest.mark.parametrize(
@@ -476,8 +504,20 @@ def test_cli_finds_the_image_datamodule_and_sets_by_short_name(capsys, monkeypat
     monkeypatch.setattr(sys, "argv", ["lightning_fm"])
 
     with contextlib.suppress(SystemExit):
-        main(["fit", "--data", "ImageDataModule", "--data.target", "SyntheticImages", "--data.target.n_train", "64",
-              "--data.hflip", "true", "--print_config"])
+        main(
+            [
+                "fit",
+                "--data",
+                "ImageDataModule",
+                "--data.target",
+                "SyntheticImages",
+                "--data.target.n_train",
+                "64",
+                "--data.hflip",
+                "true",
+                "--print_config",
+            ]
+        )
     data = yaml.safe_load(io.StringIO(capsys.readouterr().out))["data"]
     assert data["class_path"] == "lightning_fm.data.ImageDataModule" and data["init_args"]["hflip"] is True
     assert data["init_args"]["target"]["class_path"] == "lightning_fm.data.SyntheticImages"

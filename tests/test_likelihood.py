@@ -1,5 +1,6 @@
 """Likelihoods (MATH.md §6.5b): the change of variables against closed forms, Hutchinson's unbiasedness, forward-only
 IFM through the duality, EFM's refusal, bits/dim, and the callback's logged values against a direct computation."""
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,9 @@ def test_gaussian_to_gaussian_matches_the_closed_form_density(dim):
     s_t^2 = (1 - t)^2 + t^2 / 4, and the exact marginal velocity carries log N(.; 0, I) to log N(.; m, 0.25 I)."""
     toy = GaussianToy(LinearPath(0.0), m0=0.0, s0=1.0, m1=torch.linspace(-1.0, 2.0, dim), s1=0.5, dim=dim)
     x = toy.sample_target(64, torch.Generator().manual_seed(0))
-    result = log_likelihood(toy.velocity, x, lambda y: toy.log_prob(y, 0.0), method="dopri5", divergence="exact",
-                            **TIGHT)
+    result = log_likelihood(
+        toy.velocity, x, lambda y: toy.log_prob(y, 0.0), method="dopri5", divergence="exact", **TIGHT
+    )
     expected = toy.log_prob(x, 1.0)
     assert (result.log_prob - expected).abs().max() < 1e-4
     # the parts: x(0) is the inverse flow map (an affine map of x here), log_det = D log(s_0 / s_1) = D log 2
@@ -61,7 +63,8 @@ def test_hutchinson_estimates_are_unbiased(probe):
     of the exact-divergence value on the same RK4 grid (x(t) does not depend on the probes)."""
     net, dim, n = random_velocity(4), 4, 4000
     a = -2 * torch.eye(dim, dtype=torch.float64) + 0.5 * torch.randn(
-        dim, dim, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+        dim, dim, generator=torch.Generator().manual_seed(4), dtype=torch.float64
+    )
 
     def velocity(x, t):
         return net(x, t) + x @ a.T
@@ -70,8 +73,15 @@ def test_hutchinson_estimates_are_unbiased(probe):
     options = {"method": "rk4", "steps": 10}
     with torch.no_grad():
         exact = log_likelihood(velocity, x, standard_normal_log_prob, divergence="exact", **options)
-        estimate = log_likelihood(velocity, x.expand(n, dim), standard_normal_log_prob, divergence="hutchinson",
-                                  probe=probe, generator=torch.Generator().manual_seed(1), **options)
+        estimate = log_likelihood(
+            velocity,
+            x.expand(n, dim),
+            standard_normal_log_prob,
+            divergence="hutchinson",
+            probe=probe,
+            generator=torch.Generator().manual_seed(1),
+            **options,
+        )
     assert torch.allclose(estimate.x0, exact.x0.expand(n, dim), atol=1e-12, rtol=0)
     assert exact.log_det.abs() > 5
     values = estimate.log_prob
@@ -197,8 +207,15 @@ def test_bits_per_dim_convention(levels):
 
 
 def quiet_trainer(callbacks, **kwargs) -> Trainer:
-    return Trainer(logger=False, callbacks=callbacks, accelerator="cpu", enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False, **kwargs)
+    return Trainer(
+        logger=False,
+        callbacks=callbacks,
+        accelerator="cpu",
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
 
 
 def test_callback_logs_the_toy_nll_at_validation_and_test():
@@ -225,13 +242,19 @@ def test_callback_logs_the_digits_bits_per_dim():
     """``val/bpd`` of the digits (17 levels, Hutchinson in D = 64) equals the formula applied to the model's
     log-likelihood of the same dequantised images with the same probes."""
     torch.manual_seed(0)
-    unet = UNet(data_shape=[1, 8, 8], model_channels=8, channel_mult=[1, 2], num_res_blocks=1,
-                attention_resolutions=[], num_heads=1, norm_groups=4)
+    unet = UNet(
+        data_shape=[1, 8, 8],
+        model_channels=8,
+        channel_mult=[1, 2],
+        num_res_blocks=1,
+        attention_resolutions=[],
+        num_heads=1,
+        norm_groups=4,
+    )
     module = CFMModule(backbone=unet, path=LinearPath(0.0), sampler=ODESampler("euler", 2))
     callback = HeldOutLikelihood(n_points=6, method="rk4", steps=4)
     datamodule = DigitsDataModule(batch_size=16, val_fraction=0.2, seed=0, eval_batch_size=8)
-    trainer = quiet_trainer([callback], max_steps=1, num_sanity_val_steps=0, limit_train_batches=1,
-                            limit_val_batches=1)
+    trainer = quiet_trainer([callback], max_steps=1, num_sanity_val_steps=0, limit_train_batches=1, limit_val_batches=1)
     trainer.fit(module, datamodule=datamodule)
     assert callback._image_levels == 17 and callback.divergence_for(64) == "hutchinson"
     images = datamodule.splits["val"][0]
@@ -251,8 +274,13 @@ def test_the_default_toy_job_logs_val_nll_and_the_test_command_reports_test_nll(
     from lightning_fm.cli import main
 
     monkeypatch.chdir(tmp_path)
-    small = ["--data.init_args.steps_per_epoch=20", "--data.init_args.n_val=100", "--data.init_args.n_test=100",
-             "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    small = [
+        "--data.init_args.steps_per_epoch=20",
+        "--data.init_args.n_val=100",
+        "--data.init_args.n_test=100",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
     cli = main(["fit", "--trainer.max_steps=20", *small])
     assert math.isfinite(float(cli.trainer.callback_metrics["val/nll"]))
     [checkpoint] = tmp_path.glob("runs/*/version_*/checkpoints/last.ckpt")

@@ -1,4 +1,5 @@
 """W2 and MMD against closed forms."""
+
 import math
 
 import pytest
@@ -51,7 +52,7 @@ def test_streaming_w2_over_batches_equals_the_w2_of_the_whole_sets():
     x, y = torch.randn(300, 2, generator=g), torch.randn(300, 2, generator=g) + 1
     metric = SampleW2(max_samples=1000)
     for s in (0, 120, 250):  # uneven batches, in an order different from the sets'
-        metric.update(x[s:s + 120] if s != 250 else x[240:], y[s:s + 120] if s != 250 else y[240:])
+        metric.update(x[s : s + 120] if s != 250 else x[240:], y[s : s + 120] if s != 250 else y[240:])
     assert float(metric.compute()) == pytest.approx(wasserstein2(x, y), abs=1e-9)
     capped = SampleW2(max_samples=100)
     capped.update(x[:80], y[:80])

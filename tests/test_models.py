@@ -1,4 +1,5 @@
 """Backbones: shapes, field head, time and class embeddings, specs, errors."""
+
 import math
 
 import pytest
@@ -69,8 +70,13 @@ def test_mlp_accepts_a_scalar_time_and_rejects_a_wrong_shape():
 def test_time_embedding_values():
     emb = SinusoidalTimeEmbedding(2)
     out = emb(torch.tensor([0.25]))
-    expected = [0.25, math.sin(math.pi * 0.25), math.sin(2 * math.pi * 0.25),
-                math.cos(math.pi * 0.25), math.cos(2 * math.pi * 0.25)]
+    expected = [
+        0.25,
+        math.sin(math.pi * 0.25),
+        math.sin(2 * math.pi * 0.25),
+        math.cos(math.pi * 0.25),
+        math.cos(2 * math.pi * 0.25),
+    ]
     assert emb.dim == 5
     assert torch.allclose(out[0], torch.tensor(expected), atol=1e-6)
 
@@ -78,10 +84,22 @@ def test_time_embedding_values():
 def test_backbone_spec_round_trip_rebuilds_the_same_architecture():
     net = FieldHead(MLP([3], width=16, depth=2))
     spec = to_spec(net)
-    assert spec == {"class_path": "lightning_fm.models.heads.FieldHead", "init_args": {"backbone": {
-        "class_path": "lightning_fm.models.mlp.MLP",
-        "init_args": {"data_shape": [3], "width": 16, "depth": 2, "activation": "selu", "time_frequencies": 0,
-                      "num_classes": 0}}}}
+    assert spec == {
+        "class_path": "lightning_fm.models.heads.FieldHead",
+        "init_args": {
+            "backbone": {
+                "class_path": "lightning_fm.models.mlp.MLP",
+                "init_args": {
+                    "data_shape": [3],
+                    "width": 16,
+                    "depth": 2,
+                    "activation": "selu",
+                    "time_frequencies": 0,
+                    "num_classes": 0,
+                },
+            }
+        },
+    }
     clone = build(spec)
     clone.load_state_dict(net.state_dict())
     x, t = torch.randn(4, 3), torch.rand(4)

@@ -1,5 +1,6 @@
 """LightningModules: targets against independent computations, labels, checkpoint specs, the injected optimiser,
 data checks before training."""
+
 import functools
 
 import pytest
@@ -17,8 +18,8 @@ from lightning_fm.utils.schedules import LinearWarmup
 
 def _expected_target(path, xt, t, x0, x1, i, group):
     """The posterior average for point i over the pairs ``group`` by an explicit loop over pairs."""
-    logp = torch.stack([path.log_prob(xt[i:i + 1], t[i:i + 1], x0[j:j + 1], x1[j:j + 1])[0] for j in group])
-    u = torch.stack([path.velocity(xt[i:i + 1], t[i:i + 1], x0[j:j + 1], x1[j:j + 1])[0] for j in group])
+    logp = torch.stack([path.log_prob(xt[i : i + 1], t[i : i + 1], x0[j : j + 1], x1[j : j + 1])[0] for j in group])
+    u = torch.stack([path.velocity(xt[i : i + 1], t[i : i + 1], x0[j : j + 1], x1[j : j + 1])[0] for j in group])
     return (torch.softmax(logp, 0)[:, None] * u).sum(0)
 
 
@@ -49,9 +50,14 @@ def test_single_sample_target_is_the_conditional_velocity():
 
 
 def test_hyperparameters_hold_specs_that_rebuild_the_module_and_its_optimiser():
-    module = CFMModule(MLP(2, width=16, depth=2), BrownianBridgePath(0.3), IndependentCoupling(),
-                       sampler=ODESampler("rk4", 10), optimizer=functools.partial(torch.optim.AdamW, lr=3e-4),
-                       lr_scheduler=functools.partial(LinearWarmup, warmup_steps=9))
+    module = CFMModule(
+        MLP(2, width=16, depth=2),
+        BrownianBridgePath(0.3),
+        IndependentCoupling(),
+        sampler=ODESampler("rk4", 10),
+        optimizer=functools.partial(torch.optim.AdamW, lr=3e-4),
+        lr_scheduler=functools.partial(LinearWarmup, warmup_steps=9),
+    )
     hp = dict(module.hparams)
     assert hp["path"] == {"class_path": "lightning_fm.paths.BrownianBridgePath", "init_args": {"sigma": 0.3}}
     assert hp["optimizer"] == {"class_path": "torch.optim.adamw.AdamW", "init_args": {"lr": 3e-4}}
@@ -112,9 +118,14 @@ def test_labels_follow_the_coupling_into_a_class_conditional_backbone():
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"velocity_target": "both"}, "model.velocity_target"), ({"velocity_target": "multi"}, "sigma > 0"),
-     ({"charges": 0, "velocity_target": "multi"}, "model.charges"), ({"charges": 8}, "needs velocity_target='multi'"),
-     ({"val_trajectories": -1}, "model.val_trajectories"), ({"w2_max_samples": 1}, "model.w2_max_samples")],
+    [
+        ({"velocity_target": "both"}, "model.velocity_target"),
+        ({"velocity_target": "multi"}, "sigma > 0"),
+        ({"charges": 0, "velocity_target": "multi"}, "model.charges"),
+        ({"charges": 8}, "needs velocity_target='multi'"),
+        ({"val_trajectories": -1}, "model.val_trajectories"),
+        ({"w2_max_samples": 1}, "model.w2_max_samples"),
+    ],
 )
 def test_bad_module_arguments_raise_naming_the_key(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -124,8 +135,15 @@ def test_bad_module_arguments_raise_naming_the_key(kwargs, message):
 
 
 def _fit(module, data, steps=1):
-    trainer = Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, limit_val_batches=0, accelerator="cpu")
+    trainer = Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        accelerator="cpu",
+    )
     trainer.fit(module, data)
 
 
@@ -140,8 +158,9 @@ def test_backbone_of_the_wrong_shape_or_classes_is_caught_before_training():
         _fit(CFMModule(backbone=MLP(3)), ToyDataModule(steps_per_epoch=2))
     with pytest.raises(ValueError, match="num_classes=3, but the data has 2 classes"):
         _fit(CFMModule(backbone=MLP(2, num_classes=3)), ToyDataModule(steps_per_epoch=2))
-    rgb_unet = UNet((3, 8, 8), model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(),
-                    norm_groups=4)  # digits are grey (1, 8, 8): the channels do not match the data
+    rgb_unet = UNet(
+        (3, 8, 8), model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(), norm_groups=4
+    )  # digits are grey (1, 8, 8): the channels do not match the data
     message = r"model.backbone cannot take data of shape \(1, 8, 8\).*data_shape \[3, 8, 8\]"
     with pytest.raises(ValueError, match=message):
         _fit(CFMModule(backbone=rgb_unet), DigitsDataModule(batch_size=16))

@@ -1,4 +1,5 @@
 """ODE solvers against closed-form solutions: values, orders of accuracy, NFE, backward integration, recording."""
+
 import math
 
 import pytest
@@ -58,7 +59,7 @@ def test_fixed_step_order_and_nfe(method, problem):
     order = ORDERS[method]
     assert e2 < e1
     ratio = e1 / e2
-    assert 2 ** order * 0.85 < ratio < 2 ** order * 1.15, (method, ratio)
+    assert 2**order * 0.85 < ratio < 2**order * 1.15, (method, ratio)
     assert sol1.nfe == FIXED_STEP_STAGES[method] * n and sol2.nfe == FIXED_STEP_STAGES[method] * 2 * n
     assert isinstance(sol1, SampleResult) and sol1.times is None and sol1.trajectory is None
 

@@ -1,4 +1,5 @@
 """Gaussian CFM paths against the closed forms of MATH.md §2.2, written out again here, in float64."""
+
 import math
 
 import pytest
@@ -24,6 +25,7 @@ def linear_sigma(sigma):
     def form(t):
         one = torch.ones_like(t)
         return 1 - t, t, -one, one, sigma * one, 0 * one
+
     return form
 
 
@@ -33,6 +35,7 @@ def bridge(sigma):
         s = sigma * torch.sqrt(t * (1 - t))
         ds = sigma * (1 - 2 * t) / (2 * torch.sqrt(t * (1 - t)))
         return 1 - t, t, -one, one, s, ds
+
     return form
 
 
@@ -41,6 +44,7 @@ def trig(sigma):
         h = PI / 2
         c, s = torch.cos(h * t), torch.sin(h * t)
         return c, s, -h * s, h * c, sigma * torch.ones_like(t), torch.zeros_like(t)
+
     return form
 
 
@@ -48,6 +52,7 @@ def lipman(sigma_min):
     def form(t):
         zero, one = torch.zeros_like(t), torch.ones_like(t)
         return zero, t, zero, one, 1 - (1 - sigma_min) * t, -(1 - sigma_min) * one
+
     return form
 
 
@@ -55,11 +60,18 @@ def sine_bridge(scale, ramp=0.5):
     def form(t):
         one = torch.ones_like(t)
         k = PI / (2 * ramp)
-        s = torch.where(t < ramp, scale * torch.sin(k * t),
-                        torch.where(t > 1 - ramp, scale * torch.cos(k * (t - 1 + ramp)), scale * one))
-        ds = torch.where(t < ramp, scale * k * torch.cos(k * t),
-                         torch.where(t > 1 - ramp, -scale * k * torch.sin(k * (t - 1 + ramp)), 0 * one))
+        s = torch.where(
+            t < ramp,
+            scale * torch.sin(k * t),
+            torch.where(t > 1 - ramp, scale * torch.cos(k * (t - 1 + ramp)), scale * one),
+        )
+        ds = torch.where(
+            t < ramp,
+            scale * k * torch.cos(k * t),
+            torch.where(t > 1 - ramp, -scale * k * torch.sin(k * (t - 1 + ramp)), 0 * one),
+        )
         return 1 - t, t, -one, one, s, ds
+
     return form
 
 
@@ -303,8 +315,12 @@ def test_shape_errors():
     path = LinearPath(0.3)
     x0, x1 = torch.zeros(4, 2), torch.zeros(4, 3)
     t = torch.rand(4)
-    for call in (lambda: path.mean(x0, x1, t), lambda: path.sample(x0, x1, t),
-                 lambda: path.velocity(x0, t, x0, x1), lambda: path.log_prob(x0, t, x0, x1)):
+    for call in (
+        lambda: path.mean(x0, x1, t),
+        lambda: path.sample(x0, x1, t),
+        lambda: path.velocity(x0, t, x0, x1),
+        lambda: path.log_prob(x0, t, x0, x1),
+    ):
         with pytest.raises(ValueError, match=r"x0 \(4, 2\).*x1 \(4, 3\)"):
             call()
     with pytest.raises(ValueError, match="t must have shape"):

@@ -1,4 +1,5 @@
 """Validation figures: 2-D panels (with EFM continuation arcs) and image grids render and say what they show."""
+
 import numpy as np
 import torch
 
@@ -14,8 +15,15 @@ def _result(data_shape, with_arcs=False):
         arcs = torch.zeros(7, 8, 3)
         arcs[:, :, 0] = torch.linspace(1.0, 1.3, 7)[:, None]
         arcs[:, 0] = arcs[0, 0]
-    return ValidationResult(source=x, generated=x + 1, target=x - 1, times=torch.linspace(0, 1, k),
-                            trajectory=torch.randn(k, 8, *data_shape), time_label="z", arcs=arcs)
+    return ValidationResult(
+        source=x,
+        generated=x + 1,
+        target=x - 1,
+        times=torch.linspace(0, 1, k),
+        trajectory=torch.randn(k, 8, *data_shape),
+        time_label="z",
+        arcs=arcs,
+    )
 
 
 def test_2d_figure_has_samples_and_line_panels_and_marks_continued_lines(tmp_path):

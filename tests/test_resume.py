@@ -1,5 +1,6 @@
 """Exact resume: ``fit --ckpt_path last`` continues the run in its own directory (metrics file, W&B run) and
 reaches the weights of an uninterrupted run; ``test --ckpt_path`` writes beside the checkpoint's run."""
+
 import csv
 
 import pytest
@@ -15,18 +16,33 @@ STEPS = 30  # a checkpoint every STEPS steps; the runs go to 2 * STEPS, in the m
 def _config(tmp_path, logger: str):
     """The default toy job with a checkpoint every STEPS steps (and, for W&B, the stacked logger config)."""
     path = tmp_path / "checkpoints.yaml"
-    path.write_text(yaml.safe_dump({"trainer": {"callbacks": [
-        {"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.9}},
-        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-         "init_args": {"save_last": True, "every_n_train_steps": STEPS, "save_top_k": -1}}]}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "trainer": {
+                    "callbacks": [
+                        {"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.9}},
+                        {
+                            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                            "init_args": {"save_last": True, "every_n_train_steps": STEPS, "save_top_k": -1},
+                        },
+                    ]
+                }
+            }
+        )
+    )
     configs = ["-c", str(REPO / "configs" / "toy" / "otcfm.yaml"), "-c", str(path)]
     if logger == "wandb":
         configs += ["-c", str(REPO / "configs" / "logger" / "wandb.yaml")]
     # a constant learning rate: the recipe's cosine decays over max_steps, which the two parts of a resume change
-    return configs + ["--model.init_args.lr_scheduler=null", "--data.init_args.steps_per_epoch=100",
-                      "--trainer.limit_val_batches=0",
-                      "--trainer.log_every_n_steps=5", "--trainer.enable_progress_bar=false",
-                      "--trainer.enable_model_summary=false"]
+    return configs + [
+        "--model.init_args.lr_scheduler=null",
+        "--data.init_args.steps_per_epoch=100",
+        "--trainer.limit_val_batches=0",
+        "--trainer.log_every_n_steps=5",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
 
 
 def _fit(config, name, steps, *extra):
@@ -57,18 +73,21 @@ def test_resuming_from_a_mid_epoch_checkpoint_reaches_the_uninterrupted_weights(
     for key in ("state_dict", "current_model_state"):  # the EMA weights and the raw ones
         for name, value in straight[key].items():
             assert torch.allclose(resumed[key][name], value, atol=1e-6, rtol=0), (key, name)
-    for (name, state), other in zip(straight["optimizer_states"][0]["state"].items(),
-                                    resumed["optimizer_states"][0]["state"].values()):
+    for (name, state), other in zip(
+        straight["optimizer_states"][0]["state"].items(), resumed["optimizer_states"][0]["state"].values()
+    ):
         assert torch.allclose(state["exp_avg_sq"], other["exp_avg_sq"], atol=1e-9, rtol=0), name
     run = tmp_path / "runs" / "resumed" / "version_0"
     if logger == "csv":  # one metrics file, the rows of the uninterrupted run
+
         def rows(name):
             with open(tmp_path / "runs" / name / "version_0" / "metrics.csv") as f:
                 return [(r["step"], r["train/loss"]) for r in csv.DictReader(f)]
 
         assert rows("resumed") == rows("straight") and len(rows("straight")) == 2 * STEPS // 5
-        cli = main(["test", *config, f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
-                    "--trainer.limit_test_batches=1"])
+        cli = main(
+            ["test", *config, f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "--trainer.limit_test_batches=1"]
+        )
         assert cli.trainer.logger.log_dir == str(run)  # test writes beside the training run
         assert (run / "metrics_test.csv").is_file() and (run / "config_test.yaml").is_file()
         assert rows("resumed") == rows("straight")  # the training log untouched

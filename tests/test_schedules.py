@@ -1,4 +1,5 @@
 """Learning-rate schedules against closed forms and torch's own cosine annealing."""
+
 import functools
 import math
 from types import SimpleNamespace
@@ -53,8 +54,11 @@ def test_cosine_decay_over_the_runs_max_steps():
 
 
 def test_cosine_decay_rejects_bad_settings():
-    for kwargs, key in (({"total_steps": 0}, "total_steps"), ({"warmup_steps": -1}, "warmup_steps"),
-                        ({"final_fraction": 1.5}, "final_fraction")):
+    for kwargs, key in (
+        ({"total_steps": 0}, "total_steps"),
+        ({"warmup_steps": -1}, "warmup_steps"),
+        ({"final_fraction": 1.5}, "final_fraction"),
+    ):
         with pytest.raises(ValueError, match=f"CosineDecay.{key}"):
             CosineDecay(optimizer(), **kwargs)
 
@@ -66,8 +70,10 @@ def test_a_restored_cosine_decay_continues_and_takes_the_new_runs_length():
     rates(schedule, opt, 30)
     state = schedule.state_dict()
     assert "total_steps" not in state and state["last_epoch"] == 30
-    for total, expected in ((100, 0.5 * (1 + math.cos(math.pi * 30 / 100))),   # the same run: the same rates
-                            (200, 0.5 * (1 + math.cos(math.pi * 30 / 200)))):  # a longer run: its own length
+    for total, expected in (
+        (100, 0.5 * (1 + math.cos(math.pi * 30 / 100))),  # the same run: the same rates
+        (200, 0.5 * (1 + math.cos(math.pi * 30 / 200))),
+    ):  # a longer run: its own length
         opt2 = optimizer(1.0)
         restored = CosineDecay(opt2)
         restored.set_total_steps(total)  # configure_optimizers, before Lightning restores the checkpoint

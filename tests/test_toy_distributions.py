@@ -14,6 +14,7 @@ construction is exact (moons' arcs + diagonal jitter, rings' radii and counts, t
 the checkerboard's cells, the swiss roll's curve); the exact W2 against the reference's own noise floor (with a
 negative control: scikit-learn's noisy moons must fail the moons check); label sets and counts; determinism.
 """
+
 from __future__ import annotations
 
 import functools
@@ -29,7 +30,7 @@ from lightning_fm.metrics import wasserstein2
 SQ = 1.0 / np.sqrt(2.0)
 #: torchcfm ``eight_normal_sample``'s centre list, in its order (label = index)
 TORCHCFM_CENTRES = np.array([(1, 0), (-1, 0), (0, 1), (0, -1), (SQ, SQ), (SQ, -SQ), (-SQ, SQ), (-SQ, -SQ)], float)
-TORCHCFM_STD = 0.1 ** 0.25  # MultivariateNormal(0, covariance_matrix=sqrt(var) * I) with var=0.1
+TORCHCFM_STD = 0.1**0.25  # MultivariateNormal(0, covariance_matrix=sqrt(var) * I) with var=0.1
 
 
 # -- independent references, transcribed from the cited code -------------------------------------------------------
@@ -47,7 +48,7 @@ def ref_moons(n, rs):
     outer_x = np.cos(np.linspace(0, np.pi, n_out))
     outer_y = np.sin(np.linspace(0, np.pi, n_out))
     inner_x = 1 - np.cos(np.linspace(0, np.pi, n_in))
-    inner_y = 1 - np.sin(np.linspace(0, np.pi, n_in)) - .5
+    inner_y = 1 - np.sin(np.linspace(0, np.pi, n_in)) - 0.5
     X = np.vstack([np.append(outer_x, inner_x), np.append(outer_y, inner_y)]).T
     y = np.hstack([np.zeros(n_out, dtype=np.intp), np.ones(n_in, dtype=np.intp)])
     X += rs.rand(n, 1) * 0.2  # torchdyn: ONE uniform per point, added to both coordinates
@@ -59,8 +60,9 @@ def ref_circles(n, rs):
     n_out, n_in = n // 2, n - n // 2
     lin_out = np.linspace(0, 2 * np.pi, n_out, endpoint=False)
     lin_in = np.linspace(0, 2 * np.pi, n_in, endpoint=False)
-    X = np.vstack([np.append(np.cos(lin_out), np.cos(lin_in) * .5),
-                   np.append(np.sin(lin_out), np.sin(lin_in) * .5)]).T
+    X = np.vstack(
+        [np.append(np.cos(lin_out), np.cos(lin_in) * 0.5), np.append(np.sin(lin_out), np.sin(lin_in) * 0.5)]
+    ).T
     y = np.hstack([np.zeros(n_out, dtype=np.intp), np.ones(n_in, dtype=np.intp)])
     order = rs.permutation(n)
     X, y = X[order], y[order]
@@ -103,7 +105,7 @@ def ref_pinwheel(n, rs):
     num_per_class = n // 5
     rads = np.linspace(0, 2 * np.pi, num_classes, endpoint=False)
     features = rs.randn(num_classes * num_per_class, 2) * np.array([radial_std, tangential_std])
-    features[:, 0] += 1.
+    features[:, 0] += 1.0
     labels = np.repeat(np.arange(num_classes), num_per_class)
     angles = rads[labels] + rate * np.exp(features[:, 0])
     rotations = np.stack([np.cos(angles), -np.sin(angles), np.sin(angles), np.cos(angles)])
@@ -117,27 +119,39 @@ def ref_rings(n, rs):
     n4 = n3 = n2 = n // 4
     n1 = n - n4 - n3 - n2
     lin4, lin3, lin2, lin1 = (np.linspace(0, 2 * np.pi, k, endpoint=False) for k in (n4, n3, n2, n1))
-    X = np.vstack([
-        np.hstack([np.cos(lin4), np.cos(lin4) * 0.75, np.cos(lin2) * 0.5, np.cos(lin1) * 0.25]),
-        np.hstack([np.sin(lin4), np.sin(lin3) * 0.75, np.sin(lin2) * 0.5, np.sin(lin1) * 0.25]),
-    ]).T * 3.0
+    X = (
+        np.vstack(
+            [
+                np.hstack([np.cos(lin4), np.cos(lin4) * 0.75, np.cos(lin2) * 0.5, np.cos(lin1) * 0.25]),
+                np.hstack([np.sin(lin4), np.sin(lin3) * 0.75, np.sin(lin2) * 0.5, np.sin(lin1) * 0.25]),
+            ]
+        ).T
+        * 3.0
+    )
     y = np.repeat(np.arange(4), [n4, n3, n2, n1])
     order = rs.permutation(n)  # util_shuffle(X, random_state=rng)
     X, y = X[order], y[order]
     return X + rs.normal(scale=0.08, size=X.shape), y
 
 
-REFERENCES = {"8gaussians": ref_8gaussians, "moons": ref_moons, "circles": ref_circles,
-              "checkerboard": ref_checkerboard, "swissroll": ref_swissroll, "spirals": ref_spirals,
-              "pinwheel": ref_pinwheel, "rings": ref_rings}
+REFERENCES = {
+    "8gaussians": ref_8gaussians,
+    "moons": ref_moons,
+    "circles": ref_circles,
+    "checkerboard": ref_checkerboard,
+    "swissroll": ref_swissroll,
+    "spirals": ref_spirals,
+    "pinwheel": ref_pinwheel,
+    "rings": ref_rings,
+}
 CITED = list(REFERENCES)
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------------
-N = 4000     # ours, for moments / support / structure / labels
-K_REF = 40   # independent reference draws of the construction at the same n
+N = 4000  # ours, for moments / support / structure / labels
+K_REF = 40  # independent reference draws of the construction at the same n
 N_W2 = 2000  # exact EMD size
-Z = 4.0      # standard errors: a two-sided normal tail of 6e-5 per comparison
+Z = 4.0  # standard errors: a two-sided normal tail of 6e-5 per comparison
 
 
 def ours(name, n=N, seed=0):
@@ -165,7 +179,7 @@ def moment_stats(x, y, labels):
     c = np.cov(x.T)
     stats = [x[:, 0].mean(), x[:, 1].mean(), c[0, 0], c[0, 1], c[1, 1]]
     names = ["mean_x", "mean_y", "cov_xx", "cov_xy", "cov_yy"]
-    for label in ([] if labels is None else labels):
+    for label in [] if labels is None else labels:
         stats += list(x[y == label].mean(0))
         names += [f"mean_x[y={label}]", f"mean_y[y={label}]"]
     return np.array(stats), names
@@ -175,8 +189,9 @@ def moment_stats(x, y, labels):
 def test_every_toy_citing_a_publication_has_a_reference():
     # a sampler cites a publication when its docstring starts with the source ("torchcfm ``...``" / "FFJORD ``...``");
     # noisy_moons ("scikit-learn ...", "not its construction"), scurve and gaussian cite none
-    cited = {name for name, fn in TOY_DISTRIBUTIONS.items()
-             if fn.__doc__ and fn.__doc__.split()[0] in ("torchcfm", "FFJORD")}
+    cited = {
+        name for name, fn in TOY_DISTRIBUTIONS.items() if fn.__doc__ and fn.__doc__.split()[0] in ("torchcfm", "FFJORD")
+    }
     assert cited == set(CITED)
 
 
@@ -196,8 +211,11 @@ def test_moments_match_the_reference(name):
     se = ref.std(0, ddof=1)
     tol = Z * se * math.sqrt(1 + 1 / K_REF) + 1e-5
     err = np.abs(got - ref.mean(0))
-    bad = [f"{k}: ours {g:.4f} ref {r:.4f} tol {t:.4f}" for k, g, r, t, e in zip(names, got, ref.mean(0), tol, err)
-           if e > t]
+    bad = [
+        f"{k}: ours {g:.4f} ref {r:.4f} tol {t:.4f}"
+        for k, g, r, t, e in zip(names, got, ref.mean(0), tol, err)
+        if e > t
+    ]
     assert not bad, f"{name}: " + "; ".join(bad)
 
 
@@ -206,8 +224,16 @@ def test_moments_match_the_reference(name):
 #: the scale; checkerboard: [-4, 4)^2) get only float32 rounding (|x| <= 4: ulp 5e-7); Gaussian-noise ones get ONE
 #: noise std (of the largest noise term): the pool (40 * 4000 = 160k points) reaches ~4.4 std into the noise tail,
 #: ours (4000) would need a point beyond ~5.4 std to cross the margin: P ~ 4000 * 3e-8 ~ 1e-4.
-SUPPORT_MARGIN = {"8gaussians": TORCHCFM_STD, "moons": 1e-5, "circles": 3 * 0.08, "checkerboard": 1e-5,
-                  "swissroll": 1.0 / 5, "spirals": 0.1, "pinwheel": 2 * 0.3, "rings": 0.08}
+SUPPORT_MARGIN = {
+    "8gaussians": TORCHCFM_STD,
+    "moons": 1e-5,
+    "circles": 3 * 0.08,
+    "checkerboard": 1e-5,
+    "swissroll": 1.0 / 5,
+    "spirals": 0.1,
+    "pinwheel": 2 * 0.3,
+    "rings": 0.08,
+}
 
 
 @pytest.mark.parametrize("name", CITED)
@@ -237,8 +263,7 @@ def moons_on_arcs(x, y, tol=1e-4):
     for root in (-1.0, 1.0):
         u = (-b + root * np.sqrt(disc)) / 2
         c = v + sign[:, None] * u[:, None]  # (cos a, sin a)
-        ok |= ((u >= -tol) & (u <= 0.2 + tol) & (c[:, 1] >= -tol)
-               & (np.abs(np.hypot(c[:, 0], c[:, 1]) - 1) <= tol))
+        ok |= (u >= -tol) & (u <= 0.2 + tol) & (c[:, 1] >= -tol) & (np.abs(np.hypot(c[:, 0], c[:, 1]) - 1) <= tol)
     return ok
 
 
@@ -256,8 +281,7 @@ def test_moons_every_point_is_an_arc_point_plus_diagonal_jitter():
     assert moons_on_arcs(xn, yn).mean() < 0.5
 
 
-@pytest.mark.parametrize("name, radii, noise", [("rings", (3.0, 2.25, 1.5, 0.75), 0.08),
-                                                ("circles", (3.0, 1.5), 0.24)])
+@pytest.mark.parametrize("name, radii, noise", [("rings", (3.0, 2.25, 1.5, 0.75), 0.08), ("circles", (3.0, 1.5), 0.24)])
 def test_ring_radii_counts_and_noise(name, radii, noise):
     radii = np.array(radii)
     # exact counts of the construction (rings: n//4 on each of the first three, the rest on radius 0.75;
@@ -275,7 +299,7 @@ def test_ring_radii_counts_and_noise(name, radii, noise):
             rk = r[y == k]
             # mean radius of radius + N(0, s^2 I): radius + s^2 / (2 radius) + O(s^4 / radius^3) (Rice; the O term
             # is < 1e-3, the absolute slack); SE s / sqrt(m)
-            bias = noise ** 2 / (2 * radius)
+            bias = noise**2 / (2 * radius)
             assert abs(rk.mean() - radius - bias) <= Z * noise / math.sqrt(len(rk)) + 1e-3, (who, k, rk.mean())
             # radial std = s up to O(s^2 / radius); SE of a std ~ s / sqrt(2 m) (1.8% for rings, 1.6% for
             # circles): 10% is > 5 SE
@@ -356,8 +380,16 @@ def test_swissroll_lies_on_its_curve():
 #: only the noise is random; 0.13 (pinwheel); 0.16-0.25 (spirals, swissroll, checkerboard, 8gaussians: the number of
 #: points per mode / region is multinomial and moving the excess between modes dominates W2, so the floor itself
 #: varies by ~20%). margin = exp(4 sd of log(ratio)), rounded up (moons, circles, rings: >= 5 sd).
-W2_MARGIN = {"rings": 1.1, "circles": 1.2, "moons": 1.25, "pinwheel": 1.7,
-             "spirals": 2.0, "swissroll": 2.0, "checkerboard": 2.4, "8gaussians": 2.75}
+W2_MARGIN = {
+    "rings": 1.1,
+    "circles": 1.2,
+    "moons": 1.25,
+    "pinwheel": 1.7,
+    "spirals": 2.0,
+    "swissroll": 2.0,
+    "checkerboard": 2.4,
+    "8gaussians": 2.75,
+}
 
 
 @functools.cache

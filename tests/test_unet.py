@@ -1,4 +1,5 @@
 """ADM U-Net backbone: shapes, torchcfm's parameter counts, conditioning, field head, errors, gradients, specs."""
+
 import math
 
 import pytest
@@ -11,16 +12,37 @@ from lightning_fm.utils.spec import build, to_spec
 # torchcfm's examples/images/cifar10/train_cifar10.py: UNetModelWrapper(dim=(3, 32, 32), num_res_blocks=2,
 # num_channels=128, channel_mult=[1, 2, 2, 2], num_heads=4, num_head_channels=64, attention_resolutions="16",
 # dropout=0.1) has 35,746,307 parameters (counted on the instantiated reference).
-CIFAR = {"data_shape": (3, 32, 32), "model_channels": 128, "channel_mult": (1, 2, 2, 2), "num_res_blocks": 2,
-         "attention_resolutions": (16,), "num_heads": 4, "num_head_channels": 64, "dropout": 0.1}
+CIFAR = {
+    "data_shape": (3, 32, 32),
+    "model_channels": 128,
+    "channel_mult": (1, 2, 2, 2),
+    "num_res_blocks": 2,
+    "attention_resolutions": (16,),
+    "num_heads": 4,
+    "num_head_channels": 64,
+    "dropout": 0.1,
+}
 # torchcfm's MNIST notebooks: UNetModelWrapper(dim=(1, 28, 28), num_channels=32, num_res_blocks=1), whose defaults
 # are channel_mult (1, 2, 2), num_heads 1 and attention_resolutions "16" -> downsample rate 28 // 16 = 1, i.e. the
 # 28-pixel maps: 1,075,361 parameters; the same with num_res_blocks=2 has 1,560,769.
-MNIST = {"data_shape": (1, 28, 28), "model_channels": 32, "channel_mult": (1, 2, 2), "num_res_blocks": 1,
-         "attention_resolutions": (28,), "num_heads": 1}
+MNIST = {
+    "data_shape": (1, 28, 28),
+    "model_channels": 32,
+    "channel_mult": (1, 2, 2),
+    "num_res_blocks": 1,
+    "attention_resolutions": (28,),
+    "num_heads": 1,
+}
 # the small digits net (under 0.5 M parameters): 8 -> 4 -> 2 pixels, attention at 4 and in the middle (2)
-TINY = {"data_shape": (1, 8, 8), "model_channels": 16, "channel_mult": (1, 2, 2), "num_res_blocks": 1,
-        "attention_resolutions": (4,), "num_heads": 1, "norm_groups": 8}
+TINY = {
+    "data_shape": (1, 8, 8),
+    "model_channels": 16,
+    "channel_mult": (1, 2, 2),
+    "num_res_blocks": 1,
+    "attention_resolutions": (4,),
+    "num_heads": 1,
+    "norm_groups": 8,
+}
 
 
 def n_params(net):
@@ -91,13 +113,23 @@ def test_cifar_net_runs_at_batch_one_and_starts_at_zero():
     assert h.abs().sum() > 0
 
 
-@pytest.mark.parametrize("kwargs", [
-    TINY,
-    dict(TINY, data_shape=(3, 8, 16), attention_resolutions=(8,)),  # non-square: resolutions are map widths
-    dict(MNIST, model_channels=16, norm_groups=8),
-    {"data_shape": (3, 32, 32), "model_channels": 16, "channel_mult": (1, 2, 2, 2), "num_res_blocks": 1,
-     "attention_resolutions": "16,8", "num_head_channels": 8, "norm_groups": 8},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        TINY,
+        dict(TINY, data_shape=(3, 8, 16), attention_resolutions=(8,)),  # non-square: resolutions are map widths
+        dict(MNIST, model_channels=16, norm_groups=8),
+        {
+            "data_shape": (3, 32, 32),
+            "model_channels": 16,
+            "channel_mult": (1, 2, 2, 2),
+            "num_res_blocks": 1,
+            "attention_resolutions": "16,8",
+            "num_head_channels": 8,
+            "norm_groups": 8,
+        },
+    ],
+)
 def test_output_is_shaped_like_the_input(kwargs):
     net = randomise_zero_init(UNet(**kwargs))
     x = torch.randn(2, *kwargs["data_shape"])
@@ -194,23 +226,30 @@ def test_bf16_autocast_is_close_to_float32():
 EIGHT = {"data_shape": (1, 8, 8), "model_channels": 32, "channel_mult": (1, 2), "attention_resolutions": (4,)}
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"data_shape": (1, 28, 28), "channel_mult": (1, 2, 2, 2)},
-     r"channel_mult=\(1, 2, 2, 2\) downsamples by 8.*height 28.*channel_mult=\(1, 2, 2\)"),
-    (dict(EIGHT, model_channels=24), r"norm_groups=32 must divide.*\[24, 48\], but not \[24, 48\]"),
-    (dict(EIGHT, attention_resolutions=(8,), num_head_channels=24),
-     r"num_head_channels=24 must divide the attention widths \[32, 64\]"),
-    (dict(EIGHT, num_heads=3), r"num_heads=3 must divide the attention widths \[64\]"),
-    (dict(EIGHT, num_head_channels=0), r"num_head_channels must be -1 \(use num_heads\) or >= 1, got 0"),
-    ({"data_shape": (1, 8, 8), "channel_mult": (1, 2)}, r"attention_resolutions=\[16\] lists \[16\].*\[8, 4\]"),
-    ({"data_shape": (8, 8)}, r"data_shape must be an image shape \(C, H, W\), got \[8, 8\]"),
-    ({"data_shape": (1, 8, 8), "model_channels": 0}, r"model_channels must be an integer >= 1, got 0"),
-    ({"data_shape": (1, 8, 8), "num_res_blocks": 0}, r"num_res_blocks must be an integer >= 1"),
-    ({"data_shape": (1, 8, 8), "channel_mult": ()}, r"channel_mult must be a non-empty"),
-    ({"data_shape": (1, 8, 8), "dropout": 1.0}, r"dropout must lie in \[0, 1\)"),
-    (dict(EIGHT, attention_resolutions="4,x"), r"attention_resolutions='4,x' must be integers"),
-    ({}, r"UNet.data_shape is not set"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            {"data_shape": (1, 28, 28), "channel_mult": (1, 2, 2, 2)},
+            r"channel_mult=\(1, 2, 2, 2\) downsamples by 8.*height 28.*channel_mult=\(1, 2, 2\)",
+        ),
+        (dict(EIGHT, model_channels=24), r"norm_groups=32 must divide.*\[24, 48\], but not \[24, 48\]"),
+        (
+            dict(EIGHT, attention_resolutions=(8,), num_head_channels=24),
+            r"num_head_channels=24 must divide the attention widths \[32, 64\]",
+        ),
+        (dict(EIGHT, num_heads=3), r"num_heads=3 must divide the attention widths \[64\]"),
+        (dict(EIGHT, num_head_channels=0), r"num_head_channels must be -1 \(use num_heads\) or >= 1, got 0"),
+        ({"data_shape": (1, 8, 8), "channel_mult": (1, 2)}, r"attention_resolutions=\[16\] lists \[16\].*\[8, 4\]"),
+        ({"data_shape": (8, 8)}, r"data_shape must be an image shape \(C, H, W\), got \[8, 8\]"),
+        ({"data_shape": (1, 8, 8), "model_channels": 0}, r"model_channels must be an integer >= 1, got 0"),
+        ({"data_shape": (1, 8, 8), "num_res_blocks": 0}, r"num_res_blocks must be an integer >= 1"),
+        ({"data_shape": (1, 8, 8), "channel_mult": ()}, r"channel_mult must be a non-empty"),
+        ({"data_shape": (1, 8, 8), "dropout": 1.0}, r"dropout must lie in \[0, 1\)"),
+        (dict(EIGHT, attention_resolutions="4,x"), r"attention_resolutions='4,x' must be integers"),
+        ({}, r"UNet.data_shape is not set"),
+    ],
+)
 def test_construction_errors_name_the_keyword(kwargs, match):
     with pytest.raises(ValueError, match=match):
         UNet(**kwargs)

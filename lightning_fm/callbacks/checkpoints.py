@@ -23,6 +23,7 @@ on an exception between training steps; written atomically; never with non-finit
   and, under DDP, any exception (the other processes may never reach the save) write nothing new: the last
   periodic checkpoint, at most ``every_n_train_steps`` steps old, is kept.
 """
+
 from __future__ import annotations
 
 import os
@@ -158,15 +159,22 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
     then. Saves made by others (``trainer.save_checkpoint``, other checkpoint callbacks) are not tested.
     """
 
-    def __init__(self, every_n_train_steps: int = DEFAULT_EVERY_N_TRAIN_STEPS, dirpath: str | None = None,
-                 save_on_signal: bool = True) -> None:
-        if isinstance(every_n_train_steps, bool) or int(every_n_train_steps) != every_n_train_steps \
-                or every_n_train_steps < 1:
-            raise ValueError(f"CrashSafeModelCheckpoint.every_n_train_steps must be an integer >= 1, got "
-                             f"{every_n_train_steps!r}")
+    def __init__(
+        self,
+        every_n_train_steps: int = DEFAULT_EVERY_N_TRAIN_STEPS,
+        dirpath: str | None = None,
+        save_on_signal: bool = True,
+    ) -> None:
+        if (
+            isinstance(every_n_train_steps, bool)
+            or int(every_n_train_steps) != every_n_train_steps
+            or every_n_train_steps < 1
+        ):
+            raise ValueError(
+                f"CrashSafeModelCheckpoint.every_n_train_steps must be an integer >= 1, got {every_n_train_steps!r}"
+            )
         # every_n_train_steps goes to ModelCheckpoint too: it is part of the callback's state key in checkpoints
-        super().__init__(dirpath=dirpath, every_n_train_steps=int(every_n_train_steps), save_last=True,
-                         save_top_k=0)
+        super().__init__(dirpath=dirpath, every_n_train_steps=int(every_n_train_steps), save_last=True, save_top_k=0)
         self.every_n_train_steps = int(every_n_train_steps)
         self.save_on_signal = bool(save_on_signal)
         self.finite_checkpoint: tuple[str, int] | None = None
@@ -198,8 +206,9 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
                 request_stop_after_this_step(trainer)  # the stop of SIGTERM (no public API sets it)
                 self._restore_sigint()  # a second Ctrl-C interrupts at once
                 if trainer.is_global_zero:
-                    sys.stderr.write("\nCtrl-C: stopping after this step and saving last.ckpt (Ctrl-C again to stop "
-                                     "at once)\n")
+                    sys.stderr.write(
+                        "\nCtrl-C: stopping after this step and saving last.ckpt (Ctrl-C again to stop at once)\n"
+                    )
 
             signal.signal(signal.SIGINT, stop_after_this_step)
 
@@ -217,8 +226,11 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
         """Where :meth:`write_last` writes, named as Lightning's ``ModelCheckpoint`` names its last checkpoint:
         ``<dirpath>/last.ckpt``, or ``last-v<n>.ckpt`` where a ``last.ckpt`` is there that is not this callback's
         ``last_model_path`` (which a resume restores). All processes call it (the file test is synchronised)."""
-        metrics = {**trainer.callback_metrics, "epoch": torch.tensor(trainer.current_epoch),
-                   "step": torch.tensor(trainer.global_step)}
+        metrics = {
+            **trainer.callback_metrics,
+            "epoch": torch.tensor(trainer.current_epoch),
+            "step": torch.tensor(trainer.global_step),
+        }
         path, version = self.format_checkpoint_name(dict(metrics), self.CHECKPOINT_NAME_LAST), self.STARTING_VERSION
         while self.file_exists(path, trainer) and path != self.last_model_path:
             path = self.format_checkpoint_name(dict(metrics), self.CHECKPOINT_NAME_LAST, ver=version)
@@ -239,8 +251,10 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
         finally:
             self._own_save = None
         if not tested:
-            raise RuntimeError(f"{path} was written without the finiteness test: Lightning did not call "
-                               "CrashSafeModelCheckpoint.on_save_checkpoint from trainer.save_checkpoint")
+            raise RuntimeError(
+                f"{path} was written without the finiteness test: Lightning did not call "
+                "CrashSafeModelCheckpoint.on_save_checkpoint from trainer.save_checkpoint"
+            )
         self._saved_step = trainer.global_step
         self.finite_checkpoint = (path, int(trainer.global_step))
         if trainer.is_global_zero:
@@ -271,13 +285,18 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
             # WeightAveraging.on_save_checkpoint put the live module's state (the EMA weights while they are swapped
             # in) under "current_model_state" and its copy's (the raw weights) under "state_dict": exchanged back,
             # the checkpoint is the one written outside validation
-            checkpoint["state_dict"], checkpoint["current_model_state"] = (checkpoint["current_model_state"],
-                                                                           checkpoint["state_dict"])
+            checkpoint["state_dict"], checkpoint["current_model_state"] = (
+                checkpoint["current_model_state"],
+                checkpoint["state_dict"],
+            )
         bad = first_nonfinite({key: checkpoint[key] for key in FINITE_KEYS if key in checkpoint})
         if trainer.strategy.reduce_boolean_decision(bad is not None, all=False):
             where = f"first: {bad}" if bad else "on another process"
-            raise NonFiniteStateError(f"the model or optimiser state is not finite at step {trainer.global_step} "
-                                      f"({where}): not checkpointed; {self.finite_note()}", where)
+            raise NonFiniteStateError(
+                f"the model or optimiser state is not finite at step {trainer.global_step} "
+                f"({where}): not checkpointed; {self.finite_note()}",
+                where,
+            )
         self._own_save["tested"] = True
 
     def write_last_as_trained(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -285,8 +304,9 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
         has swapped its average into the module."""
         self.write_last(trainer, ema_swapped_in=trainer.validating and averaging_callback(trainer) is not None)
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         """Every ``every_n_train_steps`` steps, and at the last step (``max_steps``): the final state is written
         here, before the EMA callback's ``on_train_end`` copies its average over the raw weights."""
         step = trainer.global_step
@@ -311,8 +331,12 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
 
     def _skips_saving(self, trainer: Trainer) -> bool:
         """No checkpoint under ``fast_dev_run``, outside ``fit``, in the sanity check, or twice at one step."""
-        return bool(trainer.fast_dev_run) or trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking \
+        return (
+            bool(trainer.fast_dev_run)
+            or trainer.state.fn != TrainerFn.FITTING
+            or trainer.sanity_checking
             or self._saved_step == trainer.global_step
+        )
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self._restore_sigint()
@@ -323,8 +347,12 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
             what = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
         else:
             what = type(exception).__name__
-        if isinstance(exception, FloatingPointError) or trainer.sanity_checking or trainer.fast_dev_run \
-                or trainer.state.fn != TrainerFn.FITTING:
+        if (
+            isinstance(exception, FloatingPointError)
+            or trainer.sanity_checking
+            or trainer.fast_dev_run
+            or trainer.state.fn != TrainerFn.FITTING
+        ):
             return  # a divergence says where the finite state is itself; nothing to keep outside fit
         reason = None
         if not stop and trainer.world_size > 1:
@@ -340,8 +368,9 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
             if reason is None:
                 sys.stderr.write(f"{what} at step {trainer.global_step}: {self.finite_note()}\n")
             else:
-                sys.stderr.write(f"{what} at step {trainer.global_step}: no new checkpoint ({reason}); "
-                                 f"{self.finite_note()}\n")
+                sys.stderr.write(
+                    f"{what} at step {trainer.global_step}: no new checkpoint ({reason}); {self.finite_note()}\n"
+                )
 
     @staticmethod
     def _inside_training_step(trainer: Trainer) -> bool:
@@ -358,5 +387,7 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
         if self._resumed_from is not None:
             path, step = self._resumed_from
             return f"no checkpoint written since this run resumed from {path} (step {step})"
-        return (f"no checkpoint has been written yet (one every {self.every_n_train_steps} steps, "
-                "CrashSafeModelCheckpoint.every_n_train_steps)")
+        return (
+            f"no checkpoint has been written yet (one every {self.every_n_train_steps} steps, "
+            "CrashSafeModelCheckpoint.every_n_train_steps)"
+        )

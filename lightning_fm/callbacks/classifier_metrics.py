@@ -1,6 +1,7 @@
 """``ClassifierMetrics``: sample quality of grey-image models measured with a small classifier trained on the data's
 own training split (no download): Fréchet distance of its features, class coverage, confidence and label accuracy.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -22,8 +23,10 @@ def _images_and_labels(value: Any, what: str) -> tuple[Tensor, Tensor | None]:
         return value[0], value[1]
     if hasattr(value, "labels") and callable(getattr(value, "chunks", None)):
         return torch.cat(list(value.chunks())), value.labels
-    raise TypeError(f"ClassifierMetrics: {what} must be (images, labels) or an image split with .labels and "
-                    f".chunks(), got {type(value).__name__}")
+    raise TypeError(
+        f"ClassifierMetrics: {what} must be (images, labels) or an image split with .labels and "
+        f".chunks(), got {type(value).__name__}"
+    )
 
 
 def training_images(datamodule: Any) -> tuple[Tensor, Tensor]:
@@ -31,13 +34,17 @@ def training_images(datamodule: Any) -> tuple[Tensor, Tensor]:
     ``target_train_images()`` (a pair or an image split, :class:`~lightning_fm.data.images.ImageDataModule`)."""
     name = type(datamodule).__name__
     if not callable(getattr(datamodule, "target_train_images", None)):
-        raise TypeError(f"ClassifierMetrics cannot find the training images of {name}: it has no method "
-                        "`target_train_images()` returning (images, labels) (image data such as "
-                        "lightning_fm.data.ImageDataModule has one)")
+        raise TypeError(
+            f"ClassifierMetrics cannot find the training images of {name}: it has no method "
+            "`target_train_images()` returning (images, labels) (image data such as "
+            "lightning_fm.data.ImageDataModule has one)"
+        )
     images, labels = _images_and_labels(datamodule.target_train_images(), f"{name}.target_train_images()")
     if labels is None:
-        raise ValueError(f"ClassifierMetrics trains its classifier on labelled images, but the training images of "
-                         f"{name} have no labels")
+        raise ValueError(
+            f"ClassifierMetrics trains its classifier on labelled images, but the training images of "
+            f"{name} have no labels"
+        )
     return images, labels
 
 
@@ -56,11 +63,15 @@ def source_training_images(datamodule: Any) -> tuple[Tensor, Tensor] | None:
 def check_grey_images(shape: tuple[int, ...]) -> None:
     """Raise a ValueError unless ``shape`` is a grey image ``(1, H, W)``."""
     if len(shape) == 3 and shape[0] == 3:
-        raise ValueError(f"ClassifierMetrics measures grey images (1, H, W); the data are RGB {shape}: remove "
-                         "lightning_fm.callbacks.ClassifierMetrics from trainer.callbacks")
+        raise ValueError(
+            f"ClassifierMetrics measures grey images (1, H, W); the data are RGB {shape}: remove "
+            "lightning_fm.callbacks.ClassifierMetrics from trainer.callbacks"
+        )
     if len(shape) != 3 or shape[0] != 1:
-        raise ValueError(f"ClassifierMetrics measures grey images (1, H, W), but the data have shape {shape}: "
-                         "remove lightning_fm.callbacks.ClassifierMetrics from trainer.callbacks")
+        raise ValueError(
+            f"ClassifierMetrics measures grey images (1, H, W), but the data have shape {shape}: "
+            "remove lightning_fm.callbacks.ClassifierMetrics from trainer.callbacks"
+        )
 
 
 class PredictionStatistics(Metric):
@@ -76,8 +87,11 @@ class PredictionStatistics(Metric):
         self.add_state("counts", default=torch.zeros(num_classes, dtype=torch.float64), dist_reduce_fx="sum")
         for name in ("confidence", "n", "hits", "asked", "in_target"):
             self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.register_buffer("target_mask", torch.zeros(num_classes, dtype=torch.bool).index_fill_(
-            0, target_classes.long(), True), persistent=False)
+        self.register_buffer(
+            "target_mask",
+            torch.zeros(num_classes, dtype=torch.bool).index_fill_(0, target_classes.long(), True),
+            persistent=False,
+        )
 
     def update(self, probabilities: Tensor, requested: Tensor | None = None) -> None:
         confidence, predicted = probabilities.max(dim=1)
@@ -90,8 +104,13 @@ class PredictionStatistics(Metric):
             self.asked += requested.numel()
 
     def compute(self) -> dict[str, Tensor]:
-        return {"counts": self.counts, "confidence": self.confidence / self.n, "hits": self.hits,
-                "asked": self.asked, "in_target": self.in_target / self.n}
+        return {
+            "counts": self.counts,
+            "confidence": self.confidence / self.n,
+            "hits": self.hits,
+            "asked": self.asked,
+            "in_target": self.in_target / self.n,
+        }
 
 
 class ClassifierMetrics(Callback):
@@ -131,8 +150,13 @@ class ClassifierMetrics(Callback):
         batch_size: images per classifier forward pass.
     """
 
-    def __init__(self, cache_dir: str | None = None, classifier: dict[str, Any] | None = None,
-                 every_n_validations: int = 1, batch_size: int = 1000) -> None:
+    def __init__(
+        self,
+        cache_dir: str | None = None,
+        classifier: dict[str, Any] | None = None,
+        every_n_validations: int = 1,
+        batch_size: int = 1000,
+    ) -> None:
         for key, value in (("every_n_validations", every_n_validations), ("batch_size", batch_size)):
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise ValueError(f"ClassifierMetrics.{key} must be an integer >= 1, got {value!r}")
@@ -152,8 +176,10 @@ class ClassifierMetrics(Callback):
         if stage not in ("fit", "validate", "test") or (self.classifier is not None and datamodule is self._data):
             return
         if datamodule is None:
-            raise ValueError("ClassifierMetrics needs a data module (trainer.fit(model, datamodule=...)): its "
-                             "classifier trains on the data's training images")
+            raise ValueError(
+                "ClassifierMetrics needs a data module (trainer.fit(model, datamodule=...)): its "
+                "classifier trains on the data's training images"
+            )
         check_grey_images(tuple(getattr(datamodule, "target_shape", None) or datamodule.data_shape))
         images, labels = training_images(datamodule)
         self.target_classes = torch.unique(labels.cpu())
@@ -169,7 +195,8 @@ class ClassifierMetrics(Callback):
             classifier = load_or_train_classifier(images, labels, self.cache_dir, **settings)
         if world > 1:
             config, state = trainer.strategy.broadcast(
-                None if classifier is None else (classifier.config, classifier.state_dict()), src=0)
+                None if classifier is None else (classifier.config, classifier.state_dict()), src=0
+            )
             classifier = DigitsClassifier(**config)
             classifier.load_state_dict(state)
         self.classifier, self._data = classifier.eval().requires_grad_(False), datamodule
@@ -196,8 +223,10 @@ class ClassifierMetrics(Callback):
     # -- one pass ----------------------------------------------------------------------------------------------
     def _update(self, pl_module: LightningModule, outputs: Any, batch: dict[str, Tensor]) -> None:
         if not (isinstance(outputs, Mapping) and "generated" in outputs):
-            raise TypeError("ClassifierMetrics needs the evaluation step to return {'generated': samples} "
-                            f"(as FlowMatchingModule does), got {type(outputs).__name__}")
+            raise TypeError(
+                "ClassifierMetrics needs the evaluation step to return {'generated': samples} "
+                f"(as FlowMatchingModule does), got {type(outputs).__name__}"
+            )
         generated = outputs["generated"]
         features, probabilities = self._classify(generated)
         self._stats["generated"].update(features)
@@ -224,8 +253,10 @@ class ClassifierMetrics(Callback):
         if getattr(trainer.datamodule, "source_is_standard_normal", True) is False:
             values["target_class_fraction"] = float(predictions["in_target"])
         device = pl_module.device
-        pl_module.log_dict({f"{prefix}/{k}": torch.tensor(v, dtype=torch.float32, device=device)
-                            for k, v in values.items()}, sync_dist=True)
+        pl_module.log_dict(
+            {f"{prefix}/{k}": torch.tensor(v, dtype=torch.float32, device=device) for k, v in values.items()},
+            sync_dist=True,
+        )
         for metric in (*self._stats.values(), self._predictions):
             metric.reset()
 
@@ -240,8 +271,15 @@ class ClassifierMetrics(Callback):
         if self._active:
             self._prepare(pl_module.device)
 
-    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                                batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if self._active:
             self._update(pl_module, outputs, batch)
 

@@ -1,4 +1,5 @@
 """A non-finite training loss stops every process of the run, within ``trainer.log_every_n_steps`` steps."""
+
 from __future__ import annotations
 
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -18,8 +19,9 @@ def finite_checkpoint_note(trainer: Trainer) -> str:
     notes = [c.finite_note() for c in trainer.checkpoint_callbacks if hasattr(c, "finite_note")]
     if notes:
         return "; ".join(notes)
-    return ("no checkpoint is known to be finite (trainer.callbacks has no "
-            "lightning_fm.callbacks.CrashSafeModelCheckpoint)")
+    return (
+        "no checkpoint is known to be finite (trainer.callbacks has no lightning_fm.callbacks.CrashSafeModelCheckpoint)"
+    )
 
 
 class DivergenceGuard(Callback):
@@ -49,10 +51,14 @@ class DivergenceGuard(Callback):
             return
         first, last = window if window is not None else (trainer.global_step, trainer.global_step)
         if world > 1:
-            where = (f"in steps {first}..{last} (non-finite steps per process: "
-                     + ", ".join(f"rank {rank}: {count}" for rank, count in enumerate(counts)) + ")")
+            where = (
+                f"in steps {first}..{last} (non-finite steps per process: "
+                + ", ".join(f"rank {rank}: {count}" for rank, count in enumerate(counts))
+                + ")"
+            )
         else:
             where = f"at {counts[0]} of the {last - first + 1} steps {first}..{last}"
         raise FloatingPointError(
             f"training loss is not finite {where}; noticed at step {last} (the loss is checked every "
-            f"trainer.log_every_n_steps={trainer.log_every_n_steps} steps); {finite_checkpoint_note(trainer)}")
+            f"trainer.log_every_n_steps={trainer.log_every_n_steps} steps); {finite_checkpoint_note(trainer)}"
+        )

@@ -27,6 +27,7 @@ divided by the time since the fit started). An *exact* identity that fails its t
 check, its value and its tolerance; statistical and diagnostic rows never stop anything. The results of the last
 run are in :attr:`DualityCheck.results` (and the whole history in :attr:`DualityCheck.history`).
 """
+
 from __future__ import annotations
 
 import re
@@ -67,9 +68,17 @@ class DualityCheck(Callback):
     Its cost relative to training is logged as ``duality/overhead``.
     """
 
-    def __init__(self, every_n_steps: int = 500, on_validation: bool = True, on_failure: str = "warn",
-                 L: float | None = None, n_points: int = 256, steps: int = 20, max_dim: int = 8,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        every_n_steps: int = 500,
+        on_validation: bool = True,
+        on_failure: str = "warn",
+        L: float | None = None,
+        n_points: int = 256,
+        steps: int = 20,
+        max_dim: int = 8,
+        seed: int = 0,
+    ) -> None:
         if on_failure not in ON_FAILURE:
             raise ValueError(f"DualityCheck.on_failure must be one of {list(ON_FAILURE)}, got {on_failure!r}")
         if every_n_steps < 0 or n_points < 2 or steps < 1 or max_dim < 1:
@@ -102,14 +111,16 @@ class DualityCheck(Callback):
         return self.overhead
 
     # -- hooks -------------------------------------------------------------------------------------------------
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         start = time.perf_counter()
         if isinstance(batch, dict) and "x0" in batch and "x1" in batch:
             self._pairs = (batch["x0"][: self.n_points], batch["x1"][: self.n_points])
         step = trainer.global_step
-        due = step != self._last_step and (self._static is None or
-                                           (self.every_n_steps > 0 and step % self.every_n_steps == 0))
+        due = step != self._last_step and (
+            self._static is None or (self.every_n_steps > 0 and step % self.every_n_steps == 0)
+        )
         self.seconds += time.perf_counter() - start
         if due:
             self._last_step = step
@@ -142,8 +153,11 @@ class DualityCheck(Callback):
         """All checks for ``pl_module`` at ``step`` on the stored training pairs (no logging, no action)."""
         family = model_family(pl_module)
         if family is None:
-            self._warn_once("family", f"DualityCheck: {type(pl_module).__name__} is neither a CFM model (velocity, "
-                                      "path) nor an IFM model (field_output, field): nothing to check")
+            self._warn_once(
+                "family",
+                f"DualityCheck: {type(pl_module).__name__} is neither a CFM model (velocity, "
+                "path) nor an IFM model (field_output, field): nothing to check",
+            )
             return []
         if self._pairs is None:
             self._warn_once("batch", "DualityCheck: the training batches have no 'x0'/'x1': learned checks skipped")
@@ -177,8 +191,10 @@ class DualityCheck(Callback):
         metrics["duality/exact_failures"] = float(len(failed))
         for r in failed:
             action = "stopping training (on_failure='stop')" if self.on_failure == "stop" else "training goes on"
-            message = (f"DualityCheck: exact identity '{r.name}' failed at step {step} ({stage}): value "
-                       f"{r.value:.3e} > tolerance {r.tolerance:.3e}; {action}")
+            message = (
+                f"DualityCheck: exact identity '{r.name}' failed at step {step} ({stage}): value "
+                f"{r.value:.3e} > tolerance {r.tolerance:.3e}; {action}"
+            )
             if self.on_failure == "stop":
                 rank_zero_warn(message)
             else:

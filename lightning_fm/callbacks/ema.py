@@ -2,15 +2,16 @@
 
 The callback keeps the average in a copy of the module (:func:`lightning_fm.compat.averaged_model`) and swaps it
 into the live module in its ``on_validation_epoch_start`` and back in ``on_validation_epoch_end``; it builds the copy
-in ``setup("fit")`` only, so outside ``fit`` (``validate``/``test``/``predict`` of a checkpoint) there is no copy and the live module
-holds the checkpoint's weights, the EMA ones where it was trained with the callback (Lightning saves them as the
-state dict). Callback hooks run in the order of ``trainer.callbacks``.
+in ``setup("fit")`` only, so outside ``fit`` (``validate``/``test``/``predict`` of a checkpoint) there is no copy and
+the live module holds the checkpoint's weights, the EMA ones where it was trained with the callback (Lightning saves
+them as the state dict). Callback hooks run in the order of ``trainer.callbacks``.
 
 So Lightning's warning that the averaging state "cannot be restored" outside ``fit``, printed on every
 ``test``/``validate``/``predict`` of a checkpoint, says nothing here (the EMA weights are loaded as the state). This
 module only names it (:data:`OUTSIDE_FIT_WARNING`; importing a library module changes no warning filter): the
 command line filters it.
 """
+
 from __future__ import annotations
 
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -40,7 +41,10 @@ def evaluation_weights(trainer: Trainer, pl_module: LightningModule, caller: Cal
     else its copy; without a copy, the live module (a checkpoint's own weights)."""
     callback, copy = averaging_callback(trainer), averaged_module(trainer)
     if copy is None:
-        return pl_module, ("checkpoint weights" if callback is not None or trainer.state.fn != "fit" else
-                           "live weights (no EMA callback)")
+        return pl_module, (
+            "checkpoint weights"
+            if callback is not None or trainer.state.fn != "fit"
+            else "live weights (no EMA callback)"
+        )
     swapped = trainer.callbacks.index(callback) < trainer.callbacks.index(caller)
     return (pl_module if swapped else copy), "EMA weights"

@@ -1,4 +1,5 @@
 """Sample grids written while training: what the EMA model generates from fixed source points, every N steps."""
+
 from __future__ import annotations
 
 import math
@@ -49,11 +50,19 @@ class SampleGrid(Callback):
             files decoded per batch, as CelebA's, make a full search slow).
     """
 
-    def __init__(self, every_n_steps: int = 1000, n_samples: int = 64, guidance: float | None = None,
-                 nrow: int | None = None, sampler: dict | None = None, nearest_limit: int | None = 50_000) -> None:
+    def __init__(
+        self,
+        every_n_steps: int = 1000,
+        n_samples: int = 64,
+        guidance: float | None = None,
+        nrow: int | None = None,
+        sampler: dict | None = None,
+        nearest_limit: int | None = 50_000,
+    ) -> None:
         if every_n_steps < 0 or n_samples < 1:
-            raise ValueError(f"SampleGrid needs every_n_steps >= 0 and n_samples >= 1, got {every_n_steps}, "
-                             f"{n_samples}")
+            raise ValueError(
+                f"SampleGrid needs every_n_steps >= 0 and n_samples >= 1, got {every_n_steps}, {n_samples}"
+            )
         self.every_n_steps, self.n_samples, self.guidance = int(every_n_steps), int(n_samples), guidance
         self.nrow, self.sampler, self.nearest_limit = nrow, dict(sampler or {}), nearest_limit
         self._fixed: dict[str, Tensor] | None = None
@@ -77,7 +86,8 @@ class SampleGrid(Callback):
 
     def is_transfer(self, trainer: Trainer) -> bool:
         return not getattr(trainer.datamodule, "source_is_standard_normal", True) and hasattr(
-            trainer.datamodule, "target_train_images")
+            trainer.datamodule, "target_train_images"
+        )
 
     @torch.no_grad()
     def draw(self, trainer: Trainer, pl_module: LightningModule) -> Path | None:
@@ -92,15 +102,23 @@ class SampleGrid(Callback):
         model.to(device).eval()
         try:
             y = self._fixed.get("y")
-            result = model.sample(self._fixed["x0"].to(device), y=None if y is None else y.to(device),
-                                  guidance=self.guidance, **self.sampler)
+            result = model.sample(
+                self._fixed["x0"].to(device),
+                y=None if y is None else y.to(device),
+                guidance=self.guidance,
+                **self.sampler,
+            )
         finally:
             model.to(home).train(was_training)
         panels = {"samples": result.x.cpu()}
         if self.is_transfer(trainer):
-            panels = {"source": self._fixed["x0"], "transferred": panels["samples"],
-                      "nearest training target": nearest(panels["samples"], trainer.datamodule.target_train_images(),
-                                                         self.nearest_limit)}
+            panels = {
+                "source": self._fixed["x0"],
+                "transferred": panels["samples"],
+                "nearest training target": nearest(
+                    panels["samples"], trainer.datamodule.target_train_images(), self.nearest_limit
+                ),
+            }
         self.last = panels
         title = f"{type(pl_module).__name__}  step {trainer.global_step}  {weights}  NFE {result.nfe}"
         return self._write(trainer, panels, title)

@@ -23,6 +23,7 @@ closed-form density (e.g. the toy ``moons`` source of a transfer) gets one warni
 The probes and dequantisation noise are drawn from generators seeded by ``(seed, stage, batch, rank)``: every
 validation of a run sees the same noise.
 """
+
 from __future__ import annotations
 
 import time
@@ -59,8 +60,10 @@ def density_problem(pl_module: Any) -> str | None:
         return f"{type(pl_module).__name__} has no log_likelihood method"
     field = getattr(pl_module, "field", None)
     if field is not None and not getattr(field, "forward_only", False):
-        return (f"{type(pl_module).__name__} with field {type(field).__name__} is not forward-only (E_z <= 0 "
-                "somewhere: z is not a time), so it has no density")
+        return (
+            f"{type(pl_module).__name__} with field {type(field).__name__} is not forward-only (E_z <= 0 "
+            "somewhere: z is not a time), so it has no density"
+        )
     return None
 
 
@@ -78,8 +81,10 @@ def source_density(datamodule: Any) -> LogProb:
         what = f"data.source={source!r}"
     else:
         what = "the source (no data module)" if datamodule is None else f"the source of {type(datamodule).__name__}"
-    raise ValueError(f"{what} has no closed-form density log p_0 (known: N(0, I) noise, the toy '8gaussians'); "
-                     "give HeldOutLikelihood(source_log_prob=...) or a data module with source_log_prob(x)")
+    raise ValueError(
+        f"{what} has no closed-form density log p_0 (known: N(0, I) noise, the toy '8gaussians'); "
+        "give HeldOutLikelihood(source_log_prob=...) or a data module with source_log_prob(x)"
+    )
 
 
 class HeldOutLikelihood(Callback):
@@ -99,28 +104,52 @@ class HeldOutLikelihood(Callback):
         on_unsupported: ``"warn"`` (log nothing) or ``"raise"`` for a model or source without a density.
     """
 
-    def __init__(self, every_n_validations: int = 1, n_points: int = 1000, divergence: str = "auto",
-                 exact_max_dim: int = 16, probes: int = 1, probe: str = "rademacher", method: str = "dopri5",
-                 steps: int | None = None, atol: float = 1e-5, rtol: float = 1e-5, levels: int | None = None,
-                 min_fz: float = 1e-6, source_log_prob: LogProb | None = None, seed: int = 0,
-                 on_unsupported: str = "warn") -> None:
-        for key, value in (("every_n_validations", every_n_validations), ("n_points", n_points),
-                           ("exact_max_dim", exact_max_dim)):
+    def __init__(
+        self,
+        every_n_validations: int = 1,
+        n_points: int = 1000,
+        divergence: str = "auto",
+        exact_max_dim: int = 16,
+        probes: int = 1,
+        probe: str = "rademacher",
+        method: str = "dopri5",
+        steps: int | None = None,
+        atol: float = 1e-5,
+        rtol: float = 1e-5,
+        levels: int | None = None,
+        min_fz: float = 1e-6,
+        source_log_prob: LogProb | None = None,
+        seed: int = 0,
+        on_unsupported: str = "warn",
+    ) -> None:
+        for key, value in (
+            ("every_n_validations", every_n_validations),
+            ("n_points", n_points),
+            ("exact_max_dim", exact_max_dim),
+        ):
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise ValueError(f"HeldOutLikelihood.{key} must be an integer >= 1, got {value!r}")
         if divergence not in (*DIVERGENCES, "auto"):
-            raise ValueError(f"HeldOutLikelihood.divergence must be one of {[*DIVERGENCES, 'auto']}, "
-                             f"got {divergence!r}")
+            raise ValueError(
+                f"HeldOutLikelihood.divergence must be one of {[*DIVERGENCES, 'auto']}, got {divergence!r}"
+            )
         check_likelihood_options(method, steps, atol, rtol, "exact", probes, probe)
         if levels is not None:
             grid_spacing(levels)
         if on_unsupported not in ON_UNSUPPORTED:
-            raise ValueError(f"HeldOutLikelihood.on_unsupported must be one of {list(ON_UNSUPPORTED)}, "
-                             f"got {on_unsupported!r}")
+            raise ValueError(
+                f"HeldOutLikelihood.on_unsupported must be one of {list(ON_UNSUPPORTED)}, got {on_unsupported!r}"
+            )
         self.every_n_validations, self.n_points = int(every_n_validations), int(n_points)
         self.divergence, self.exact_max_dim, self.levels = divergence, int(exact_max_dim), levels
-        self.solver = {"method": method, "steps": steps, "atol": atol, "rtol": rtol, "probes": int(probes),
-                       "probe": probe}
+        self.solver = {
+            "method": method,
+            "steps": steps,
+            "atol": atol,
+            "rtol": rtol,
+            "probes": int(probes),
+            "probe": probe,
+        }
         self.min_fz, self.source_log_prob, self.seed = float(min_fz), source_log_prob, int(seed)
         self.on_unsupported = on_unsupported
         self.validations = 0
@@ -163,8 +192,16 @@ class HeldOutLikelihood(Callback):
     # -- passes --------------------------------------------------------------------------------------------------
     def _start(self, active: bool) -> None:
         self._active = active and self._source is not None
-        self._totals = {"sum": 0.0, "count": 0.0, "nonfinite": 0.0, "guarded": 0.0, "lines": 0.0, "nfe": 0.0,
-                        "batches": 0.0, "seconds": 0.0}
+        self._totals = {
+            "sum": 0.0,
+            "count": 0.0,
+            "nonfinite": 0.0,
+            "guarded": 0.0,
+            "lines": 0.0,
+            "nfe": 0.0,
+            "batches": 0.0,
+            "seconds": 0.0,
+        }
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
@@ -177,12 +214,26 @@ class HeldOutLikelihood(Callback):
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start(True)
 
-    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                                batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         self._evaluate(trainer, pl_module, batch, batch_idx, "val")
 
-    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         self._evaluate(trainer, pl_module, batch, batch_idx, "test")
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -192,8 +243,7 @@ class HeldOutLikelihood(Callback):
         self._log(pl_module, "test")
 
     # -- the work ------------------------------------------------------------------------------------------------
-    def _evaluate(self, trainer: Trainer, pl_module: Any, batch: dict[str, Tensor], batch_idx: int,
-                  stage: str) -> None:
+    def _evaluate(self, trainer: Trainer, pl_module: Any, batch: dict[str, Tensor], batch_idx: int, stage: str) -> None:
         take = self.n_points - int(self._totals.get("lines", 0))
         if not self._active or take <= 0 or not isinstance(batch, dict) or "x1" not in batch:
             return
@@ -236,10 +286,12 @@ class HeldOutLikelihood(Callback):
             return
         self._active = False
         keys = ("sum", "count", "nonfinite", "nfe", "batches", "guarded", "lines")
-        local = torch.tensor([float(self._totals.get(k, 0.0)) for k in keys], dtype=torch.float64,
-                             device=pl_module.device)
-        summed = pl_module.trainer.strategy.reduce(local, reduce_op="sum") if pl_module.trainer.world_size > 1 \
-            else local
+        local = torch.tensor(
+            [float(self._totals.get(k, 0.0)) for k in keys], dtype=torch.float64, device=pl_module.device
+        )
+        summed = (
+            pl_module.trainer.strategy.reduce(local, reduce_op="sum") if pl_module.trainer.world_size > 1 else local
+        )
         totals = dict(zip(keys, summed.tolist()))
         if not totals["batches"]:
             return
@@ -247,8 +299,10 @@ class HeldOutLikelihood(Callback):
         if totals["count"]:
             metrics[self.metric_name()] = totals["sum"] / totals["count"]
         else:
-            rank_zero_warn(f"HeldOutLikelihood: no finite {stage}/{self.metric_name()} at this pass "
-                           f"({int(totals['nonfinite'])} non-finite points)")
+            rank_zero_warn(
+                f"HeldOutLikelihood: no finite {stage}/{self.metric_name()} at this pass "
+                f"({int(totals['nonfinite'])} non-finite points)"
+            )
         metrics["likelihood_nfe"] = totals["nfe"] / totals["batches"]
         metrics["likelihood_seconds"] = float(self._totals.get("seconds", 0.0))  # this process's
         if hasattr(pl_module, "field"):

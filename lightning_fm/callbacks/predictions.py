@@ -1,4 +1,5 @@
 """``SampleWriter``: what ``predict`` generates, saved next to the run."""
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """Validation figures, drawn from the data's real shape: 2-D samples over the target with trajectories (toys),
 image grids of samples beside held-out images (``(C, H, W)`` data), or the first two coordinates otherwise."""
+
 from __future__ import annotations
 
 import shutil
@@ -26,8 +27,9 @@ def is_image_shape(shape: tuple[int, ...]) -> bool:
     return len(shape) == 3 and shape[0] in (1, 3)
 
 
-def plot_validation(result: ValidationResult, title: str = "", max_points: int = 2000, max_lines: int = 32,
-                    max_images: int = 64):
+def plot_validation(
+    result: ValidationResult, title: str = "", max_points: int = 2000, max_lines: int = 32, max_images: int = 64
+):
     """A matplotlib figure of a validation result, chosen by the shape of one sample."""
     shape = tuple(result.generated.shape[1:])
     if is_image_shape(shape):
@@ -85,8 +87,13 @@ def image_grid(images: torch.Tensor, columns: int | None = None) -> torch.Tensor
 def show_images(ax, images: torch.Tensor, name: str, columns: int | None = None) -> None:
     """Draw images ``(N, C, H, W)`` in [-1, 1] on ``ax`` as one grid titled ``name``."""
     grid = image_grid(images, columns)
-    ax.imshow(grid.squeeze(-1).numpy() if grid.shape[-1] == 1 else grid.numpy(), cmap="gray", vmin=0, vmax=1,
-              interpolation="nearest")
+    ax.imshow(
+        grid.squeeze(-1).numpy() if grid.shape[-1] == 1 else grid.numpy(),
+        cmap="gray",
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+    )
     ax.set_title(name)
     ax.axis("off")
 
@@ -133,8 +140,9 @@ class SamplePlots(Callback):
         max_images: images in each grid for image data.
     """
 
-    def __init__(self, every_n_validations: int = 1, max_points: int = 2000, max_lines: int = 32,
-                 max_images: int = 64) -> None:
+    def __init__(
+        self, every_n_validations: int = 1, max_points: int = 2000, max_lines: int = 32, max_images: int = 64
+    ) -> None:
         self.every_n_validations = max(1, every_n_validations)
         self.max_points, self.max_lines, self.max_images = max_points, max_lines, max_images
         self._count = 0

@@ -1,4 +1,5 @@
 """Per-step seeding of the training randomness, so that a resumed run draws what the uninterrupted run drew."""
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,9 @@ class StepSeeding(Callback):
     than a toy step's maths; ``benchmarks/train_throughput.py``)."""
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        seed = derive_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)), STEP_STREAM, trainer.global_step,
-                           trainer.global_rank)
+        seed = derive_seed(
+            int(os.environ.get("PL_GLOBAL_SEED", 0)), STEP_STREAM, trainer.global_step, trainer.global_rank
+        )
         torch.default_generator.manual_seed(seed)
         if pl_module.device.type == "cuda":
             torch.cuda.default_generators[pl_module.device.index or 0].manual_seed(seed)

@@ -1,11 +1,11 @@
 """``train/samples_per_s``: global training samples a second."""
+
 from __future__ import annotations
 
 import time
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
-
 
 
 class Throughput(Callback):
@@ -22,8 +22,9 @@ class Throughput(Callback):
         if self.window is None:
             self.window = (time.perf_counter(), self.step)
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = self.step
         if self.window is None or (step + 1) % max(1, int(trainer.log_every_n_steps)):
             return
@@ -31,6 +32,7 @@ class Throughput(Callback):
         elapsed, steps = now - self.window[0], step - self.window[1]
         batch_size = batch["x0"].shape[0]
         if elapsed > 0 and steps > 0:
-            pl_module.log("train/samples_per_s", steps * batch_size * trainer.world_size / elapsed,
-                          batch_size=batch_size)
+            pl_module.log(
+                "train/samples_per_s", steps * batch_size * trainer.world_size / elapsed, batch_size=batch_size
+            )
         self.window = (now, step)

@@ -8,11 +8,11 @@ parsing (:func:`split_checkpoint`).
 Model and data are chosen by class (``--model CFMModule``, ``--data DigitsDataModule``, or ``class_path`` in YAML).
 The data shape is given once, by the data: a backbone whose ``data_shape`` is left out takes ``data.data_shape``
 (also through wrappers such as ``FieldHead``). With no arguments, ``fit`` runs the default embedded job: OT-CFM on
-the 2-D toy 8gaussians -> moons (read from the shipped ``configs/toy/otcfm.yaml``, :func:`default_job`), leaving a checkpoint with EMA
-weights, the resolved config, metrics and sample plots in ``runs/<name>/version_<n>/`` (``runs``: the logger's
-``save_dir`` if set, else ``--trainer.default_root_dir`` if given); ``fit --ckpt_path last`` resumes the newest run
-of a config in its own directory, and ``test``/``predict --ckpt_path <run>/checkpoints/...`` write beside that run
-(:mod:`lightning_fm.cli.run_config`).
+the 2-D toy 8gaussians -> moons (read from the shipped ``configs/toy/otcfm.yaml``, :func:`default_job`), leaving a
+checkpoint with EMA weights, the resolved config, metrics and sample plots in ``runs/<name>/version_<n>/``
+(``runs``: the logger's ``save_dir`` if set, else ``--trainer.default_root_dir`` if given); ``fit --ckpt_path last``
+resumes the newest run of a config in its own directory, and ``test``/``predict --ckpt_path
+<run>/checkpoints/...`` write beside that run (:mod:`lightning_fm.cli.run_config`).
 
 With ``--ckpt_path`` the checkpoint's model (class and stored hyperparameters) takes the place of the defaults, and
 ``-c`` files and command-line values override it, except for the settings that define the trained network, which
@@ -20,6 +20,7 @@ must match it (:mod:`lightning_fm.cli.checkpoint_rules`); every class a checkpoi
 (:mod:`lightning_fm.utils.spec`). A configuration error ends with one line, ``error: <key>: <what is wrong>``, and
 exit status 2 (:mod:`lightning_fm.cli.errors`; ``LIGHTNING_FM_TRACEBACK=1`` shows the traceback instead).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,7 +48,8 @@ PROG = "python -m lightning_fm"
 DESCRIPTION = (
     "Flow matching (CFM), interaction field matching (IFM, EFM) and forward-only IFM. Subcommands: fit, validate, "
     "test, predict (Lightning's), and duality: the duality experiment, `python -m lightning_fm duality -c "
-    "configs/toy/duality.yaml` (see `python -m lightning_fm duality --help`).")
+    "configs/toy/duality.yaml` (see `python -m lightning_fm duality --help`)."
+)
 #: ``--ckpt_path`` values that are not files (Lightning resolves them; ``last`` is resolved by the CLI)
 CKPT_NAMES = ("last", "best", "hpc", "registry")
 #: set to 1 to see the traceback of a configuration error instead of its one-line message
@@ -75,8 +77,10 @@ def default_job() -> dict[str, Any]:
     for root in (Path(__file__).resolve().parents[2], Path.cwd()):
         if (root / DEFAULT_JOB).is_file():
             return yaml.safe_load((root / DEFAULT_JOB).read_text())
-    raise ValueError(f"the default job is the repository's {DEFAULT_JOB}, which is neither beside the package nor in "
-                     "the working directory: run from a clone of the repository, or give a config with -c")
+    raise ValueError(
+        f"the default job is the repository's {DEFAULT_JOB}, which is neither beside the package nor in "
+        "the working directory: run from a clone of the repository, or give a config with -c"
+    )
 
 
 def parser_defaults(chosen: set[str]) -> dict[str, Any]:
@@ -126,8 +130,13 @@ def chosen_components(argv: list[str], configs: list[dict[str, Any]]) -> set[str
 
 def is_checkpoint_file(path: Any) -> bool:
     """Whether ``--ckpt_path`` names a local file (not ``last``/``best``/``hpc``/``registry``, not a URL)."""
-    return isinstance(path, str) and bool(path) and path not in CKPT_NAMES and not path.startswith("registry:") \
+    return (
+        isinstance(path, str)
+        and bool(path)
+        and path not in CKPT_NAMES
+        and not path.startswith("registry:")
         and "://" not in path
+    )
 
 
 class ErrorContext:
@@ -149,8 +158,13 @@ def split_checkpoint(argv: list[str]) -> tuple[list[str], str | None]:
         if skip:
             skip = False
             continue
-        value = argv[i + 1] if arg == "--ckpt_path" and i + 1 < len(argv) else \
-            arg.split("=", 1)[1] if arg.startswith("--ckpt_path=") else None
+        value = (
+            argv[i + 1]
+            if arg == "--ckpt_path" and i + 1 < len(argv)
+            else arg.split("=", 1)[1]
+            if arg.startswith("--ckpt_path=")
+            else None
+        )
         if value is not None and is_checkpoint_file(value) and Path(value).is_file():
             found, skip = value, arg == "--ckpt_path"
             continue
@@ -163,8 +177,15 @@ class FlowMatchingCLI(LightningCLI):
     data-shape link, all decided in the public hooks ``add_arguments_to_parser`` and ``before_instantiate_classes``.
     ``argv``: the command line without a checkpoint file, ``ckpt_path``: that file (:func:`split_checkpoint`)."""
 
-    def __init__(self, *args: Any, chosen: set[str] = frozenset(), argv: list[str] | None = None,
-                 ckpt_path: str | None = None, context: ErrorContext | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        chosen: set[str] = frozenset(),
+        argv: list[str] | None = None,
+        ckpt_path: str | None = None,
+        context: ErrorContext | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.chosen, self.argv, self.ckpt_path = set(chosen), list(argv or ["fit"]), ckpt_path
         self.context = context or ErrorContext()
         super().__init__(*args, **kwargs)
@@ -202,8 +223,9 @@ class FlowMatchingCLI(LightningCLI):
             config.weights_only = True
         if subcommand == "fit":
             trainer = config.trainer
-            trainer.val_check_interval = validation_interval(trainer.val_check_interval,
-                                                             trainer.check_val_every_n_epoch, trainer.max_steps)
+            trainer.val_check_interval = validation_interval(
+                trainer.val_check_interval, trainer.check_val_every_n_epoch, trainer.max_steps
+            )
         datamodule = build(_as_dict(config.data))
         fill_data_shape(config.model.init_args.get("backbone"), tuple(datamodule.data_shape))
 
@@ -217,8 +239,9 @@ class FlowMatchingCLI(LightningCLI):
         try:
             self.config = self.parser.parse_args(argv)
         except argparse.ArgumentError as err:
-            raise CheckpointError(f"{where}: its stored model does not fit {stored['class_path']} "
-                                  f"({condense_parser_message(str(err))})") from None
+            raise CheckpointError(
+                f"{where}: its stored model does not fit {stored['class_path']} ({condense_parser_message(str(err))})"
+            ) from None
         config = self.place(subcommand, path)
         check_network(config.model, stored, where)
 
@@ -240,8 +263,13 @@ def config_files(argv: list[str]) -> list[str]:
     """The values of ``-c``/``--config`` that name files (not inline YAML such as ``'{trainer: ...}'``)."""
     found = []
     for i, arg in enumerate(argv):
-        value = argv[i + 1] if arg in ("-c", "--config") and i + 1 < len(argv) else \
-            arg.split("=", 1)[1] if arg.startswith("--config=") else None
+        value = (
+            argv[i + 1]
+            if arg in ("-c", "--config") and i + 1 < len(argv)
+            else arg.split("=", 1)[1]
+            if arg.startswith("--config=")
+            else None
+        )
         if value is not None and not value.lstrip().startswith(("{", "[")) and "\n" not in value:
             found.append(value)
     return found
@@ -264,8 +292,10 @@ def read_config_files(argv: list[str]) -> list[dict[str, Any]]:
         except (yaml.YAMLError, UnicodeDecodeError) as err:
             raise ValueError(f"-c {value} is not valid YAML: {' '.join(str(err).split())}") from None
         if content is not None and not isinstance(content, dict):
-            raise ValueError(f"-c {value} must hold a mapping of config keys (trainer:, model:, data: ...), "
-                             f"not a {type(content).__name__}")
+            raise ValueError(
+                f"-c {value} must hold a mapping of config keys (trainer:, model:, data: ...), "
+                f"not a {type(content).__name__}"
+            )
         contents.append(content or {})
     return contents
 
@@ -309,5 +339,9 @@ def main(args: list[str] | None = None) -> FlowMatchingCLI | None:
 
 
 # the parsers raise their errors (main prints them in one line) instead of printing usage and exiting
-PARSER_KWARGS: dict[str, Any] = {"prog": PROG, "description": DESCRIPTION, "exit_on_error": False,
-                                 **{command: {"exit_on_error": False} for command in LightningCLI.subcommands()}}
+PARSER_KWARGS: dict[str, Any] = {
+    "prog": PROG,
+    "description": DESCRIPTION,
+    "exit_on_error": False,
+    **{command: {"exit_on_error": False} for command in LightningCLI.subcommands()},
+}

@@ -6,6 +6,7 @@ sampler, guidance, validation and logging settings, label dropout, ...) take the
 given, and the checkpoint's elsewhere. The settings that define the trained network, :data:`NETWORK_KEYS` (and the
 model's class), must be the checkpoint's: a value that differs is an error naming the key, both values and the file.
 """
+
 from __future__ import annotations
 
 import math
@@ -78,11 +79,14 @@ def check_network(given: Any, stored: dict[str, Any], where: str) -> None:
     if not found:
         return
     if found[0][0] == "model.class_path":
-        raise CheckpointError(f"{where} holds a {stored['class_path']}, but model.class_path is {found[0][1]}: "
-                              "use the config the checkpoint was trained with (its run's config.yaml) or leave the "
-                              "model out (the checkpoint's is used)")
+        raise CheckpointError(
+            f"{where} holds a {stored['class_path']}, but model.class_path is {found[0][1]}: "
+            "use the config the checkpoint was trained with (its run's config.yaml) or leave the "
+            "model out (the checkpoint's is used)"
+        )
     listed = "; ".join(f"{k}={g!r} but the checkpoint has {s!r}" for k, g, s in found[:3])
     more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
     raise CheckpointError(
         f"{where}: {listed}{more}. The {', '.join(NETWORK_KEYS)} define the trained network and must match the "
-        "checkpoint: leave them out (the checkpoint's are used) or use the run's config.yaml")
+        "checkpoint: leave them out (the checkpoint's are used) or use the run's config.yaml"
+    )

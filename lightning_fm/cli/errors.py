@@ -15,6 +15,7 @@ a chained traceback. Pure Python (no Lightning).
 * Anything else (a bug: ``NotImplementedError``, a failed assertion, an error raised inside a library during
   training) is not ours to shorten: it keeps its traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,13 +30,17 @@ from typing import Any
 
 PACKAGE_DIR = str(Path(__file__).resolve().parents[1])  # lightning_fm/
 #: lines of jsonargparse's union messages that say nothing about the problem
-NOISE = re.compile(r"^(- )?(Does not validate against any of the Union subtypes|Errors:|Given value( type)?:.*|"
-                   r"Expected a <class 'NoneType'>|Expected a path but .* either not accessible or invalid)$")
+NOISE = re.compile(
+    r"^(- )?(Does not validate against any of the Union subtypes|Errors:|Given value( type)?:.*|"
+    r"Expected a <class 'NoneType'>|Expected a path but .* either not accessible or invalid)$"
+)
 KEY_LINE = re.compile(r'^(- )?Parser key "([^"]+)":\s*(.*)$')
 CLASS_LINE = re.compile(r"^(- )?Problem with given class_path '([^']+)':\s*(.*)$")
 SUBTYPES_LINE = re.compile(r"^Subtypes: \[(.*)\]$")
-UNKNOWN_CLASS = re.compile(r"(Expected a dot import path string: (?P<a>\S+)|Import path (?P<b>\S+) does not exist"
-                           r"|No module named '?(?P<c>[^' ]+)'?)")
+UNKNOWN_CLASS = re.compile(
+    r"(Expected a dot import path string: (?P<a>\S+)|Import path (?P<b>\S+) does not exist"
+    r"|No module named '?(?P<c>[^' ]+)'?)"
+)
 GIVEN_CLASS = re.compile(r"Given value: Namespace\(class_path='([^']+)'")
 NOT_ACCEPTED = re.compile(r"^Option '([^']+)' is not accepted")
 #: functions (of this package, or LightningCLI's) inside which any error is about the config keys named
@@ -83,8 +88,13 @@ def is_configuration_error(err: BaseException) -> bool:
         return True
     if not isinstance(err, Exception) or isinstance(err, (NotImplementedError, AssertionError)):
         return False  # a programming error: its traceback matters
-    return any(raised_here(e) or raised_by_parser(e) or configuring_key(e) is not None
-               or type(e).__name__ == "MisconfigurationException" for e in chain(err))
+    return any(
+        raised_here(e)
+        or raised_by_parser(e)
+        or configuring_key(e) is not None
+        or type(e).__name__ == "MisconfigurationException"
+        for e in chain(err)
+    )
 
 
 def short_message(err: BaseException, config: Any = None) -> str:
@@ -209,8 +219,12 @@ def known_classes(bases: list[str]) -> list[str]:
         if not isinstance(cls, type):
             continue
         for sub in _subclasses(cls):
-            if sub.__module__.startswith("lightning_fm") and not sub.__name__.startswith("_") and \
-                    not getattr(sub, "__abstractmethods__", None) and sub.__name__ not in names:
+            if (
+                sub.__module__.startswith("lightning_fm")
+                and not sub.__name__.startswith("_")
+                and not getattr(sub, "__abstractmethods__", None)
+                and sub.__name__ not in names
+            ):
                 names.append(sub.__name__)
     return names
 

@@ -1,6 +1,7 @@
 """The CLI's run directories and schedule: where a command's run lands (``trainer.default_root_dir`` or the logger's
-``save_dir``), which run directory it continues (:mod:`lightning_fm.cli.run_dirs`), the resolved config written there (and
-uploaded to W&B), and a validation cadence that fits the run's length."""
+``save_dir``), which run directory it continues (:mod:`lightning_fm.cli.run_dirs`), the resolved config written
+there (and uploaded to W&B), and a validation cadence that fits the run's length."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,8 +46,11 @@ def validation_interval(val_check_interval: Any, check_val_every_n_epoch: Any, m
     ``val_check_interval``, as the configs set it), ``min(val_check_interval, max_steps // MIN_VALIDATIONS)`` (at
     least 1), so that a short run validates (and plots) at least :data:`MIN_VALIDATIONS` times, the last at or near
     its end; any other setting is returned unchanged."""
-    step_based = check_val_every_n_epoch is None and isinstance(val_check_interval, int) and \
-        not isinstance(val_check_interval, bool)
+    step_based = (
+        check_val_every_n_epoch is None
+        and isinstance(val_check_interval, int)
+        and not isinstance(val_check_interval, bool)
+    )
     if not step_based or not isinstance(max_steps, int) or max_steps < 1:
         return val_check_interval
     return max(1, min(val_check_interval, max_steps // MIN_VALIDATIONS))
@@ -68,8 +72,10 @@ def check_schedule(config: Namespace, subcommand: str) -> None:
     if not isinstance(steps, int) or steps >= 1 or (steps == -1 and epochs != 0):
         return
     given = f"trainer.max_steps={steps}" + (" with trainer.max_epochs=0" if steps == -1 else "")
-    raise ValueError(f"{given} trains nothing: give the number of optimiser steps (>= 1), or -1 to train for "
-                     "trainer.max_epochs epochs")
+    raise ValueError(
+        f"{given} trains nothing: give the number of optimiser steps (>= 1), or -1 to train for "
+        "trainer.max_epochs epochs"
+    )
 
 
 def checkpoint_step(path: str) -> int:
@@ -92,15 +98,18 @@ def continue_run(config: Namespace, subcommand: str) -> None:
         return
     args = logger.init_args
     if ckpt_path == "hpc":  # a SLURM requeue: Lightning loads the highest hpc_ckpt_<N>.ckpt of default_root_dir
-        found = sorted(Path(config.trainer.get("default_root_dir") or ".").glob("hpc_ckpt_*.ckpt"),
-                       key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
+        found = sorted(
+            Path(config.trainer.get("default_root_dir") or ".").glob("hpc_ckpt_*.ckpt"),
+            key=lambda p: int(p.stem.rsplit("_", 1)[-1]),
+        )
         if found and kind == "csv" and subcommand == "fit":
             args.keep_until_step = checkpoint_step(str(found[-1]))
         return
     if args.get("version") is not None:
         return
-    found = continuation(str(args.get("save_dir") or "runs"), str(args.get("name") or "lightning_fm"), ckpt_path,
-                         subcommand)
+    found = continuation(
+        str(args.get("save_dir") or "runs"), str(args.get("name") or "lightning_fm"), ckpt_path, subcommand
+    )
     config.ckpt_path = found.ckpt_path
     if not found.resumed:
         return

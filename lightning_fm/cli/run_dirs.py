@@ -6,6 +6,7 @@
   (``test`` and ``predict`` write their results beside the training run that made the checkpoint).
 * otherwise a new ``version_<n>``, one above the highest there.
 """
+
 from __future__ import annotations
 
 import re

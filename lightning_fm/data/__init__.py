@@ -3,6 +3,7 @@ the literature (:mod:`.toy_distributions`, :class:`ToyDataModule`), images (:cla
 images; :class:`TransferDataModule`: unpaired image -> image) on image set components (the embedded 8x8 digits,
 MNIST, Fashion-MNIST, CIFAR-10, CelebA 64x64, any ImageFolder tree, synthetic images) and scikit-learn's digits
 (:class:`DigitsDataModule`)."""
+
 from lightning_fm.data.base import FlowDataModule
 from lightning_fm.data.digits import DigitsDataModule
 from lightning_fm.data.folder_images import FolderImages

@@ -15,6 +15,7 @@ predict streams are disjoint; results do not depend on ``num_workers``. Evaluati
 on rank ``k mod W``): every sample is evaluated exactly once and every process runs the same number of batches
 (at least one), whatever the number of processes.
 """
+
 from __future__ import annotations
 
 import math
@@ -70,8 +71,9 @@ class EpochDataLoader(DataLoader):
     batches of that epoch already trained on; after ``load_state_dict`` the pass of that epoch starts behind them,
     so a run resumed from a mid-epoch checkpoint sees exactly the batches of an uninterrupted run."""
 
-    def __init__(self, dataset: EpochIterableDataset, clock: Clock, position: Callable[[], int] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, dataset: EpochIterableDataset, clock: Clock, position: Callable[[], int] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(dataset, batch_size=None, **kwargs)
         self.clock, self.position = clock, position
         self._resume: dict[str, int] | None = None
@@ -118,8 +120,10 @@ class ShardedBatches(EpochIterableDataset):
 
     def make_batch(self, k: int) -> dict[str, Tensor]:
         if self.n < self.world_size:
-            raise ValueError(f"an evaluation set of {self.n} samples cannot be shared out between {self.world_size} "
-                             "processes (every process needs at least one sample)")
+            raise ValueError(
+                f"an evaluation set of {self.n} samples cannot be shared out between {self.world_size} "
+                "processes (every process needs at least one sample)"
+            )
         total = self.world_size * self._batches_per_rank()
         index = self.rank + k * self.world_size
         return {key: torch.tensor_split(value, total)[index] for key, value in self.tensors.items()}

@@ -16,6 +16,7 @@ noise of the same shape.
 
 Labels keep their digit value (0..9) also when ``classes`` selects a subset.
 """
+
 from __future__ import annotations
 
 from typing import Any, ClassVar
@@ -46,11 +47,16 @@ class DigitsDataModule(ImageDataModule):
 
     set_keys: ClassVar[dict[str, str]] = {"target": "data"}  # the digits' arguments are this DataModule's own
 
-    def __init__(self, classes: list[int] | None = None, val_fraction: float = 0.2, n_predict: int = 1000,
-                 batch_size: int = 128, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        classes: list[int] | None = None,
+        val_fraction: float = 0.2,
+        n_predict: int = 1000,
+        batch_size: int = 128,
+        **kwargs: Any,
+    ) -> None:
         digits = DigitsImages(classes=classes, val_fraction=val_fraction, seed=kwargs.get("seed", 0))
-        super().__init__(target=digits, source=None, hflip=False, n_predict=n_predict, batch_size=batch_size,
-                         **kwargs)
+        super().__init__(target=digits, source=None, hflip=False, n_predict=n_predict, batch_size=batch_size, **kwargs)
         for key in ("target", "source", "hflip"):  # derived from the arguments above
             self.hparams.pop(key, None)
 
@@ -58,5 +64,7 @@ class DigitsDataModule(ImageDataModule):
     def splits(self) -> dict[str, tuple[Tensor, Tensor]]:
         """``{"train": (images, labels), "val": (images, labels)}``."""
         splits = self.target.splits()
-        return {"train": (splits["train"].data, splits["train"].labels),
-                "val": (splits["eval"].data, splits["eval"].labels)}
+        return {
+            "train": (splits["train"].data, splits["train"].labels),
+            "val": (splits["eval"].data, splits["eval"].labels),
+        }

@@ -1,6 +1,7 @@
 """``FolderImages``: any ``torchvision.datasets.ImageFolder`` tree ``path/<class>/*.png|jpg|...`` as an image set
 of :class:`~lightning_fm.data.images.ImageDataModule` (labels: the class folders), held in memory as uint8 up to
 ``IN_MEMORY_BYTES`` of images, else decoded per batch by the DataLoader workers (``data.num_workers``)."""
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,9 @@ class DecodedFolder:
     """Map-style dataset of an ``ImageFolder``'s files: item ``i`` is file ``i`` as uint8 ``(C, H, W)``, converted
     to ``mode`` ("L" or "RGB"), resized (shorter side) and centre-cropped to ``size`` where given."""
 
-    def __init__(self, files: list[str], mode: str, size: int | None, shape: tuple[int, ...],
-                 key: str = "FolderImages") -> None:
+    def __init__(
+        self, files: list[str], mode: str, size: int | None, shape: tuple[int, ...], key: str = "FolderImages"
+    ) -> None:
         self.files, self.mode, self.size, self.shape, self.key = files, mode, size, shape, key
 
     def __len__(self) -> int:
@@ -39,8 +41,10 @@ class DecodedFolder:
                 image = TF.center_crop(TF.resize(image, self.size), [self.size, self.size])
             x = TF.pil_to_tensor(image)
         if tuple(x.shape) != self.shape:
-            raise ValueError(f"{self.files[i]} is {tuple(x.shape[1:])} pixels but the folder's first image "
-                             f"{tuple(self.shape[1:])}; set {self.key}.image_size to resize them all")
+            raise ValueError(
+                f"{self.files[i]} is {tuple(x.shape[1:])} pixels but the folder's first image "
+                f"{tuple(self.shape[1:])}; set {self.key}.image_size to resize them all"
+            )
         return x
 
 
@@ -62,8 +66,15 @@ class FolderImages(ImageSet):
             None: in memory when the uint8 images take at most ``IN_MEMORY_BYTES`` (1 GiB).
     """
 
-    def __init__(self, path: str, image_size: int | None = None, val_fraction: float = 0.1, seed: int = 0,
-                 channels: int | None = None, in_memory: bool | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        image_size: int | None = None,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        channels: int | None = None,
+        in_memory: bool | None = None,
+    ) -> None:
         self.path, self.image_size, self.val_fraction, self.seed = path, image_size, val_fraction, seed
         self.channels, self.in_memory = channels, in_memory
 

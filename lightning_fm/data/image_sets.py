@@ -10,6 +10,7 @@ images for smoke tests and benchmarks (:class:`SyntheticImages`); the sets read 
 (MNIST, Fashion-MNIST, CIFAR-10, CelebA 64x64, any ``ImageFolder`` tree) are in
 :mod:`lightning_fm.data.torchvision_sets`.
 """
+
 from __future__ import annotations
 
 import math
@@ -86,8 +87,10 @@ class TensorImages(ImageSplit):
     def __init__(self, data: Tensor, labels: Tensor) -> None:
         super().__init__(labels)
         if data.dtype not in (torch.uint8, torch.float32) or data.ndim != 4 or len(data) != len(labels):
-            raise ValueError(f"images must be (N, C, H, W) uint8 or float32 with N labels, got {tuple(data.shape)} "
-                             f"{data.dtype} and {len(labels)} labels")
+            raise ValueError(
+                f"images must be (N, C, H, W) uint8 or float32 with N labels, got {tuple(data.shape)} "
+                f"{data.dtype} and {len(labels)} labels"
+            )
         self.data = data
 
     def get(self, index: Tensor) -> Tensor:
@@ -162,12 +165,16 @@ class ImageSet(Buildable):
 
     def _check_classes(self, classes: Any, num_classes: int, what: str = "classes") -> None:
         if classes is not None and not (
-            isinstance(classes, (list, tuple)) and len(classes) > 0
-            and all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c < num_classes
-                    for c in classes)
+            isinstance(classes, (list, tuple))
+            and len(classes) > 0
+            and all(
+                isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c < num_classes for c in classes
+            )
         ):
-            raise ValueError(f"{self.key}.classes must be a non-empty list of {what} in 0..{num_classes - 1} (or "
-                             f"null for all), got {classes!r}")
+            raise ValueError(
+                f"{self.key}.classes must be a non-empty list of {what} in 0..{num_classes - 1} (or "
+                f"null for all), got {classes!r}"
+            )
 
     def _check_int(self, name: str, value: Any, low: int) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -210,12 +217,13 @@ class DigitsImages(ImageSet):
         self._check_fraction("val_fraction", self.val_fraction)
         self._check_classes(self.classes, 10, "digits")
 
-
     def load(self) -> dict[str, ImageSplit]:
         images, labels = load_digit_images()
         train, val = stratified_split(labels.numpy(), self.val_fraction, self.seed)
-        splits = {name: TensorImages(images[index], labels[index]).with_classes(self.classes)
-                  for name, index in (("train", train), ("eval", val))}
+        splits = {
+            name: TensorImages(images[index], labels[index]).with_classes(self.classes)
+            for name, index in (("train", train), ("eval", val))
+        }
         n_train, n_val = len(splits["train"]), len(splits["eval"])
         if n_val < 1 or n_train < n_val:
             raise ValueError(
@@ -249,14 +257,23 @@ class SyntheticImages(ImageSet):
         seed: seed of the images and labels.
     """
 
-    def __init__(self, shape: tuple[int, int, int] = (3, 32, 32), n_train: int = 512, n_eval: int = 64,
-                 num_classes: int = 10, seed: int = 0) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, int, int] = (3, 32, 32),
+        n_train: int = 512,
+        n_eval: int = 64,
+        num_classes: int = 10,
+        seed: int = 0,
+    ) -> None:
         self._shape, self.n_train, self.n_eval, self._classes, self.seed = shape, n_train, n_eval, num_classes, seed
 
     def check(self) -> None:
         shape = self._shape
-        if not (isinstance(shape, (list, tuple)) and len(shape) == 3
-                and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)):
+        if not (
+            isinstance(shape, (list, tuple))
+            and len(shape) == 3
+            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)
+        ):
             raise ValueError(f"{self.key}.shape must be three integers (C, H, W) >= 1, got {shape!r}")
         self._check_int("n_train", self.n_train, 1)
         self._check_int("n_eval", self.n_eval, 1)
@@ -276,8 +293,11 @@ class SyntheticImages(ImageSet):
         patterns = smooth_noise(self.num_classes, self.shape, g) if self.num_classes else None
         splits = {}
         for name, n in (("train", self.n_train), ("eval", self.n_eval)):
-            labels = (torch.randint(0, self.num_classes, (n,), generator=g) if self.num_classes
-                      else torch.zeros(n, dtype=torch.int64))
+            labels = (
+                torch.randint(0, self.num_classes, (n,), generator=g)
+                if self.num_classes
+                else torch.zeros(n, dtype=torch.int64)
+            )
             data = torch.empty(n, *self.shape, dtype=torch.uint8)
             for start in range(0, n, 4096):  # bounded float memory for large sets
                 rows = slice(start, min(start + 4096, n))

@@ -22,6 +22,7 @@ Labels (``y1``, ``y0``) are given where the set has classes (``num_classes > 0``
 fixed noise does not depend on the batch or the process that asks for it. Sets decoded per batch (``split.lazy``:
 CelebA, big folders) are decoded by ``num_workers`` DataLoader workers, for evaluation too.
 """
+
 from __future__ import annotations
 
 import math
@@ -80,8 +81,16 @@ class ImageEpoch(EpochIterableDataset):
     """Training batches of :class:`ImageDataModule` (see the module docstring): one pass over ``target`` an
     epoch, with fresh noise (``source`` None) or source images as ``x0``."""
 
-    def __init__(self, target: ImageSplit, batch_size: int, seed: int, hflip: bool = False,
-                 source: ImageSplit | None = None, target_labels: bool = True, source_labels: bool = True) -> None:
+    def __init__(
+        self,
+        target: ImageSplit,
+        batch_size: int,
+        seed: int,
+        hflip: bool = False,
+        source: ImageSplit | None = None,
+        target_labels: bool = True,
+        source_labels: bool = True,
+    ) -> None:
         super().__init__()
         self.target, self.source, self.batch_size, self.seed, self.hflip = target, source, batch_size, seed, hflip
         self.target_labels, self.source_labels = target_labels, source_labels
@@ -109,7 +118,9 @@ class ImageEpoch(EpochIterableDataset):
 
     def make_batch(self, k: int) -> dict[str, Tensor]:
         order, source_order = self.orders()
-        positions = torch.arange(self.rank, len(order), self.world_size)[k * self.batch_size:(k + 1) * self.batch_size]
+        positions = torch.arange(self.rank, len(order), self.world_size)[
+            k * self.batch_size : (k + 1) * self.batch_size
+        ]
         index = order[positions]
         x1 = self.target.get(index)
         g = make_generator(self.seed, TRAIN, self.epoch, self.rank, k)
@@ -172,8 +183,15 @@ class ImageDataModule(FlowDataModule):
     #: the config key that the errors of each image set name
     set_keys: ClassVar[dict[str, str]] = {"target": "data.target", "source": "data.source"}
 
-    def __init__(self, target: ImageSet, source: ImageSet | None = None, hflip: bool = False,
-                 n_val: int | None = None, n_predict: int = 1000, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        target: ImageSet,
+        source: ImageSet | None = None,
+        hflip: bool = False,
+        n_val: int | None = None,
+        n_predict: int = 1000,
+        **kwargs: Any,
+    ) -> None:
         self.target = self._image_set("target", target)
         self.source = None if source is None else self._image_set("source", source)
         if not isinstance(hflip, bool):
@@ -195,8 +213,10 @@ class ImageDataModule(FlowDataModule):
         key = self.set_keys[role]
         built = build(value)
         if not isinstance(built, ImageSet):
-            raise TypeError(f"{key} must be an image set such as {{class_path: lightning_fm.data.DigitsImages}} "
-                             f"(a subclass of lightning_fm.data.ImageSet), got {value!r}")
+            raise TypeError(
+                f"{key} must be an image set such as {{class_path: lightning_fm.data.DigitsImages}} "
+                f"(a subclass of lightning_fm.data.ImageSet), got {value!r}"
+            )
         return built.bind(key)
 
     # -- what the models read ------------------------------------------------------------------------------------
@@ -268,8 +288,15 @@ class ImageDataModule(FlowDataModule):
 
     def train_set(self) -> ImageEpoch:
         source_labels, target_labels = self._has_labels()
-        return ImageEpoch(self.target_train_images(), self.hparams.batch_size, self.hparams.seed, self.hflip,
-                          self.source_train_images(), target_labels=target_labels, source_labels=source_labels)
+        return ImageEpoch(
+            self.target_train_images(),
+            self.hparams.batch_size,
+            self.hparams.seed,
+            self.hflip,
+            self.source_train_images(),
+            target_labels=target_labels,
+            source_labels=source_labels,
+        )
 
     def _sources(self, n: int, stream: int) -> tuple[dict[str, Tensor], dict[str, Callable[[Tensor], Tensor]]]:
         """``x0`` (+ ``y0``) of an evaluation or predict set of ``n`` rows: fixed noise or held-out sources."""
@@ -289,8 +316,9 @@ class ImageDataModule(FlowDataModule):
         n = self._count()
         tensors, resolve = self._sources(n, noise_stream)
         tensors["x1"] = self._subset(len(held_out), n, salt=1)
-        tensors["x1_ref"] = torch.randperm(len(train), generator=make_generator(self.hparams.seed, ref_stream, 0, 0,
-                                                                                0))[:n]
+        tensors["x1_ref"] = torch.randperm(
+            len(train), generator=make_generator(self.hparams.seed, ref_stream, 0, 0, 0)
+        )[:n]
         resolve.update(x1=held_out.get, x1_ref=train.get)
         if self._has_labels()[1]:
             tensors["y1"] = held_out.labels[tensors["x1"]]

@@ -12,6 +12,7 @@ Memory: MNIST, Fashion-MNIST and CIFAR-10 are held as uint8 (converted per batch
 (JPEG, centre crop 140, resize to 64: the DDPM / PFGM / IFM CelebA-64 pipeline) by the DataLoader workers
 (``data.num_workers``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -142,7 +143,6 @@ class MNISTImages(TorchvisionSet):
     def folder(self) -> Path:
         return Path(self.root) / self.dataset / "raw"
 
-
     def extract(self) -> None:
         from torchvision.datasets.utils import extract_archive
 
@@ -206,7 +206,6 @@ class CIFAR10Images(TorchvisionSet):
     def folder(self) -> Path:
         return Path(self.root) / "cifar-10-batches-py"
 
-
     def extract(self) -> None:
         from torchvision.datasets import CIFAR10
         from torchvision.datasets.utils import check_integrity, extract_archive
@@ -234,8 +233,14 @@ class CIFAR10Images(TorchvisionSet):
 
 
 # -- CelebA 64x64 -----------------------------------------------------------------------------------------------------
-CELEBA_FILES = ("img_align_celeba/", "list_eval_partition.txt", "identity_CelebA.txt", "list_attr_celeba.txt",
-                "list_bbox_celeba.txt", "list_landmarks_align_celeba.txt")
+CELEBA_FILES = (
+    "img_align_celeba/",
+    "list_eval_partition.txt",
+    "identity_CelebA.txt",
+    "list_attr_celeba.txt",
+    "list_bbox_celeba.txt",
+    "list_landmarks_align_celeba.txt",
+)
 CELEBA_PARTITIONS = {"train": 0, "valid": 1, "test": 2}
 
 
@@ -277,8 +282,12 @@ class CelebA64Images(TorchvisionSet):
     title = "CelebA"
     files = CELEBA_FILES
     archive_note = " (or img_align_celeba.zip instead of img_align_celeba/: extracted on loading)"
-    urls = (("Google Drive through gdown (pip install gdown; Drive quotas often refuse it: the files are also "
-             "linked from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html)"),)
+    urls = (
+        (
+            "Google Drive through gdown (pip install gdown; Drive quotas often refuse it: the files are also "
+            "linked from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html)"
+        ),
+    )
 
     def __init__(self, root: str = "data", download: bool = False, eval_split: str = "valid") -> None:
         self.root, self.download, self.eval_split = root, download, eval_split
@@ -311,8 +320,9 @@ class CelebA64Images(TorchvisionSet):
     def _read(self) -> dict[str, ImageSplit]:
         from torchvision.datasets import CelebA
 
-        ds = self._torchvision(lambda: CelebA(str(self.root), split="all", target_type=[],
-                                              transform=celeba64_transform()))
+        ds = self._torchvision(
+            lambda: CelebA(str(self.root), split="all", target_type=[], transform=celeba64_transform())
+        )
         with open(self.folder / "list_eval_partition.txt") as f:  # the order of ds.filename
             partition = torch.tensor([int(line.split()[1]) for line in f if line.strip()], dtype=torch.int64)
         images = FirstItem(ds)

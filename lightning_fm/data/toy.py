@@ -8,6 +8,7 @@ samples are i.i.d., scores);
 predict: ``n_predict`` source samples. Labels are the distributions' components
 (:data:`~lightning_fm.data.toy_distributions.TOY_CLASSES`).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -66,8 +67,16 @@ class ToyDataModule(FlowDataModule):
             :class:`~lightning_fm.data.base.FlowDataModule`.
     """
 
-    def __init__(self, source: str = "8gaussians", target: str = "moons", steps_per_epoch: int = 1000,
-                 n_val: int = 2000, n_test: int = 2000, n_predict: int = 2000, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        source: str = "8gaussians",
+        target: str = "moons",
+        steps_per_epoch: int = 1000,
+        n_val: int = 2000,
+        n_test: int = 2000,
+        n_predict: int = 2000,
+        **kwargs: Any,
+    ) -> None:
         for key, name in (("source", source), ("target", target)):
             if name not in TOY_DISTRIBUTIONS:
                 raise ValueError(f"data.{key}={name!r} is unknown; choose one of {sorted(TOY_DISTRIBUTIONS)}")
@@ -101,6 +110,7 @@ class ToyDataModule(FlowDataModule):
         return with_source_labels({"x0": x0, "x1": x1, "x1_ref": x1_ref, "y1": y1}, hp.source, y0)
 
     def predict_set(self) -> dict[str, Tensor]:
-        x0, _ = sample_toy(self.hparams.source, self.hparams.n_predict,
-                           make_generator(self.hparams.seed, PREDICT, 0, 0, 0))
+        x0, _ = sample_toy(
+            self.hparams.source, self.hparams.n_predict, make_generator(self.hparams.seed, PREDICT, 0, 0, 0)
+        )
         return {"x0": x0}

@@ -19,6 +19,7 @@ would produce, the reference of an honest W2 noise floor.
 * ``noisy_moons`` (scikit-learn's ``make_moons(noise=0.2)`` at torchcfm's scale) and ``scurve`` are this
   project's own and follow no publication.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,8 +60,16 @@ def gaussian(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
 
 
 #: torchcfm's ``eight_normal_sample`` centres, in its order (the label is the index), before the scale 5.
-EIGHT_CENTRES = ((1.0, 0.0), (-1.0, 0.0), (0.0, 1.0), (0.0, -1.0), (0.5**0.5, 0.5**0.5), (0.5**0.5, -(0.5**0.5)),
-                 (-(0.5**0.5), 0.5**0.5), (-(0.5**0.5), -(0.5**0.5)))
+EIGHT_CENTRES = (
+    (1.0, 0.0),
+    (-1.0, 0.0),
+    (0.0, 1.0),
+    (0.0, -1.0),
+    (0.5**0.5, 0.5**0.5),
+    (0.5**0.5, -(0.5**0.5)),
+    (-(0.5**0.5), 0.5**0.5),
+    (-(0.5**0.5), -(0.5**0.5)),
+)
 EIGHT_GAUSSIANS_SCALE = 5.0
 EIGHT_GAUSSIANS_STD = 0.1**0.25  # torchcfm: MultivariateNormal(0, sqrt(0.1) * I), so std 0.1**0.25 ~ 0.562
 
@@ -83,8 +92,12 @@ def moons(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     coordinates; then ``x * 3 - 1``. Labels: 0 upper, 1 lower moon."""
     n_out, n_in = n // 2, n - n // 2
     a_out, a_in = torch.linspace(0, math.pi, n_out), torch.linspace(0, math.pi, n_in)
-    x = torch.cat([torch.stack([torch.cos(a_out), torch.sin(a_out)], 1),
-                   torch.stack([1 - torch.cos(a_in), 1 - torch.sin(a_in) - 0.5], 1)])
+    x = torch.cat(
+        [
+            torch.stack([torch.cos(a_out), torch.sin(a_out)], 1),
+            torch.stack([1 - torch.cos(a_in), 1 - torch.sin(a_in) - 0.5], 1),
+        ]
+    )
     x = x + MOONS_JITTER * torch.rand(n, 1, generator=generator)
     y = torch.cat([torch.zeros(n_out, dtype=torch.int64), torch.ones(n_in, dtype=torch.int64)])
     return _shuffled(x * 3 - 1, y, generator)
@@ -135,8 +148,13 @@ def spirals(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     divided by 3, plus N(0, 0.1^2) noise on every point. Labels: the arm (0: ``a``, 1: ``-a``)."""
     m = n - n // 2
     s = torch.sqrt(torch.rand(m, 1, generator=generator)) * 3 * math.pi
-    arm = torch.cat([-torch.cos(s) * s + torch.rand(m, 1, generator=generator) * 0.5,
-                     torch.sin(s) * s + torch.rand(m, 1, generator=generator) * 0.5], 1)
+    arm = torch.cat(
+        [
+            -torch.cos(s) * s + torch.rand(m, 1, generator=generator) * 0.5,
+            torch.sin(s) * s + torch.rand(m, 1, generator=generator) * 0.5,
+        ],
+        1,
+    )
     x = torch.cat([arm, -arm])[:n] / 3
     x = x + 0.1 * torch.randn(n, 2, generator=generator)
     y = torch.cat([torch.zeros(m, dtype=torch.int64), torch.ones(m, dtype=torch.int64)])[:n]
@@ -190,8 +208,19 @@ TOY_DISTRIBUTIONS: dict[str, Sampler] = {
 }
 
 #: classes of each distribution's labels
-TOY_CLASSES = {"gaussian": 1, "8gaussians": 8, "moons": 2, "noisy_moons": 2, "circles": 2, "checkerboard": 8,
-               "swissroll": 1, "scurve": 1, "spirals": 2, "pinwheel": 5, "rings": 4}
+TOY_CLASSES = {
+    "gaussian": 1,
+    "8gaussians": 8,
+    "moons": 2,
+    "noisy_moons": 2,
+    "circles": 2,
+    "checkerboard": 8,
+    "swissroll": 1,
+    "scurve": 1,
+    "spirals": 2,
+    "pinwheel": 5,
+    "rings": 4,
+}
 
 
 #: constructions whose draws are not i.i.d. (evenly spaced, balanced or mirrored points)
@@ -200,8 +229,7 @@ NOT_IID = frozenset({"moons", "circles", "spirals", "pinwheel", "rings"})
 IID_OVERSAMPLING = 64
 
 
-def sample_toy(name: str, n: int, generator: torch.Generator | None = None,
-               iid: bool = False) -> tuple[Tensor, Tensor]:
+def sample_toy(name: str, n: int, generator: torch.Generator | None = None, iid: bool = False) -> tuple[Tensor, Tensor]:
     """Draw ``n`` samples ``(x (n, 2) float32, y (n,) int64)`` of the toy distribution ``name``.
 
     ``iid=True``: i.i.d. samples of the construction's density, for the constructions in :data:`NOT_IID` a random

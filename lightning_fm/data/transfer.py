@@ -13,6 +13,7 @@ Two :class:`~lightning_fm.data.image_sets.DigitsImages` with the same ``val_frac
 stratified split of the 1797 digits: their training and evaluation images are disjoint, and a classifier trained on
 the digits' training split has seen none of the evaluation images.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,9 +31,17 @@ class TransferDataModule(ImageDataModule):
         hflip, n_val, n_predict, **kwargs: as :class:`~lightning_fm.data.images.ImageDataModule`.
     """
 
-    def __init__(self, source: ImageSet, target: ImageSet, hflip: bool = False, n_val: int | None = None,
-                 n_predict: int = 1000, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        source: ImageSet,
+        target: ImageSet,
+        hflip: bool = False,
+        n_val: int | None = None,
+        n_predict: int = 1000,
+        **kwargs: Any,
+    ) -> None:
         if source is None:
-            raise ValueError("data.source is required: the image set to transfer from (for noise -> images use "
-                             "ImageDataModule)")
+            raise ValueError(
+                "data.source is required: the image set to transfer from (for noise -> images use ImageDataModule)"
+            )
         super().__init__(target=target, source=source, hflip=hflip, n_val=n_val, n_predict=n_predict, **kwargs)

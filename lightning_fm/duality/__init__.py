@@ -7,6 +7,7 @@
 * :mod:`~lightning_fm.duality.gaussian_toy` - ``GaussianToy``: closed-form marginal path and velocity.
 * :mod:`~lightning_fm.duality.checks` - checks C1-C13 as functions returning ``CheckResult``; ``run_exact_checks``.
 """
+
 from lightning_fm.duality.checks import (
     CheckResult,
     check_code_field,

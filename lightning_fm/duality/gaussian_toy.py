@@ -18,6 +18,7 @@ LipmanPath (``a = 0``) ignores the source: its t = 0 marginal is ``N(0, sigma_0^
 usable) it is the one-sided limit, Richardson-extrapolated from ``t = 1e-5`` and ``2e-5`` (error ~1e-10).
 Everything is float64 on the CPU unless another dtype is asked for.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,8 +51,16 @@ class GaussianToy:
     :class:`lightning_fm.duality.VelocityAsField` and the checks as ground truth.
     """
 
-    def __init__(self, path: GaussianPath, m0=0.0, s0: float = 1.0, m1=(4.0, 1.0), s1: float = 0.5,
-                 dim: int | None = None, dtype: torch.dtype = torch.float64) -> None:
+    def __init__(
+        self,
+        path: GaussianPath,
+        m0=0.0,
+        s0: float = 1.0,
+        m1=(4.0, 1.0),
+        s1: float = 0.5,
+        dim: int | None = None,
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
         self.path = path
         self.dtype = dtype
         self.m0 = _vector(m0, dim, dtype)
@@ -150,8 +159,9 @@ class GaussianToy:
         """``n`` independent pairs ``(x0, x1)``: the coupling whose marginal path this toy describes."""
         return self.sample_source(n, generator), self.sample_target(n, generator)
 
-    def sample_marginal(self, t: Tensor | float, n: int | None = None,
-                        generator: torch.Generator | None = None) -> Tensor:
+    def sample_marginal(
+        self, t: Tensor | float, n: int | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Samples of ``p_t = N(m_t, s_t^2 I)``, one per entry of ``t`` (or ``n`` at a scalar ``t``)."""
         t = self._t(t, n)
         mean, s2, _, _ = self.moments(t)

@@ -11,6 +11,7 @@
 Round trip (check C4): ``velocity_from_field(*field_from_velocity(u, L), L).velocity == u`` to a few ulps.
 Tensors: ``ez`` ``(B,)``, ``ex`` and ``u`` ``(B, *dims)``; pure torch, any dtype and device.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,11 +49,15 @@ def path_from_field(field: InteractionField) -> GaussianPath:
     exact current of a path (MATH.md §5.5): use :func:`velocity_from_field` on its values instead.
     """
     if not field.forward_only:
-        raise ValueError(f"{type(field).__name__} is not forward-only: E_z changes sign, so Psi (u = L E_x/E_z) is "
-                         "undefined and no CFM path reproduces its dynamics (MATH.md §6.6)")
+        raise ValueError(
+            f"{type(field).__name__} is not forward-only: E_z changes sign, so Psi (u = L E_x/E_z) is "
+            "undefined and no CFM path reproduces its dynamics (MATH.md §6.6)"
+        )
     if getattr(field, "exact", True) is False:
-        raise ValueError(f"{field!r} is the reference-code field, not the exact current of a path; "
-                         "use velocity_from_field on its values")
+        raise ValueError(
+            f"{field!r} is the reference-code field, not the exact current of a path; "
+            "use velocity_from_field on its values"
+        )
     path = getattr(field, "path", None)
     if not isinstance(path, GaussianPath):
         raise ValueError(f"{type(field).__name__} carries no path; use velocity_from_field on its values")

@@ -12,6 +12,7 @@ Both ``sample`` methods return a :class:`~lightning_fm.sampling.SampleResult`. W
 steps the two samplers give the same points to float precision (check C5): the z-step ``dz`` of the field is the
 t-step ``dt = dz/L`` of the velocity. No Lightning import: the wrappers only call the two method names.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -70,18 +71,29 @@ class FieldAsVelocity:
         return result.velocity
 
     @torch.no_grad()
-    def sample(self, x_source: Tensor, steps: int = 100, method: str = "euler", record: bool = False,
-               t0: float = 0.0, t1: float = 1.0, **options: Any) -> SampleResult:
+    def sample(
+        self,
+        x_source: Tensor,
+        steps: int = 100,
+        method: str = "euler",
+        record: bool = False,
+        t0: float = 0.0,
+        t1: float = 1.0,
+        **options: Any,
+    ) -> SampleResult:
         """Integrate ``dx/dt = L f_x/f_z`` from ``t0`` to ``t1`` with :func:`lightning_fm.sampling.integrate`
         (``options``: its other settings, e.g. ``atol``).
 
         ``info["invalid"]``: guarded evaluations (points x stages) during this call; ``info["evaluated"]``: all.
         """
         before_invalid, before_eval = self.n_invalid, self.n_evaluated
-        result = integrate(lambda t, x: self.velocity(x, t), x_source, t0, t1, method=method, steps=steps,
-                           record=record, **options)
-        result.info = {"invalid": float(self.n_invalid - before_invalid),
-                       "evaluated": float(self.n_evaluated - before_eval)}
+        result = integrate(
+            lambda t, x: self.velocity(x, t), x_source, t0, t1, method=method, steps=steps, record=record, **options
+        )
+        result.info = {
+            "invalid": float(self.n_invalid - before_invalid),
+            "evaluated": float(self.n_evaluated - before_eval),
+        }
         return result
 
 
@@ -112,13 +124,21 @@ class VelocityAsField:
         return field_target_from_velocity(self._velocity(x, z / self.L), self.L)
 
     @torch.no_grad()
-    def sample(self, x_source: Tensor, steps: int = 100, method: str = "euler", record: bool = False,
-               eps: float = 0.0, **options: Any) -> SampleResult:
+    def sample(
+        self,
+        x_source: Tensor,
+        steps: int = 100,
+        method: str = "euler",
+        record: bool = False,
+        eps: float = 0.0,
+        **options: Any,
+    ) -> SampleResult:
         """Move ``x_source`` from the plate ``z = eps`` to ``z = L`` along the field (``dx/dz = f_x/f_z = v/L``)
         with :func:`lightning_fm.sampling.integrate_field_lines` (``options``: its other settings, e.g. ``z_end``).
 
         ``eps = 0`` (default) starts exactly on the source plate, like a CFM sampler starting at t = 0; use
         ``eps > 0`` for a velocity that is singular at t = 0. ``times`` are z values.
         """
-        return integrate_field_lines(self.field_output, x_source, self.L, method=method, steps=steps, eps=eps,
-                                     record=record, **options)
+        return integrate_field_lines(
+            self.field_output, x_source, self.L, method=method, steps=steps, eps=eps, record=record, **options
+        )

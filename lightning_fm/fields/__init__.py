@@ -8,6 +8,7 @@
 
 Pure torch, no Lightning. Superpositions are log-domain matrix products over the pairs, chunked over the points.
 """
+
 from lightning_fm.fields.base import DEFAULT_CHUNK, InteractionField, SuperposedField, normalize
 from lightning_fm.fields.coulomb import CoulombField, log_sphere_area
 from lightning_fm.fields.forward_only import ForwardOnlyField, StrongInteractionField

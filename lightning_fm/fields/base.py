@@ -9,6 +9,7 @@ its norm. The norm itself (e.g. ``1/sigma^D`` or ``||u||^{-(D+1)}`` factors) und
 the direction and the log-norm do not: every superposition is computed with log-domain weights (one shift per
 point), as matrix products over the pairs, in chunks of points.
 """
+
 from __future__ import annotations
 
 import math
@@ -116,23 +117,27 @@ class InteractionField(Buildable, ABC):
         """
 
     @abstractmethod
-    def superpose(self, z: Tensor | float, x: Tensor, x0: Tensor, x1: Tensor,
-                  chunk_size: int = DEFAULT_CHUNK) -> SuperposedField:
+    def superpose(
+        self, z: Tensor | float, x: Tensor, x0: Tensor, x1: Tensor, chunk_size: int = DEFAULT_CHUNK
+    ) -> SuperposedField:
         """The field of all B pairs superposed, at each of the b points (b need not equal B), MATH.md §6.4."""
 
     # -- derived ---------------------------------------------------------------------------------------------
-    def direction(self, z: Tensor | float, x: Tensor, x0: Tensor, x1: Tensor,
-                  chunk_size: int = DEFAULT_CHUNK) -> tuple[Tensor, Tensor]:
+    def direction(
+        self, z: Tensor | float, x: Tensor, x0: Tensor, x1: Tensor, chunk_size: int = DEFAULT_CHUNK
+    ) -> tuple[Tensor, Tensor]:
         """Unit direction ``(nz (b,), nx (b, *dims))`` of the superposed field of all pairs at each point."""
         return self.superpose(z, x, x0, x1, chunk_size).direction
 
-    def field(self, z: Tensor | float, x: Tensor, x0: Tensor, x1: Tensor,
-              chunk_size: int = DEFAULT_CHUNK) -> tuple[Tensor, Tensor]:
+    def field(
+        self, z: Tensor | float, x: Tensor, x0: Tensor, x1: Tensor, chunk_size: int = DEFAULT_CHUNK
+    ) -> tuple[Tensor, Tensor]:
         """The superposed field's values (under/overflow in high D: see :meth:`SuperposedField.value`)."""
         return self.superpose(z, x, x0, x1, chunk_size).value()
 
-    def target(self, z: Tensor | float, x: Tensor, x0: Tensor, x1: Tensor,
-               chunk_size: int = DEFAULT_CHUNK) -> tuple[Tensor, Tensor]:
+    def target(
+        self, z: Tensor | float, x: Tensor, x0: Tensor, x1: Tensor, chunk_size: int = DEFAULT_CHUNK
+    ) -> tuple[Tensor, Tensor]:
         """Regression target ``sqrt(D+1) * direction`` (MATH.md §1), as a pair ``(tz, tx)``."""
         nz, nx = self.direction(z, x, x0, x1, chunk_size)
         scale = math.sqrt(x[0].numel() + 1)

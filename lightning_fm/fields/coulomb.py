@@ -8,6 +8,7 @@ the field of B pairs is ``E(x~) = (1/B) sum_j [K(x~ - (0, x0_j)) - K(x~ - (L, x1
 ``K`` through any closed surface around its charge is 1. The field is not forward-only: behind the plates
 (``z < 0``, ``z > L``) near the charges ``E_z < 0`` (MATH.md §6.6, check C9), lines leave the slab and come back.
 """
+
 from __future__ import annotations
 
 import math

@@ -12,6 +12,7 @@ its direction is ``(1, v/L) / ||(1, v/L)||`` whatever the (underflowing) density
 ``StrongInteractionField`` is IFM's quark-antiquark field (MATH.md §5.2). ``exact=True`` is the exact current of the
 sine-bridge Gaussian path (MATH.md §6.6); ``exact=False`` is the reference code's formula (MATH.md §5.2, §5.5).
 """
+
 from __future__ import annotations
 
 import math
@@ -157,12 +158,17 @@ class StrongInteractionField(InteractionField):
             t, sigma, rate = (v[:, None] for v in self._slices(z[start : start + chunk_size], work))
             a, b = 1 - t, t
             r2 = (
-                xi.square().sum(1, keepdim=True) + a**2 * n0 + b**2 * n1 + 2 * a * b * c01
-                - 2 * a * (xi @ X0.T) - 2 * b * (xi @ X1.T)
+                xi.square().sum(1, keepdim=True)
+                + a**2 * n0
+                + b**2 * n1
+                + 2 * a * b * c01
+                - 2 * a * (xi @ X0.T)
+                - 2 * b * (xi @ X1.T)
             ).clamp_min(0)  # ||x_i - mu_j(z_i)||^2, (b, B)
             cos_a = torch.rsqrt(1 + r2 * rate.square())
-            log_den = torch.logaddexp(torch.log(cos_a + 1e-8) + dim * torch.log(sigma / self.scale),
-                                      torch.full_like(cos_a, log_reg))
+            log_den = torch.logaddexp(
+                torch.log(cos_a + 1e-8) + dim * torch.log(sigma / self.scale), torch.full_like(cos_a, log_reg)
+            )
             log_m = -r2 / (2 * sigma.square()) - log_den
             shift = log_m.amax(1, keepdim=True)
             c = torch.exp(log_m - shift) * cos_a  # weight times cos(a), (b, B)

@@ -12,6 +12,7 @@ density is positive, so the choice only changes where the network is accurate (a
   the lines that cross the target plate loop back to it.
 * :class:`PathVolume` - what CFM does: ``t ~ U(eps, 1 - eps)``, ``x ~ p_t(.|c)`` of a path, ``z = t L``.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,9 +55,9 @@ class VolumeSampler(Buildable, ABC):
     """Base: ``__call__(x0, x1, L, generator=None) -> (z, x)``, one training point per pair."""
 
     @abstractmethod
-    def __call__(self, x0: Tensor, x1: Tensor, L: float,
-                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        ...
+    def __call__(
+        self, x0: Tensor, x1: Tensor, L: float, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]: ...
 
     def __repr__(self) -> str:
         return describe(self)
@@ -88,8 +89,16 @@ class UniformVolume(VolumeSampler):
 PLATES = ("target", "source")
 
 
-def pfgm_distance(n: int, like: Tensor, sigma_end: float, tau: float, M: int, restrict_M: bool, m_law: str,
-                  generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+def pfgm_distance(
+    n: int,
+    like: Tensor,
+    sigma_end: float,
+    tau: float,
+    M: int,
+    restrict_M: bool,
+    m_law: str,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor]:
     """PFGM's perturbation scale: ``(|N(0, sigma_end^2)|, (1 + tau)^m)``, the distance from the plate being their
     product. ``m_law="uniform"``: ``m ~ U[0, M]`` (PFGM, IFM ``Uniform_mixing``); ``"normal"``: ``m ~ M N(0, 1)``
     (what IFM's ``Gaussian_mixing`` code draws, though its comment says U[0, M]). ``restrict_M``: PFGM's
@@ -115,11 +124,20 @@ class PFGMMixing(VolumeSampler):
     piles up at the other end (clamped). The IFM notebooks use sigma_end = 0.1, M = 191.
     """
 
-    def __init__(self, sigma_end: float = 0.01, tau: float = 0.03, M: int = 291, eps: float = 1e-3,
-                 restrict_M: bool = False, near: str = "target") -> None:
+    def __init__(
+        self,
+        sigma_end: float = 0.01,
+        tau: float = 0.03,
+        M: int = 291,
+        eps: float = 1e-3,
+        restrict_M: bool = False,
+        near: str = "target",
+    ) -> None:
         if not (sigma_end > 0 and tau >= 0 and M >= 0 and eps >= 0):
-            raise ValueError(f"{type(self).__name__} needs sigma_end > 0, tau >= 0, M >= 0, eps >= 0; got "
-                             f"{sigma_end}, {tau}, {M}, {eps}")
+            raise ValueError(
+                f"{type(self).__name__} needs sigma_end > 0, tau >= 0, M >= 0, eps >= 0; got "
+                f"{sigma_end}, {tau}, {M}, {eps}"
+            )
         if near not in PLATES:
             raise ValueError(f"{type(self).__name__}.near must be one of {list(PLATES)}, got {near!r}")
         self.sigma_end, self.tau, self.M, self.eps = float(sigma_end), float(tau), int(M), float(eps)
@@ -127,8 +145,9 @@ class PFGMMixing(VolumeSampler):
 
     def _distance(self, x0: Tensor, L: float, m_law: str, generator) -> tuple[Tensor, Tensor]:
         """``(z, (1 + tau)^m)`` with ``z`` at the clamped PFGM distance from the plate ``near``."""
-        base, multiplier = pfgm_distance(x0.shape[0], x0, self.sigma_end, self.tau, self.M, self.restrict_M,
-                                         m_law, generator)
+        base, multiplier = pfgm_distance(
+            x0.shape[0], x0, self.sigma_end, self.tau, self.M, self.restrict_M, m_law, generator
+        )
         d = (base * multiplier).clamp(self.eps, L - self.eps)
         return (L - d if self.near == "target" else d), multiplier
 
@@ -150,8 +169,15 @@ class GaussianMixing(PFGMMixing):
     tau = 0.03, M = 191, eps = 1e-3).
     """
 
-    def __init__(self, sigma_end: float = 0.1, tau: float = 0.03, M: int = 191, eps: float = 1e-3,
-                 restrict_M: bool = False, near: str = "target") -> None:
+    def __init__(
+        self,
+        sigma_end: float = 0.1,
+        tau: float = 0.03,
+        M: int = 191,
+        eps: float = 1e-3,
+        restrict_M: bool = False,
+        near: str = "target",
+    ) -> None:
         super().__init__(sigma_end, tau, M, eps, restrict_M, near)
 
     def __call__(self, x0, x1, L, generator=None):
@@ -215,11 +241,30 @@ class SlabAndBeyondVolume(VolumeSampler):
     starts on the source plate and never goes there.
     """
 
-    def __init__(self, eps: float = 1e-3, tube_noise: float = 0.0, spread: float = 0.0, beyond: float = 0.5,
-                 height: float = 1.0, extend: float = 0.0, power: float = 1.0, beyond_noise: float = 0.5,
-                 floor: float = 0.1, gap: float | None = None) -> None:
-        values = dict(eps=eps, tube_noise=tube_noise, spread=spread, height=height, extend=extend, power=power,
-                      beyond_noise=beyond_noise, floor=floor, gap=eps if gap is None else gap)
+    def __init__(
+        self,
+        eps: float = 1e-3,
+        tube_noise: float = 0.0,
+        spread: float = 0.0,
+        beyond: float = 0.5,
+        height: float = 1.0,
+        extend: float = 0.0,
+        power: float = 1.0,
+        beyond_noise: float = 0.5,
+        floor: float = 0.1,
+        gap: float | None = None,
+    ) -> None:
+        values = dict(
+            eps=eps,
+            tube_noise=tube_noise,
+            spread=spread,
+            height=height,
+            extend=extend,
+            power=power,
+            beyond_noise=beyond_noise,
+            floor=floor,
+            gap=eps if gap is None else gap,
+        )
         bad = {k: v for k, v in values.items() if not v >= 0}
         if bad or not 0 <= beyond <= 1:
             raise ValueError(f"SlabAndBeyondVolume needs 0 <= beyond <= 1 (got {beyond}) and non-negative {bad}")
@@ -247,5 +292,10 @@ class SlabAndBeyondVolume(VolumeSampler):
         return torch.where(outside, L + self.gap + up, z), torch.where(pad_like(outside, x), xb, x)
 
 
-VOLUMES = {"uniform": UniformVolume, "pfgm_mixing": PFGMMixing, "gaussian_mixing": GaussianMixing,
-           "path": PathVolume, "slab_and_beyond": SlabAndBeyondVolume}
+VOLUMES = {
+    "uniform": UniformVolume,
+    "pfgm_mixing": PFGMMixing,
+    "gaussian_mixing": GaussianMixing,
+    "path": PathVolume,
+    "slab_and_beyond": SlabAndBeyondVolume,
+}

@@ -5,6 +5,7 @@ resumed in its own directory would lose its history. Here an existing file is ke
 logged at or after ``keep_until_step`` (what the run logged after the checkpoint it resumes from, which the resumed
 run logs again) are dropped, and new rows are appended.
 """
+
 from __future__ import annotations
 
 import csv
@@ -69,11 +70,23 @@ class CSVLogger(LightningCSVLogger):
         Others: as Lightning's ``CSVLogger``.
     """
 
-    def __init__(self, save_dir: str | None = None, name: str | None = "lightning_fm", version: int | str | None = None,
-                 prefix: str = "", flush_logs_every_n_steps: int = 100, metrics_file: str = "metrics.csv",
-                 keep_until_step: int | None = None) -> None:
-        super().__init__("runs" if save_dir is None else save_dir, name=name, version=version, prefix=prefix,
-                         flush_logs_every_n_steps=flush_logs_every_n_steps)
+    def __init__(
+        self,
+        save_dir: str | None = None,
+        name: str | None = "lightning_fm",
+        version: int | str | None = None,
+        prefix: str = "",
+        flush_logs_every_n_steps: int = 100,
+        metrics_file: str = "metrics.csv",
+        keep_until_step: int | None = None,
+    ) -> None:
+        super().__init__(
+            "runs" if save_dir is None else save_dir,
+            name=name,
+            version=version,
+            prefix=prefix,
+            flush_logs_every_n_steps=flush_logs_every_n_steps,
+        )
         self.metrics_file, self.keep_until_step = metrics_file, keep_until_step
         self._writer: ContinuingWriter | None = None
 

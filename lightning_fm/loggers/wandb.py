@@ -7,6 +7,7 @@ Lightning's ``WandbLogger`` puts W&B's files in ``save_dir`` (ignoring ``WANDB_D
 else into that directory. The W&B run id is written to ``<run dir>/wandb_run_id`` when the run starts, and a logger
 opening an existing run directory (a resume: ``fit --ckpt_path last``) takes that id, so W&B continues the same run.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,9 +39,18 @@ class WandbLogger(_WandbLogger):
             ``tags``, ``notes``, ``mode``, ...).
     """
 
-    def __init__(self, name: str = "lightning_fm", save_dir: str | None = None, version: int | str | None = None,
-                 project: str | None = None, id: str | None = None, log_model: bool | str = False,
-                 offline: bool = False, prefix: str = "", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        name: str = "lightning_fm",
+        save_dir: str | None = None,
+        version: int | str | None = None,
+        project: str | None = None,
+        id: str | None = None,
+        log_model: bool | str = False,
+        offline: bool = False,
+        prefix: str = "",
+        **kwargs: Any,
+    ) -> None:
         save_dir = "runs" if save_dir is None else save_dir
         root = Path(save_dir) / name
         self._run_name, self._run_save_dir = name, str(save_dir)
@@ -54,9 +64,17 @@ class WandbLogger(_WandbLogger):
         kwargs = {k: v for k, v in kwargs.items() if v is not None}  # the CLI passes every wandb.init argument
         self._wandb_dir = os.environ.get("WANDB_DIR") or str(self._run_dir)  # W&B's own files (wandb.init's dir)
         self._run_id, self._run_started = id, False
-        super().__init__(name=f"{name}/{self._run_version}", save_dir=self._wandb_dir, id=id,
-                         project=project or os.environ.get("WANDB_PROJECT") or "lightning_fm", log_model=log_model,
-                         offline=offline, prefix=prefix, group=kwargs.pop("group", name), **kwargs)
+        super().__init__(
+            name=f"{name}/{self._run_version}",
+            save_dir=self._wandb_dir,
+            id=id,
+            project=project or os.environ.get("WANDB_PROJECT") or "lightning_fm",
+            log_model=log_model,
+            offline=offline,
+            prefix=prefix,
+            group=kwargs.pop("group", name),
+            **kwargs,
+        )
 
     @property
     def experiment(self):

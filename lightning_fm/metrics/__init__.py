@@ -3,6 +3,7 @@
 (:mod:`.classifier`), cached reference statistics (:mod:`.reference`), and their streaming, DDP-aware accumulation
 (:mod:`.streaming`, :class:`FeatureStatistics`). Pure torch + POT +
 torchmetrics, no Lightning."""
+
 from lightning_fm.metrics.classifier import DigitsClassifier, load_or_train_classifier
 from lightning_fm.metrics.distances import mmd_rbf, sliced_wasserstein2, wasserstein2
 from lightning_fm.metrics.frechet import (

@@ -5,6 +5,7 @@ label accuracy of generated samples. Pure torch, no Lightning.
 :func:`load_or_train_classifier` caches the trained weights on disk under a name that hashes the training images,
 labels and every training setting, so the same split and settings load the same classifier and any change retrains.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,14 +33,22 @@ class DigitsClassifier(nn.Module):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32, feature_dim: int = 64) -> None:
         super().__init__()
-        self.config = {"num_classes": int(num_classes), "in_channels": int(in_channels), "width": int(width),
-                       "feature_dim": int(feature_dim)}
+        self.config = {
+            "num_classes": int(num_classes),
+            "in_channels": int(in_channels),
+            "width": int(width),
+            "feature_dim": int(feature_dim),
+        }
         self.num_classes, self.in_channels, self.feature_dim = int(num_classes), int(in_channels), int(feature_dim)
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(2 * width, feature_dim, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(2 * width, feature_dim, 3, padding=1),
+            nn.SiLU(),
         )
         self.head = nn.Linear(feature_dim, num_classes)
 
@@ -73,15 +82,27 @@ def _check_training_data(images: Tensor, labels: Tensor) -> None:
     if images.dim() != 4:
         raise ValueError(f"the classifier trains on images (N, C, H, W), got shape {tuple(images.shape)}")
     if labels is None or labels.shape != (images.shape[0],):
-        raise ValueError(f"the classifier needs one integer label per training image, got labels of shape "
-                         f"{None if labels is None else tuple(labels.shape)} for {images.shape[0]} images")
+        raise ValueError(
+            f"the classifier needs one integer label per training image, got labels of shape "
+            f"{None if labels is None else tuple(labels.shape)} for {images.shape[0]} images"
+        )
     if len(torch.unique(labels)) < 2:
         raise ValueError("the classifier needs training images of at least 2 classes")
 
 
-def train_classifier(images: Tensor, labels: Tensor, seed: int = 0, epochs: int = 20, batch_size: int = 32,
-                     lr: float = 3e-3, weight_decay: float = 1e-4, width: int = 32, feature_dim: int = 64,
-                     max_shift: int = 1, device: str | torch.device | None = None) -> DigitsClassifier:
+def train_classifier(
+    images: Tensor,
+    labels: Tensor,
+    seed: int = 0,
+    epochs: int = 20,
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-4,
+    width: int = 32,
+    feature_dim: int = 64,
+    max_shift: int = 1,
+    device: str | torch.device | None = None,
+) -> DigitsClassifier:
     """Train a :class:`DigitsClassifier` on ``images`` ``(N, C, H, W)`` in [-1, 1] and int ``labels`` ``(N,)``
     (``num_classes = max(label) + 1``): cross-entropy, AdamW (``lr``, ``weight_decay``) with a cosine decay of the
     learning rate to 0 over ``epochs`` passes in shuffled batches of ``batch_size``, each image moved by a random
@@ -105,8 +126,17 @@ def train_classifier(images: Tensor, labels: Tensor, seed: int = 0, epochs: int 
     return model.cpu().eval().requires_grad_(False)
 
 
-def _fit(model: DigitsClassifier, x: Tensor, y: Tensor, epochs: int, batch_size: int, lr: float,
-         weight_decay: float, max_shift: int, seed: int) -> None:
+def _fit(
+    model: DigitsClassifier,
+    x: Tensor,
+    y: Tensor,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    max_shift: int,
+    seed: int,
+) -> None:
     """The training loop of :func:`train_classifier`."""
     generator = torch.Generator().manual_seed(derive_seed(seed, 1))
     steps = epochs * math.ceil(len(x) / batch_size)
@@ -116,7 +146,7 @@ def _fit(model: DigitsClassifier, x: Tensor, y: Tensor, epochs: int, batch_size:
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=generator).to(x.device)
         for start in range(0, len(x), batch_size):
-            index = order[start:start + batch_size]
+            index = order[start : start + batch_size]
             loss = F.cross_entropy(model(random_shift(x[index], max_shift, generator)), y[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -132,8 +162,10 @@ def _settings(settings: dict[str, Any]) -> dict[str, Any]:
     parameters = TRAIN_SIGNATURE.parameters
     unknown = (set(settings) - set(parameters)) | ({"images", "labels"} & set(settings))
     if unknown:
-        raise TypeError(f"unknown classifier settings {sorted(unknown)} (ClassifierMetrics.classifier); "
-                        f"known: {sorted(set(parameters) - {'images', 'labels'})}")
+        raise TypeError(
+            f"unknown classifier settings {sorted(unknown)} (ClassifierMetrics.classifier); "
+            f"known: {sorted(set(parameters) - {'images', 'labels'})}"
+        )
     bound = TRAIN_SIGNATURE.bind_partial(**settings)
     bound.apply_defaults()
     resolved = dict(bound.arguments)
@@ -142,8 +174,7 @@ def _settings(settings: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-def classifier_cache_path(images: Tensor, labels: Tensor, cache_dir: str | Path | None = None,
-                          **settings: Any) -> Path:
+def classifier_cache_path(images: Tensor, labels: Tensor, cache_dir: str | Path | None = None, **settings: Any) -> Path:
     """``<cache_dir>/classifiers/digits_classifier-<hash>.pt``, the hash (SHA-256) covering the training images
     (shape and float32 values), the labels, every training setting and the code version."""
     resolved = _settings(settings)
@@ -166,8 +197,9 @@ def _save(model: DigitsClassifier, path: Path, settings: dict[str, Any]) -> None
     atomic_save({"config": model.config, "state_dict": model.state_dict(), "settings": settings}, path)
 
 
-def load_or_train_classifier(images: Tensor, labels: Tensor, cache_dir: str | Path | None = None,
-                             **settings: Any) -> DigitsClassifier:
+def load_or_train_classifier(
+    images: Tensor, labels: Tensor, cache_dir: str | Path | None = None, **settings: Any
+) -> DigitsClassifier:
     """The classifier of :func:`train_classifier` for these images, labels and ``settings``: loaded from
     :func:`classifier_cache_path` (``weights_only=True``) if that file exists, else trained and saved there.
     An unreadable cached file is retrained and replaced (with a warning)."""

@@ -1,4 +1,5 @@
 """Distances between two sample sets: exact W2 (POT's EMD) and MMD (pure torch + POT)."""
+
 from __future__ import annotations
 
 import math
@@ -40,8 +41,9 @@ def mmd_rbf(x: Tensor, y: Tensor, bandwidths: tuple[float, ...] = (0.1, 0.5, 1.0
     return float(sxx + syy - 2 * kxy.mean())
 
 
-def sliced_wasserstein2(x: Tensor, y: Tensor, projections: int = 256,
-                        generator: torch.Generator | None = None) -> float:
+def sliced_wasserstein2(
+    x: Tensor, y: Tensor, projections: int = 256, generator: torch.Generator | None = None
+) -> float:
     """Sliced W2 between the empirical measures of ``x`` (n, *dims) and ``y`` (m, *dims):
     ``SW2 = sqrt(E_theta W2^2(theta . x, theta . y))`` over ``projections`` directions ``theta`` uniform on the
     unit sphere; each 1-D W2^2 is the mean squared difference of quantiles (sorted values, linearly interpolated

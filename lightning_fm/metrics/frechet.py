@@ -11,6 +11,7 @@ KID (Binkowski et al. 2018): the unbiased estimator of the squared MMD with the 
 ``k(x, y) = (gamma x.y + coef)^degree``, averaged over random subsets (the estimator of torch-fidelity and
 torchmetrics).
 """
+
 from __future__ import annotations
 
 import torch
@@ -68,8 +69,9 @@ def frechet_distance_from_stats(mu_a: Tensor, cov_a: Tensor, mu_b: Tensor, cov_b
         raise ValueError(f"frechet_distance: feature dimensions differ, {d} vs {mu_b.shape[0]}")
     for name, cov in (("cov_a", cov_a), ("cov_b", cov_b)):
         if tuple(cov.shape) != (d, d):
-            raise ValueError(f"frechet_distance: {name} must be ({d}, {d}) for {d}-dimensional means, "
-                             f"got {tuple(cov.shape)}")
+            raise ValueError(
+                f"frechet_distance: {name} must be ({d}, {d}) for {d}-dimensional means, got {tuple(cov.shape)}"
+            )
     cov_b = cov_b.to(cov_a.device)
     mu_b = mu_b.to(mu_a.device)
     if not all(bool(torch.isfinite(v).all()) for v in (mu_a, mu_b, cov_a, cov_b)):
@@ -101,9 +103,16 @@ def polynomial_mmd2(x: Tensor, y: Tensor, degree: int = 3, gamma: float | None =
     return within / (m * (m - 1)) - 2 * kxy.sum() / (m * m)
 
 
-def kernel_inception_distance(features_a: Tensor, features_b: Tensor, subsets: int = 100, subset_size: int = 1000,
-                              degree: int = 3, gamma: float | None = None, coef: float = 1.0,
-                              generator: torch.Generator | None = None) -> tuple[float, float]:
+def kernel_inception_distance(
+    features_a: Tensor,
+    features_b: Tensor,
+    subsets: int = 100,
+    subset_size: int = 1000,
+    degree: int = 3,
+    gamma: float | None = None,
+    coef: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[float, float]:
     """KID: mean and (population, ``ddof=0``) standard deviation over ``subsets`` random subsets of
     :func:`polynomial_mmd2` between ``subset_size`` features of each side, drawn without replacement.
 
@@ -118,8 +127,10 @@ def kernel_inception_distance(features_a: Tensor, features_b: Tensor, subsets: i
     if isinstance(subset_size, bool) or int(subset_size) != subset_size or subset_size < 2:
         raise ValueError(f"kernel_inception_distance: subset_size must be an integer >= 2, got {subset_size!r}")
     if min(len(a), len(b)) < subset_size:
-        raise ValueError(f"kernel_inception_distance: subset_size={subset_size} needs at least that many samples on "
-                         f"each side, got {len(a)} and {len(b)}; lower subset_size or evaluate more samples")
+        raise ValueError(
+            f"kernel_inception_distance: subset_size={subset_size} needs at least that many samples on "
+            f"each side, got {len(a)} and {len(b)}; lower subset_size or evaluate more samples"
+        )
     values = []
     for _ in range(int(subsets)):
         pick_a = torch.randperm(len(a), generator=generator)[:subset_size].to(a.device)
@@ -153,8 +164,9 @@ class FeatureStatistics(Metric):
     def update(self, features: Tensor) -> None:
         x = features.detach().flatten(1).double() if features.dim() > 1 else None
         if x is None or x.shape[1] != self.num_features:
-            raise ValueError(f"FeatureStatistics: expected features (n, {self.num_features}), "
-                             f"got shape {tuple(features.shape)}")
+            raise ValueError(
+                f"FeatureStatistics: expected features (n, {self.num_features}), got shape {tuple(features.shape)}"
+            )
         self.sum += x.sum(0)
         self.outer += x.T @ x
         self.count += x.shape[0]

@@ -11,6 +11,7 @@ Weights never come from the network here: ``weights_path``, else torch hub's cac
 ``<torch hub dir>/checkpoints/weights-inception-2015-12-05-6726825d.pth`` (where torch-fidelity's own download
 puts them); without either a ``FileNotFoundError`` says which file to fetch and where to put it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,11 +40,14 @@ def resolve_weights(weights_path: str | None) -> Path:
     if path.is_file():
         return path
     if weights_path:
-        raise FileNotFoundError(f"FID weights_path={weights_path!r}: no such file (the Inception v3 weights of "
-                                f"FID, {WEIGHTS_FILE}, from {WEIGHTS_URL})")
+        raise FileNotFoundError(
+            f"FID weights_path={weights_path!r}: no such file (the Inception v3 weights of "
+            f"FID, {WEIGHTS_FILE}, from {WEIGHTS_URL})"
+        )
     raise FileNotFoundError(
         f"the Inception v3 weights of FID are not in torch hub's cache: download {WEIGHTS_URL} to {path} (e.g. "
-        f"`mkdir -p {path.parent} && curl -L -o {path} {WEIGHTS_URL}`), or give the file's path as weights_path")
+        f"`mkdir -p {path.parent} && curl -L -o {path} {WEIGHTS_URL}`), or give the file's path as weights_path"
+    )
 
 
 def to_uint8(images: Tensor) -> Tensor:
@@ -78,8 +82,9 @@ class InceptionFeatures(nn.Module):
 
         self.weights_path = resolve_weights(weights_path)
         self.batch_size = int(batch_size)
-        self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
-                                               feature_extractor_weights_path=str(self.weights_path))
+        self.net = FeatureExtractorInceptionV3(
+            "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(self.weights_path)
+        )
 
     @cached_property
     def weights_sha256(self) -> str:
@@ -94,15 +99,22 @@ class InceptionFeatures(nn.Module):
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
         device = next(self.net.parameters()).device
-        parts = [self.net(to_uint8(images[i:i + self.batch_size]).to(device))[0]
-                 for i in range(0, len(images), self.batch_size)]
+        parts = [
+            self.net(to_uint8(images[i : i + self.batch_size]).to(device))[0]
+            for i in range(0, len(images), self.batch_size)
+        ]
         return torch.cat(parts).float()
 
     def settings(self) -> dict:
         """What a FID number depends on in this extractor (written next to every number)."""
         import torch_fidelity
 
-        return {"extractor": "torch-fidelity FeatureExtractorInceptionV3 (inception-v3-compat), 2048 pool features",
-                "weights": str(self.weights_path), "weights_sha256": self.weights_sha256,
-                "reference_weights": self.reference_weights, "resize": RESIZE, "to_uint8": TO_UINT8,
-                "torch_fidelity": torch_fidelity.__version__}
+        return {
+            "extractor": "torch-fidelity FeatureExtractorInceptionV3 (inception-v3-compat), 2048 pool features",
+            "weights": str(self.weights_path),
+            "weights_sha256": self.weights_sha256,
+            "reference_weights": self.reference_weights,
+            "resize": RESIZE,
+            "to_uint8": TO_UINT8,
+            "torch_fidelity": torch_fidelity.__version__,
+        }

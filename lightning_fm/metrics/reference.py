@@ -1,5 +1,6 @@
 """Reference statistics of a data split in a feature space (FID's ``mu_r``, ``Sigma_r``, and features for KID),
 computed once and cached on disk under a key that names every setting they depend on. Pure torch, no Lightning."""
+
 from __future__ import annotations
 
 import hashlib
@@ -28,9 +29,15 @@ def reference_path(key: dict[str, Any], cache_dir: str | Path | None) -> Path:
     return cache_root(cache_dir) / "fid_reference" / f"{name}-{settings_digest({**key, 'version': VERSION})[:24]}.pt"
 
 
-def reference_statistics(extractor: Callable[[Tensor], Tensor], feature_dim: int, chunks: Iterable[Tensor],
-                         key: dict[str, Any], cache_dir: str | Path | None = None, kid_features: int = 0,
-                         progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+def reference_statistics(
+    extractor: Callable[[Tensor], Tensor],
+    feature_dim: int,
+    chunks: Iterable[Tensor],
+    key: dict[str, Any],
+    cache_dir: str | Path | None = None,
+    kid_features: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     """``{"mu" (d,), "cov" (d, d) float64, "kid" (<= kid_features, d), "n", "key", "path"}`` of the images that
     ``chunks`` yields (batches in [-1, 1]) under ``extractor``: loaded from :func:`reference_path` when that file
     exists and holds this key, else computed (streamed by :class:`~lightning_fm.metrics.FeatureStatistics`; the

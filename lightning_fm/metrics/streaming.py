@@ -4,6 +4,7 @@ Under DDP each process sees its share of the evaluation data; ``compute()`` gath
 first, so a distance between sample sets is the distance between the *unions* of the sets (not an average of
 per-process distances): 1 and N processes report the same number for the same samples.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Embeddings shared by every backbone: time (any real t: EFM trains behind the target plate, t > 1) and class."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,10 @@ from torch import Tensor, nn
 def data_shape_tuple(data_shape: int | list[int] | tuple[int, ...] | None, owner: str) -> tuple[int, ...]:
     """``data_shape`` as a tuple of positive ints; a clear error when it is missing or malformed."""
     if data_shape is None:
-        raise ValueError(f"{owner}.data_shape is not set: pass the per-sample shape (e.g. [2] or [1, 8, 8]), or let "
-                         "the CLI take it from the data (data.data_shape)")
+        raise ValueError(
+            f"{owner}.data_shape is not set: pass the per-sample shape (e.g. [2] or [1, 8, 8]), or let "
+            "the CLI take it from the data (data.data_shape)"
+        )
     shape = (data_shape,) if isinstance(data_shape, int) else tuple(data_shape)
     if not shape or any(int(d) != d or d < 1 for d in shape):
         raise ValueError(f"{owner}.data_shape must be positive integers, got {data_shape!r}")

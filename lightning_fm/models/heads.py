@@ -1,4 +1,5 @@
 """Heads that turn a velocity backbone into an interaction-field model (MATH.md §5.4)."""
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -22,8 +23,10 @@ class FieldHead(Buildable, nn.Module):
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
         if not (hasattr(backbone, "forward_with_features") and hasattr(backbone, "feature_dim")):
-            raise TypeError(f"FieldHead needs a backbone with forward_with_features() and feature_dim (e.g. "
-                            f"lightning_fm.models.MLP), got {type(backbone).__name__}")
+            raise TypeError(
+                f"FieldHead needs a backbone with forward_with_features() and feature_dim (e.g. "
+                f"lightning_fm.models.MLP), got {type(backbone).__name__}"
+            )
         self.backbone = backbone
         self.f_z = nn.Linear(backbone.feature_dim, 1)
 

@@ -1,4 +1,5 @@
 """Multi-layer perceptron backbone ``net(x, t, y=None)`` for any data shape (flattened internally)."""
+
 from __future__ import annotations
 
 import math

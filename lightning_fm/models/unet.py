@@ -1,6 +1,7 @@
 """ADM U-Net backbone ``net(x, t, y=None)`` for images ``(B, C, H, W)`` (guided-diffusion's ``UNetModel``, the
 network of torchcfm's CIFAR-10 and MNIST examples). Module names follow ADM's, so the state dict of an unconditional
 torchcfm ``UNetModelWrapper`` loads unchanged into the ``UNet`` of the same settings (with ``time_scale=1``)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -76,16 +77,21 @@ class UNet(Buildable, nn.Module):
         super().__init__()
         self.data_shape = _image_shape(data_shape)
         mults = _positive_ints(channel_mult, "channel_mult")
-        for name, value in [("model_channels", model_channels), ("num_res_blocks", num_res_blocks),
-                            ("num_heads", num_heads), ("norm_groups", norm_groups)]:
+        for name, value in [
+            ("model_channels", model_channels),
+            ("num_res_blocks", num_res_blocks),
+            ("num_heads", num_heads),
+            ("norm_groups", norm_groups),
+        ]:
             _positive_int(value, name)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"UNet.dropout must lie in [0, 1), got {dropout!r}")
         if not time_scale > 0:
             raise ValueError(f"UNet.time_scale must be > 0, got {time_scale!r}")
         if decoder_attention not in DECODER_ATTENTION:
-            raise ValueError(f"UNet.decoder_attention must be one of {list(DECODER_ATTENTION)}, got "
-                             f"{decoder_attention!r}")
+            raise ValueError(
+                f"UNet.decoder_attention must be one of {list(DECODER_ATTENTION)}, got {decoder_attention!r}"
+            )
         _check_sizes(self.data_shape, mults)
         attention_levels = _attention_levels(attention_resolutions, self.data_shape, mults)
         _check_widths(model_channels, mults, attention_levels, norm_groups, num_heads, num_head_channels)
@@ -93,17 +99,23 @@ class UNet(Buildable, nn.Module):
         emb_dim = 4 * model_channels
         self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.class_embedding = ClassEmbedding(num_classes, emb_dim)
-        make = BlockFactory(emb_dim, dropout, norm_groups, use_scale_shift_norm, num_heads, num_head_channels,
-                            resblock_updown)
+        make = BlockFactory(
+            emb_dim, dropout, norm_groups, use_scale_shift_norm, num_heads, num_head_channels, resblock_updown
+        )
         widths = [model_channels * m for m in mults]
         self.input_blocks, skips = _encoder(make, self.data_shape[0], widths, num_res_blocks, attention_levels)
-        self.middle_block = EmbedSequential(make.res(widths[-1], widths[-1]), make.attn(widths[-1]),
-                                            make.res(widths[-1], widths[-1]))
-        self.output_blocks = _decoder(make, widths, skips, num_res_blocks, attention_levels,
-                                      each_block=decoder_attention == "each_block")
+        self.middle_block = EmbedSequential(
+            make.res(widths[-1], widths[-1]), make.attn(widths[-1]), make.res(widths[-1], widths[-1])
+        )
+        self.output_blocks = _decoder(
+            make, widths, skips, num_res_blocks, attention_levels, each_block=decoder_attention == "each_block"
+        )
         self.feature_dim = widths[0]
-        self.out = nn.Sequential(GroupNorm32(norm_groups, widths[0]), nn.SiLU(),
-                                 zero_init(nn.Conv2d(widths[0], self.data_shape[0], 3, padding=1)))
+        self.out = nn.Sequential(
+            GroupNorm32(norm_groups, widths[0]),
+            nn.SiLU(),
+            zero_init(nn.Conv2d(widths[0], self.data_shape[0], 3, padding=1)),
+        )
 
     @property
     def num_classes(self) -> int:
@@ -140,8 +152,9 @@ class UNet(Buildable, nn.Module):
         return self.forward_with_features(x, t, y)[0]
 
 
-def _encoder(make: BlockFactory, in_channels: int, widths: list[int], num_res_blocks: int,
-             attention_levels: set[int]) -> tuple[nn.ModuleList, list[int]]:
+def _encoder(
+    make: BlockFactory, in_channels: int, widths: list[int], num_res_blocks: int, attention_levels: set[int]
+) -> tuple[nn.ModuleList, list[int]]:
     """The input blocks and the widths of their outputs (the skip connections, in order)."""
     ch = widths[0]
     blocks, skips = nn.ModuleList([EmbedSequential(nn.Conv2d(in_channels, ch, 3, padding=1))]), [ch]
@@ -157,8 +170,14 @@ def _encoder(make: BlockFactory, in_channels: int, widths: list[int], num_res_bl
     return blocks, skips
 
 
-def _decoder(make: BlockFactory, widths: list[int], skips: list[int], num_res_blocks: int,
-             attention_levels: set[int], each_block: bool = True) -> nn.ModuleList:
+def _decoder(
+    make: BlockFactory,
+    widths: list[int],
+    skips: list[int],
+    num_res_blocks: int,
+    attention_levels: set[int],
+    each_block: bool = True,
+) -> nn.ModuleList:
     """The output blocks: each concatenates one skip (popped from the end) to its input; attention after every
     residual block of an attention level (``each_block``) or after its last one only."""
     skips, ch, blocks = list(skips), widths[-1], nn.ModuleList()
@@ -190,8 +209,7 @@ def _positive_ints(values: Iterable[int], name: str) -> tuple[int, ...]:
 def _image_shape(data_shape: list[int] | tuple[int, ...] | None) -> tuple[int, int, int]:
     shape = data_shape_tuple(data_shape, "UNet")
     if len(shape) != 3:
-        raise ValueError(f"UNet.data_shape must be an image shape (C, H, W), got {list(shape)}; use MLP for "
-                         "vectors")
+        raise ValueError(f"UNet.data_shape must be an image shape (C, H, W), got {list(shape)}; use MLP for vectors")
     return shape  # type: ignore[return-value]
 
 
@@ -200,39 +218,52 @@ def _check_sizes(shape: tuple[int, int, int], mults: tuple[int, ...]) -> None:
     for axis, size in (("height", shape[1]), ("width", shape[2])):
         if size % factor:
             levels = 1 + min((s & -s).bit_length() - 1 for s in shape[1:])  # 1 + min 2-adic valuation
-            raise ValueError(f"UNet.channel_mult={mults} downsamples by {factor}, but the image {axis} {size} of "
-                             f"data_shape {list(shape)} is not divisible by {factor}; use at most {levels} levels, "
-                             f"e.g. channel_mult={mults[:levels]}")
+            raise ValueError(
+                f"UNet.channel_mult={mults} downsamples by {factor}, but the image {axis} {size} of "
+                f"data_shape {list(shape)} is not divisible by {factor}; use at most {levels} levels, "
+                f"e.g. channel_mult={mults[:levels]}"
+            )
 
 
-def _attention_levels(resolutions: int | str | Iterable[int], shape: tuple[int, int, int],
-                      mults: tuple[int, ...]) -> set[int]:
+def _attention_levels(
+    resolutions: int | str | Iterable[int], shape: tuple[int, int, int], mults: tuple[int, ...]
+) -> set[int]:
     """The levels whose feature-map width is listed in ``resolutions``."""
     if isinstance(resolutions, str):  # torchcfm's "16,8"
         try:
             resolutions = [int(r) for r in resolutions.split(",") if r.strip()]
         except ValueError:
-            raise ValueError(f"UNet.attention_resolutions={resolutions!r} must be integers such as \"16,8\"") from None
+            raise ValueError(f'UNet.attention_resolutions={resolutions!r} must be integers such as "16,8"') from None
     elif isinstance(resolutions, int):
         resolutions = [resolutions]
-    reachable = {shape[2] // 2 ** level: level for level in range(len(mults))}
+    reachable = {shape[2] // 2**level: level for level in range(len(mults))}
     resolutions = tuple(resolutions)
     wanted = _positive_ints(resolutions, "attention_resolutions") if resolutions else ()
     missing = [r for r in wanted if r not in reachable]
     if missing:
-        raise ValueError(f"UNet.attention_resolutions={list(wanted)} lists {missing}, which a {shape[1]}x{shape[2]} "
-                         f"input with channel_mult={mults} never reaches: its feature maps are {list(reachable)} "
-                         "pixels wide")
+        raise ValueError(
+            f"UNet.attention_resolutions={list(wanted)} lists {missing}, which a {shape[1]}x{shape[2]} "
+            f"input with channel_mult={mults} never reaches: its feature maps are {list(reachable)} "
+            "pixels wide"
+        )
     return {reachable[r] for r in wanted}
 
 
-def _check_widths(model_channels: int, mults: tuple[int, ...], attention_levels: set[int], groups: int,
-                  num_heads: int, head_channels: int) -> None:
+def _check_widths(
+    model_channels: int,
+    mults: tuple[int, ...],
+    attention_levels: set[int],
+    groups: int,
+    num_heads: int,
+    head_channels: int,
+) -> None:
     widths = [model_channels * m for m in mults]
     bad = sorted({w for w in widths if w % groups})
     if bad:
-        raise ValueError(f"UNet.norm_groups={groups} must divide every width model_channels * channel_mult = "
-                         f"{widths}, but not {bad}: choose norm_groups dividing {model_channels}, or other widths")
+        raise ValueError(
+            f"UNet.norm_groups={groups} must divide every width model_channels * channel_mult = "
+            f"{widths}, but not {bad}: choose norm_groups dividing {model_channels}, or other widths"
+        )
     attended = sorted({widths[level] for level in attention_levels} | {widths[-1]})  # (+ the middle block)
     if head_channels > 0:
         if any(w % head_channels for w in attended):

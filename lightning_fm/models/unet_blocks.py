@@ -1,6 +1,7 @@
 """Blocks of the ADM U-Net (Dhariwal & Nichol 2021, guided-diffusion's ``UNetModel``): residual blocks conditioned
 on an embedding, multi-head self-attention over pixels, and 2x resampling. Module and parameter names follow ADM's
 (``in_layers``, ``emb_layers``, ``out_layers``, ``skip_connection``, ``qkv``, ``proj_out``, ``op``, ``conv``)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -61,18 +62,30 @@ class ResBlock(EmbedBlock):
     between the first SiLU and the first conv (ADM's ``resblock_updown``).
     """
 
-    def __init__(self, channels: int, emb_channels: int, out_channels: int, dropout: float, groups: int,
-                 scale_shift: bool = False, resample: str | None = None) -> None:
+    def __init__(
+        self,
+        channels: int,
+        emb_channels: int,
+        out_channels: int,
+        dropout: float,
+        groups: int,
+        scale_shift: bool = False,
+        resample: str | None = None,
+    ) -> None:
         super().__init__()
         self.scale_shift = scale_shift
-        self.in_layers = nn.Sequential(GroupNorm32(groups, channels), nn.SiLU(),
-                                       nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(
+            GroupNorm32(groups, channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
+        )
         self.resample = resampler(resample)
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, out_channels * (2 if scale_shift else 1)))
-        self.out_layers = nn.Sequential(GroupNorm32(groups, out_channels), nn.SiLU(), nn.Dropout(dropout),
-                                        zero_init(nn.Conv2d(out_channels, out_channels, 3, padding=1)))
-        self.skip_connection = (nn.Identity() if out_channels == channels
-                                else nn.Conv2d(channels, out_channels, 1))
+        self.out_layers = nn.Sequential(
+            GroupNorm32(groups, out_channels),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            zero_init(nn.Conv2d(out_channels, out_channels, 3, padding=1)),
+        )
+        self.skip_connection = nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:  # type: ignore[override]
         h = self.resample(self.in_layers[1](self.in_layers[0](x)))
@@ -154,8 +167,9 @@ class BlockFactory:
         return channels // self.num_head_channels if self.num_head_channels > 0 else self.num_heads
 
     def res(self, channels: int, out_channels: int, resample: str | None = None) -> ResBlock:
-        return ResBlock(channels, self.emb_channels, out_channels, self.dropout, self.groups, self.scale_shift,
-                        resample)
+        return ResBlock(
+            channels, self.emb_channels, out_channels, self.dropout, self.groups, self.scale_shift, resample
+        )
 
     def attn(self, channels: int) -> AttentionBlock:
         return AttentionBlock(channels, self.heads(channels), self.groups)

@@ -7,6 +7,7 @@ or :class:`~lightning_fm.objectives.FieldObjective`) and provides ``predict(x, s
 objective's variable ``s`` (``t`` or ``z``) for labels ``y``. Cross-cutting concerns are callbacks the module adds
 (:meth:`configure_callbacks`): per-step seeding, the divergence guard, throughput.
 """
+
 from __future__ import annotations
 
 import math
@@ -76,8 +77,11 @@ class FlowMatchingModule(Components, DataChecks, LightningModule):
         compile_backbone: bool | dict[str, Any] = False,
     ) -> None:
         super().__init__()
-        for key, value, low in (("val_trajectories", val_trajectories, 0), ("plot_samples", plot_samples, 0),
-                                ("w2_max_samples", w2_max_samples, 2)):
+        for key, value, low in (
+            ("val_trajectories", val_trajectories, 0),
+            ("plot_samples", plot_samples, 0),
+            ("w2_max_samples", w2_max_samples, 2),
+        ):
             if int(value) != value or value < low:
                 raise ValueError(f"model.{key} must be an integer >= {low}, got {value!r}")
         if not 0.0 <= label_dropout < 1.0:
@@ -85,8 +89,9 @@ class FlowMatchingModule(Components, DataChecks, LightningModule):
         if not math.isfinite(guidance):
             raise ValueError(f"model.guidance must be finite, got {guidance!r}")
         if not 0.0 <= nonfinite_tolerance <= 1.0:
-            raise ValueError(f"model.nonfinite_tolerance must lie in [0, 1] (a fraction of samples), got "
-                             f"{nonfinite_tolerance!r}")
+            raise ValueError(
+                f"model.nonfinite_tolerance must lie in [0, 1] (a fraction of samples), got {nonfinite_tolerance!r}"
+            )
         self.compile_options = compile_options(compile_backbone)
         self.save_hyperparameters(ignore=["backbone"])  # every constructor's arguments up the class hierarchy
         self.store_hyperparameters()
@@ -167,8 +172,14 @@ class FlowMatchingModule(Components, DataChecks, LightningModule):
         raise NotImplementedError
 
     @torch.no_grad()
-    def sample(self, x_source: Tensor, y: Tensor | None = None, record: bool | int = False,
-               guidance: float | None = None, **overrides: Any) -> SampleResult:
+    def sample(
+        self,
+        x_source: Tensor,
+        y: Tensor | None = None,
+        record: bool | int = False,
+        guidance: float | None = None,
+        **overrides: Any,
+    ) -> SampleResult:
         """Carry ``x_source`` to the target with the objective's sampler (``overrides``: its options for this call,
         e.g. ``steps=20, method="rk4"``). With labels ``y`` and guidance ``w`` (default: ``model.guidance``) the
         network is guided, ``(1 + w) f(y) - w f(null)``, both evaluated in one batched call
@@ -178,16 +189,20 @@ class FlowMatchingModule(Components, DataChecks, LightningModule):
         net = conditioned(self.predict, y, w, self.num_classes, self.objective.combine_guidance)
         return self.objective.sample(net, x_source, record, **overrides)
 
-    def log_likelihood(self, x: Tensor, source_log_prob: LogProb | None = None, y: Tensor | None = None,
-                       **options: Any) -> LikelihoodResult:
+    def log_likelihood(
+        self, x: Tensor, source_log_prob: LogProb | None = None, y: Tensor | None = None, **options: Any
+    ) -> LikelihoodResult:
         """``log p_1(x) = log p_0(x(0)) - int_0^1 div v dt`` of the model's flow (``docs/concepts/likelihoods.md``):
         the objective's likelihood (``options``: its solver and divergence settings). ``source_log_prob``: ``log
         p_0``; None is N(0, I). With labels ``y`` (a class-conditional backbone): ``log p_1(x | y)``, no guidance.
         Call it in eval mode."""
         y = trainable_copy(self.condition(y))  # a validation batch's labels are inference tensors
-        return self.objective.log_likelihood(lambda x_, s: self.predict(x_, s, y), x,
-                                             standard_normal_log_prob if source_log_prob is None else source_log_prob,
-                                             **options)
+        return self.objective.log_likelihood(
+            lambda x_, s: self.predict(x_, s, y),
+            x,
+            standard_normal_log_prob if source_log_prob is None else source_log_prob,
+            **options,
+        )
 
     # -- evaluation by sampling --------------------------------------------------------------------------------
     @property
@@ -226,13 +241,20 @@ class FlowMatchingModule(Components, DataChecks, LightningModule):
     def end_evaluation(self, prefix: str) -> None:
         values, info = self.evaluation.compute()  # already gathered over processes: the mean below changes nothing
         self.log_dict({f"{prefix}/{k}": v.float() for k, v in values.items()}, prog_bar=prefix == "val", sync_dist=True)
-        warning = nonfinite_warning(prefix, float(values["nonfinite"]), float(values["nonfinite_frac"]),
-                                    float(self.hparams.get("nonfinite_tolerance", 0.0)))
+        warning = nonfinite_warning(
+            prefix,
+            float(values["nonfinite"]),
+            float(values["nonfinite_frac"]),
+            float(self.hparams.get("nonfinite_tolerance", 0.0)),
+        )
         if warning:
             rank_zero_warn(warning, category=NonFiniteSamplesWarning)
         if info:
-            self.log_dict({f"{prefix}/{k}": torch.tensor(v, device=self.device) for k, v in info.items()},
-                          sync_dist=True, reduce_fx="sum")
+            self.log_dict(
+                {f"{prefix}/{k}": torch.tensor(v, device=self.device) for k, v in info.items()},
+                sync_dist=True,
+                reduce_fx="sum",
+            )
         self.evaluation.finish()
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:

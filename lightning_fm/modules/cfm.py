@@ -1,5 +1,6 @@
 """Conditional Flow Matching as a LightningModule: the components of a velocity model and the Lightning glue; the
 maths is :class:`~lightning_fm.objectives.VelocityObjective`."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,6 +1,7 @@
 """How a module keeps its parts: every component (backbone, path or field, coupling, volume, sampler, optimiser,
 schedule) stored in the hyperparameters as a plain ``{"class_path", "init_args"}`` spec, so that
 ``Module.load_from_checkpoint(path)`` alone rebuilds the model."""
+
 from __future__ import annotations
 
 import inspect
@@ -54,11 +55,15 @@ class Components(StoredHyperparameters):
         :class:`~lightning_fm.models.FieldHead` (IFM) or a velocity ``v(x, t)`` (CFM)."""
         backbone = self.component("backbone", value, default)
         if gives_field and not isinstance(backbone, FieldHead):
-            raise ValueError(f"model.backbone must give the field (f_z, f_x): wrap it as lightning_fm.models.FieldHead "
-                             f"(got {type(backbone).__name__})")
+            raise ValueError(
+                f"model.backbone must give the field (f_z, f_x): wrap it as lightning_fm.models.FieldHead "
+                f"(got {type(backbone).__name__})"
+            )
         if not gives_field and isinstance(backbone, FieldHead):
-            raise ValueError("model.backbone is a FieldHead (an IFM output (f_z, f_x)); CFMModule needs a velocity "
-                             "backbone such as lightning_fm.models.MLP")
+            raise ValueError(
+                "model.backbone is a FieldHead (an IFM output (f_z, f_x)); CFMModule needs a velocity "
+                "backbone such as lightning_fm.models.MLP"
+            )
         return backbone
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -67,8 +72,9 @@ class Components(StoredHyperparameters):
         checkpoint.setdefault("lightning_fm", {})["module"] = class_path(self)
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, allowed_classes: tuple[str, ...] = (),
-                             **kwargs: Any) -> Any:
+    def load_from_checkpoint(
+        cls, checkpoint_path: Any, *args: Any, allowed_classes: tuple[str, ...] = (), **kwargs: Any
+    ) -> Any:
         """Lightning's ``load_from_checkpoint`` (``weights_only=True`` by default), building nothing a checkpoint
         names outside the allow-list (``allowed_classes``: more trusted modules or classes), loading any family from
         ``FlowMatchingModule`` and refusing another family's checkpoint

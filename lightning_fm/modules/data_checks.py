@@ -1,4 +1,5 @@
 """The checks of the data against the model that run before training starts, each naming its config key."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -32,16 +33,22 @@ class DataChecks:
     def check_data(self, datamodule: Any, data_shape: tuple[int, ...]) -> None:
         """Raise a ValueError naming the config key when the model cannot take this data."""
         if self.hparams.channels_last and len(data_shape) != 3:
-            raise ValueError(f"model.channels_last=true is a memory format of images (C, H, W), but the data has "
-                             f"shape {tuple(data_shape)}")
+            raise ValueError(
+                f"model.channels_last=true is a memory format of images (C, H, W), but the data has "
+                f"shape {tuple(data_shape)}"
+            )
         classes = self.num_classes
         for key in ("label_dropout", "guidance"):
             if self.hparams[key] and not classes:
-                raise ValueError(f"model.{key}={self.hparams[key]} needs a class-conditional backbone "
-                                 "(model.backbone num_classes > 0)")
+                raise ValueError(
+                    f"model.{key}={self.hparams[key]} needs a class-conditional backbone "
+                    "(model.backbone num_classes > 0)"
+                )
         if classes and classes != getattr(datamodule, "num_classes", 0):
-            raise ValueError(f"model.backbone is class-conditional with num_classes={classes}, but the data has "
-                             f"{getattr(datamodule, 'num_classes', 0)} classes (data.num_classes)")
+            raise ValueError(
+                f"model.backbone is class-conditional with num_classes={classes}, but the data has "
+                f"{getattr(datamodule, 'num_classes', 0)} classes (data.num_classes)"
+            )
         probe = torch.zeros(2, *data_shape, device=self.device)
         try:
             with torch.no_grad():

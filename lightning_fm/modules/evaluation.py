@@ -1,5 +1,6 @@
 """Evaluation by sampling, streamed batch by batch: the metrics of a validation or test pass (accumulated over
 batches and processes) and the few samples kept for plots."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -70,8 +71,13 @@ class EvaluationMetrics(nn.Module):
         """The pass's values (gathered over processes), keyed by metric name; the ``info`` sums are this process's
         only (log them with a sum over processes)."""
         count, nonfinite = self.count.compute(), self.nonfinite.compute()
-        values = {"loss": self.loss_sum.compute() / count, "w2": self.w2.compute(), "nfe": self.nfe.compute(),
-                  "nonfinite": nonfinite, "nonfinite_frac": nonfinite / count}
+        values = {
+            "loss": self.loss_sum.compute() / count,
+            "w2": self.w2.compute(),
+            "nfe": self.nfe.compute(),
+            "nonfinite": nonfinite,
+            "nonfinite_frac": nonfinite / count,
+        }
         if self.w2_floor.update_count:
             values["w2_floor"] = self.w2_floor.compute()
         return values
@@ -82,9 +88,11 @@ def nonfinite_warning(prefix: str, nonfinite: float, fraction: float, tolerance:
     them) is not finite; None otherwise."""
     if not fraction > tolerance:
         return None
-    return (f"{prefix}: {int(nonfinite)} generated samples ({fraction:.1%}) are not finite (above "
-            f"model.nonfinite_tolerance={tolerance:g}): the sampler diverged on them; {prefix}/w2 is NaN when one "
-            f"of them is among its samples (logged: {prefix}/nonfinite_frac)")
+    return (
+        f"{prefix}: {int(nonfinite)} generated samples ({fraction:.1%}) are not finite (above "
+        f"model.nonfinite_tolerance={tolerance:g}): the sampler diverged on them; {prefix}/w2 is NaN when one "
+        f"of them is among its samples (logged: {prefix}/nonfinite_frac)"
+    )
 
 
 class PlotSamples:
@@ -101,8 +109,12 @@ class PlotSamples:
         room = self.limit - sum(len(p) for p in self.parts["source"])
         if room <= 0:
             return
-        for key, value in (("source", batch["x0"]), ("generated", result.x), ("target", batch["x1"]),
-                           ("labels", batch.get("y1"))):
+        for key, value in (
+            ("source", batch["x0"]),
+            ("generated", result.x),
+            ("target", batch["x1"]),
+            ("labels", batch.get("y1")),
+        ):
             if value is not None:
                 self.parts[key].append(value[:room].detach().cpu())
 
@@ -112,8 +124,16 @@ class PlotSamples:
         cat = {k: torch.cat(v) if v else None for k, v in self.parts.items()}
         first = self.first
         cpu = lambda v: None if v is None else v.detach().cpu()  # noqa: E731
-        return ValidationResult(cat["source"], cat["generated"], cat["target"], cpu(first.times),
-                                cpu(first.trajectory), self.time_label, cat["labels"], cpu(first.arcs))
+        return ValidationResult(
+            cat["source"],
+            cat["generated"],
+            cat["target"],
+            cpu(first.times),
+            cpu(first.trajectory),
+            self.time_label,
+            cat["labels"],
+            cpu(first.arcs),
+        )
 
 
 class Evaluation(nn.Module):

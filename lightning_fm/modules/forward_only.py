@@ -1,4 +1,5 @@
 """Forward-only IFM: field matching on the space-time current of a CFM path (the dual of CFMModule, MATH.md §6)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,9 +30,19 @@ class ForwardOnlyIFMModule(IFMModule):
 
     derived_hparams = ("field",)
 
-    def __init__(self, backbone: nn.Module | None = None, path: GaussianPath | None = None, L: float = 1.0,
-                 volume: VolumeSampler | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module | None = None,
+        path: GaussianPath | None = None,
+        L: float = 1.0,
+        volume: VolumeSampler | None = None,
+        **kwargs: Any,
+    ) -> None:
         path = build(path) if path is not None else LinearPath(0.1)
-        super().__init__(backbone=backbone, field=ForwardOnlyField(path, L),
-                         volume=volume if volume is not None else PathVolume(path), **kwargs)
+        super().__init__(
+            backbone=backbone,
+            field=ForwardOnlyField(path, L),
+            volume=volume if volume is not None else PathVolume(path),
+            **kwargs,
+        )
         self.path = self.component("path", path, None)

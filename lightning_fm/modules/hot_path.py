@@ -7,6 +7,7 @@ cores and cuDNN's fastest convolutions use; the numbers are those of the default
 are unchanged); True takes ``torch.compile``'s defaults, a dict its keyword arguments (``mode``, ``backend``,
 ``fullgraph``, ``dynamic``).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,8 +28,10 @@ def compile_options(value: bool | dict[str, Any]) -> dict[str, Any] | None:
         return {}
     if isinstance(value, dict) and set(value) <= set(COMPILE_OPTIONS):
         return dict(value)
-    raise ValueError(f"model.compile_backbone must be true, false or a dict of torch.compile arguments "
-                     f"{list(COMPILE_OPTIONS)}, got {value!r}")
+    raise ValueError(
+        f"model.compile_backbone must be true, false or a dict of torch.compile arguments "
+        f"{list(COMPILE_OPTIONS)}, got {value!r}"
+    )
 
 
 def to_channels_last(module: nn.Module) -> nn.Module:
@@ -38,8 +41,12 @@ def to_channels_last(module: nn.Module) -> nn.Module:
 
 def channels_last_batch(batch: dict[str, Any]) -> dict[str, Any]:
     """The batch with its 4-D tensors (images) in channels_last; labels and the rest unchanged."""
-    return {key: value.contiguous(memory_format=torch.channels_last)
-            if isinstance(value, Tensor) and value.dim() == 4 else value for key, value in batch.items()}
+    return {
+        key: value.contiguous(memory_format=torch.channels_last)
+        if isinstance(value, Tensor) and value.dim() == 4
+        else value
+        for key, value in batch.items()
+    }
 
 
 def compile_in_place(backbone: nn.Module, options: dict[str, Any]) -> nn.Module:

@@ -7,6 +7,7 @@ the learned field from the source plate z = 0 to the target plate z = L (``dx/dz
 not forward-only (EFM), lines that cross the target plate are continued by arclength until they return to it, and
 the number that never return is reported as ``not_returned``.
 """
+
 from __future__ import annotations
 
 from typing import Any

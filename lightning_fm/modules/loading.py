@@ -3,6 +3,7 @@ does not exist, is not a checkpoint, is truncated, holds pickled Python objects 
 by this framework, or names classes outside the allow-list (:func:`lightning_fm.utils.spec.only_allowed_classes`).
 Tensors are memory-mapped, not read: only the small records (hyperparameters, step) are.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -34,24 +35,31 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     path = Path(path)
     where = f"{key}={str(path)!r}"
     if not path.exists():
-        raise CheckpointError(f"{where}: no such file (a training run keeps its checkpoints in "
-                              "<save_dir>/<name>/version_<n>/checkpoints/; 'last' resumes the newest run)")
+        raise CheckpointError(
+            f"{where}: no such file (a training run keeps its checkpoints in "
+            "<save_dir>/<name>/version_<n>/checkpoints/; 'last' resumes the newest run)"
+        )
     if path.is_dir():
         raise CheckpointError(f"{where} is a directory, not a checkpoint file (e.g. {path / 'last.ckpt'})")
     with open(path, "rb") as file:
         head = file.read(len(ZIP_MAGIC))
     if head != ZIP_MAGIC:
-        raise CheckpointError(f"{where} is not a checkpoint: not a file written by torch.save "
-                              f"({path.stat().st_size} bytes starting with {head!r})")
+        raise CheckpointError(
+            f"{where} is not a checkpoint: not a file written by torch.save "
+            f"({path.stat().st_size} bytes starting with {head!r})"
+        )
     if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{where} is truncated or damaged: the end of its archive is missing (an interrupted "
-                              "save or copy); use an earlier checkpoint of the run")
+        raise CheckpointError(
+            f"{where} is truncated or damaged: the end of its archive is missing (an interrupted "
+            "save or copy); use an earlier checkpoint of the run"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(f"{where} holds pickled Python objects, not only tensors and plain values, and was "
-                              f"refused (weights_only loading; nothing in it was run): {str(err).splitlines()[-1]}"
-                              ) from None
+        raise CheckpointError(
+            f"{where} holds pickled Python objects, not only tensors and plain values, and was "
+            f"refused (weights_only loading; nothing in it was run): {str(err).splitlines()[-1]}"
+        ) from None
     except (RuntimeError, EOFError, OSError, KeyError, ValueError) as err:
         raise CheckpointError(f"{where} cannot be read as a checkpoint: {str(err).splitlines()[0]}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
@@ -59,8 +67,9 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     return checkpoint
 
 
-def stored_model(checkpoint: dict[str, Any], path: str | Path, key: str = "ckpt_path",
-                 allowed: Iterable[str] = ()) -> dict[str, Any]:
+def stored_model(
+    checkpoint: dict[str, Any], path: str | Path, key: str = "ckpt_path", allowed: Iterable[str] = ()
+) -> dict[str, Any]:
     """The model spec ``{"class_path", "init_args"}`` a checkpoint of this framework records (the module's class,
     ``checkpoint["lightning_fm"]["module"]``, and its hyperparameters), once every class it names is allowed
     (``allowed``: more modules or classes, beside the defaults and ``$LIGHTNING_FM_ALLOWED_CLASSES``)."""
@@ -68,8 +77,10 @@ def stored_model(checkpoint: dict[str, Any], path: str | Path, key: str = "ckpt_
     record = checkpoint.get("lightning_fm")
     module = record.get("module") if isinstance(record, dict) else None
     if not isinstance(module, str):
-        raise CheckpointError(f"{where} was not written by lightning_fm (it records no lightning_fm module class): "
-                              "a checkpoint of another model family or framework")
+        raise CheckpointError(
+            f"{where} was not written by lightning_fm (it records no lightning_fm module class): "
+            "a checkpoint of another model family or framework"
+        )
     spec = {"class_path": module, "init_args": dict(checkpoint.get("hyper_parameters") or {})}
     found = untrusted_class_paths(spec, allowed_prefixes(allowed))
     if found:
@@ -77,8 +88,9 @@ def stored_model(checkpoint: dict[str, Any], path: str | Path, key: str = "ckpt_
     return spec
 
 
-def load_module(cls: type, path: Any, load: Callable[..., Any], allowed: Iterable[str] = (), *args: Any,
-                **kwargs: Any) -> Any:
+def load_module(
+    cls: type, path: Any, load: Callable[..., Any], allowed: Iterable[str] = (), *args: Any, **kwargs: Any
+) -> Any:
     """``cls.load_from_checkpoint(path)`` made safe: the file is checked first (:func:`read_checkpoint`,
     :func:`stored_model`: nothing is imported from a checkpoint that names a class outside the allow-list), a
     checkpoint of a subclass of ``cls`` is loaded by that subclass (``FlowMatchingModule.load_from_checkpoint``
@@ -91,9 +103,11 @@ def load_module(cls: type, path: Any, load: Callable[..., Any], allowed: Iterabl
         with only_allowed_classes(f"checkpoint_path={str(path)!r}", allowed):
             recorded = import_class(spec["class_path"])
         if not (isinstance(recorded, type) and issubclass(recorded, cls)):
-            raise CheckpointError(f"checkpoint_path={str(path)!r} holds a {spec['class_path']}, which "
-                                  f"{cls.__name__} cannot load: use {getattr(recorded, '__name__', recorded)}"
-                                  ".load_from_checkpoint (or FlowMatchingModule.load_from_checkpoint)")
+            raise CheckpointError(
+                f"checkpoint_path={str(path)!r} holds a {spec['class_path']}, which "
+                f"{cls.__name__} cannot load: use {getattr(recorded, '__name__', recorded)}"
+                ".load_from_checkpoint (or FlowMatchingModule.load_from_checkpoint)"
+            )
         if recorded is not cls:
             return recorded.load_from_checkpoint(path, *args, allowed_classes=allowed, **kwargs)
     kwargs.setdefault("weights_only", True)

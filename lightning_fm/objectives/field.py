@@ -6,10 +6,12 @@ loss = mean_i || f(z_i, x_i) - sqrt(D+1) n(z_i, x_i) ||^2 / (D+1), where ``n`` i
 superposed over all pairs of the (global) batch (for a class-conditional network: the pairs of the point's class)
 and the training points ``(z_i, x_i)`` are drawn by ``volume`` from the first ``n_points`` pairs.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -32,11 +34,13 @@ class FieldObjective:
 
     time_label = "z"
 
-    def __init__(self, field: InteractionField, volume: VolumeSampler, sampler: FieldLineSampler,
-                 n_points: int | None = None) -> None:
+    def __init__(
+        self, field: InteractionField, volume: VolumeSampler, sampler: FieldLineSampler, n_points: int | None = None
+    ) -> None:
         if not isinstance(sampler, FieldLineSampler):
-            raise ValueError(f"model.sampler must be a FieldLineSampler (IFM follows field lines in z), got "
-                             f"{type(sampler).__name__}")
+            raise ValueError(
+                f"model.sampler must be a FieldLineSampler (IFM follows field lines in z), got {type(sampler).__name__}"
+            )
         if n_points is not None and n_points < 1:
             raise ValueError(f"model.n_points must be >= 1 (or null for the whole batch), got {n_points}")
         self.field, self.volume, self.sampler, self.n_points = field, volume, sampler, n_points
@@ -45,8 +49,9 @@ class FieldObjective:
     def L(self) -> float:
         return float(self.field.L)
 
-    def target(self, z: Tensor, x: Tensor, labels: Tensor | None, pairs: Pairs,
-               null_class: int = 0) -> tuple[Tensor, Tensor]:
+    def target(
+        self, z: Tensor, x: Tensor, labels: Tensor | None, pairs: Pairs, null_class: int = 0
+    ) -> tuple[Tensor, Tensor]:
         """The regression target at the points ``(z, x)``: the field superposed over all pairs of the global
         batch, or, for a class-conditional model, over the pairs of each point's class (all pairs for points whose
         label was dropped, ``null_class``)."""
@@ -54,10 +59,12 @@ class FieldObjective:
             return self.field.target(z, x, pairs.all_x0, pairs.all_x1)
         target_z, target_x = torch.empty_like(z), torch.empty_like(x)
         none = torch.zeros(len(z), dtype=torch.long, device=z.device)
-        for rows, charges in superposition_groups(none, torch.zeros_like(pairs.all_y1), labels, pairs.all_y1,
-                                                  null_class):
-            target_z[rows], target_x[rows] = self.field.target(z[rows], x[rows], pairs.all_x0[charges],
-                                                               pairs.all_x1[charges])
+        for rows, charges in superposition_groups(
+            none, torch.zeros_like(pairs.all_y1), labels, pairs.all_y1, null_class
+        ):
+            target_z[rows], target_x[rows] = self.field.target(
+                z[rows], x[rows], pairs.all_x0[charges], pairs.all_x1[charges]
+            )
         return target_z, target_x
 
     def regression(self, pairs: Pairs, drop_labels: DropLabels, null_class: int) -> Regression:
@@ -88,8 +95,14 @@ class FieldObjective:
         not forward-only are continued past the target plate until they return (``overrides``: sampler options)."""
         return self.sampler(field, x_source, self.L, record, forward_only=self.field.forward_only, **overrides)
 
-    def log_likelihood(self, field: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], x: Tensor,
-                       source_log_prob: LogProb, min_fz: float = 1e-6, **options: Any) -> LikelihoodResult:
+    def log_likelihood(
+        self,
+        field: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
+        x: Tensor,
+        source_log_prob: LogProb,
+        min_fz: float = 1e-6,
+        **options: Any,
+    ) -> LikelihoodResult:
         """``log p_1(x)`` of a forward-only field ``field(x, z)`` read as the velocity ``v(x, t) = L f_x / f_z`` at
         ``z = t L`` (the map Psi, :class:`~lightning_fm.duality.FieldAsVelocity`), then ``log p_0(x(0)) -
         int_0^1 div v dt`` (``options``: the solver and divergence settings of
@@ -104,7 +117,8 @@ class FieldObjective:
             raise ValueError(
                 f"a model with field {type(self.field).__name__} has no likelihood: the field is not forward-only "
                 "(E_z <= 0 somewhere, its lines turn back in z and leave the slab), so z is not a time, the lines "
-                "are not a flow in t and carry no density (docs/concepts/likelihoods.md#forward-only-fields)")
+                "are not a flow in t and carry no density (docs/concepts/likelihoods.md#forward-only-fields)"
+            )
         dual = FieldAsVelocity(SimpleNamespace(L=self.L, field_output=lambda z, x_: field(x_, z)), min_fz)
         masks: list[Tensor] = []
 

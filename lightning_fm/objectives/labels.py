@@ -1,8 +1,9 @@
 """Class labels of a class-conditional network: their check, label dropout for classifier-free guidance training,
 and the one guidance wrapper that every family samples through (:mod:`lightning_fm.sampling.guidance`)."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -26,8 +27,10 @@ def check_labels(labels: Tensor | None, num_classes: int, required: bool = False
             raise ValueError("model.backbone is class-conditional but the batch has no target labels 'y1'")
         return None
     if bool(((labels < 0) | (labels > num_classes)).any()):
-        raise ValueError(f"labels y must lie in 0..{num_classes - 1} ({num_classes}: the null class) "
-                         f"for model.backbone with num_classes={num_classes}")
+        raise ValueError(
+            f"labels y must lie in 0..{num_classes - 1} ({num_classes}: the null class) "
+            f"for model.backbone with num_classes={num_classes}"
+        )
     return labels
 
 
@@ -52,11 +55,13 @@ def guidance_scale(guidance: float | None, default: float, labels: Tensor | None
     return w
 
 
-def conditioned(net: Network, labels: Tensor | None, w: float, null_class: int,
-                combine: Combine) -> Callable[[Tensor, Tensor], Prediction]:
+def conditioned(
+    net: Network, labels: Tensor | None, w: float, null_class: int, combine: Combine
+) -> Callable[[Tensor, Tensor], Prediction]:
     """``f(s, x)``, the sampler's view of ``net`` for the class ``labels``: ``net(x, s, labels)``, or with guidance
     ``w != 0`` ``combine(net(x, s, y), net(x, s, null), w)``, both evaluated in one batched call."""
     if w:
+
         def guided(s: Tensor, x: Tensor) -> Prediction:
             return combine(*both_conditions(net, x, s, labels, null_class), w)
 

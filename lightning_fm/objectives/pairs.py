@@ -1,8 +1,9 @@
 """A training batch's coupled pairs: this process's rows and the charges of the global batch (all processes)."""
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -29,8 +30,9 @@ class Pairs:
     all_y1: Tensor | None = None
 
 
-def couple(coupling: Coupling, batch: dict[str, Tensor], gather: Gather | None = None, rank: int = 0,
-           step: int = 0) -> Pairs:
+def couple(
+    coupling: Coupling, batch: dict[str, Tensor], gather: Gather | None = None, rank: int = 0, step: int = 0
+) -> Pairs:
     """Pair the batch's ``x0``, ``x1`` (and labels ``y0``, ``y1``) with ``coupling``. With ``gather`` (several
     processes) over the GLOBAL batch: every process gathers all processes' samples and labels, computes the same plan
     (a generator seeded with the training ``step``) and keeps its own rows (``rank``); the global pairs are returned
@@ -48,8 +50,9 @@ def couple(coupling: Coupling, batch: dict[str, Tensor], gather: Gather | None =
     return Pairs(g0[local], g1[local], pick(gy0), pick(gy1), g0, g1, rank * n, gy1)
 
 
-def superposition_groups(row_groups: Tensor, charge_groups: Tensor, row_labels: Tensor | None,
-                         charge_labels: Tensor | None, null_class: int) -> Iterator[tuple[Tensor, Tensor]]:
+def superposition_groups(
+    row_groups: Tensor, charge_groups: Tensor, row_labels: Tensor | None, charge_labels: Tensor | None, null_class: int
+) -> Iterator[tuple[Tensor, Tensor]]:
     """The superpositions of a batch's targets, as ``(rows, charges)`` boolean masks: a row superposes the charges
     (pairs) of its own group and, when it carries a class ``c`` (a class-conditional model; not the null class of a
     dropped label), only the charges of class ``c``: the class-conditional field (or posterior) that the network

@@ -1,8 +1,10 @@
 """One training step's regression problem, shared by every family's objective."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from torch import Tensor
 

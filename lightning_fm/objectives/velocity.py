@@ -9,9 +9,11 @@ loss = mean_b || v(x_t[b], t[b], y[b]) - target[b] ||^2 with ``t ~ U[0, 1]``, ``
   ``sum_j softmax_j(log p_t(x_t | c_j)) u_t(x_t | c_j)`` (the IFM superposition read as a velocity,
   ``docs/concepts/duality.md#multi-sample-target``), in groups of ``charges`` consecutive pairs of the global batch.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -32,24 +34,27 @@ class VelocityObjective:
 
     time_label = "t"
 
-    def __init__(self, path: GaussianPath, sampler: ODESampler, velocity_target: str = "single",
-                 charges: int | None = None) -> None:
+    def __init__(
+        self, path: GaussianPath, sampler: ODESampler, velocity_target: str = "single", charges: int | None = None
+    ) -> None:
         if velocity_target not in VELOCITY_TARGETS:
-            raise ValueError(f"model.velocity_target={velocity_target!r} is unknown; choose one of "
-                             f"{list(VELOCITY_TARGETS)}")
+            raise ValueError(
+                f"model.velocity_target={velocity_target!r} is unknown; choose one of {list(VELOCITY_TARGETS)}"
+            )
         if charges is not None and (charges < 1 or velocity_target != "multi"):
-            raise ValueError(f"model.charges={charges} needs velocity_target='multi' and charges >= 1 (null: the "
-                             "whole batch)")
+            raise ValueError(
+                f"model.charges={charges} needs velocity_target='multi' and charges >= 1 (null: the whole batch)"
+            )
         if velocity_target == "multi" and float(path.sigma(torch.tensor([0.5]))) <= 0:
             raise ValueError("model.velocity_target='multi' weights pairs by p_t(x|c): it needs a path with sigma > 0")
         if not isinstance(sampler, ODESampler):
-            raise ValueError(f"model.sampler must be an ODESampler (CFM integrates in t), got "
-                             f"{type(sampler).__name__}")
+            raise ValueError(f"model.sampler must be an ODESampler (CFM integrates in t), got {type(sampler).__name__}")
         self.path, self.sampler = path, sampler
         self.velocity_target, self.charges = velocity_target, charges
 
-    def regression_target(self, pairs: Pairs, t: Tensor, labels: Tensor | None = None,
-                          null_class: int = 0) -> tuple[Tensor, Tensor]:
+    def regression_target(
+        self, pairs: Pairs, t: Tensor, labels: Tensor | None = None, null_class: int = 0
+    ) -> tuple[Tensor, Tensor]:
         """Training points ``x_t`` of this process's pairs at times ``t`` and their target velocity: the pair's own
         (single), or superposed over the global batch's pairs in groups of ``charges`` and, for a class-conditional
         model, over the pairs of the row's class ``labels`` (all classes for a dropped label, ``null_class``)."""
@@ -64,8 +69,9 @@ class VelocityObjective:
         charges_group = torch.arange(total, device=t.device) // group
         target = torch.empty_like(sample.xt)
         for rows, charges in superposition_groups(rows_group, charges_group, labels, pairs.all_y1, null_class):
-            target[rows] = self.path.posterior(sample.xt[rows], t[rows], pairs.all_x0[charges],
-                                               pairs.all_x1[charges]).velocity
+            target[rows] = self.path.posterior(
+                sample.xt[rows], t[rows], pairs.all_x0[charges], pairs.all_x1[charges]
+            ).velocity
         return sample.xt, target
 
     def regression(self, pairs: Pairs, drop_labels: DropLabels, null_class: int) -> Regression:
@@ -83,14 +89,20 @@ class VelocityObjective:
     #: classifier-free guidance of velocities: ``(1 + w) v(y) - w v(null)``
     combine_guidance = staticmethod(extrapolate)
 
-    def sample(self, velocity: Callable[[Tensor, Tensor], Tensor], x_source: Tensor, record: bool | int = False,
-               **overrides: Any) -> SampleResult:
+    def sample(
+        self,
+        velocity: Callable[[Tensor, Tensor], Tensor],
+        x_source: Tensor,
+        record: bool | int = False,
+        **overrides: Any,
+    ) -> SampleResult:
         """Integrate ``dx/dt = velocity(t, x)`` from ``x(0) = x_source`` to t = 1 (``overrides``: sampler options)."""
         return self.sampler(velocity, x_source, record, **overrides)
 
     @staticmethod
-    def log_likelihood(velocity: Callable[[Tensor, Tensor], Tensor], x: Tensor, source_log_prob: LogProb,
-                       **options: Any) -> LikelihoodResult:
+    def log_likelihood(
+        velocity: Callable[[Tensor, Tensor], Tensor], x: Tensor, source_log_prob: LogProb, **options: Any
+    ) -> LikelihoodResult:
         """``log p_1(x) = log p_0(x(0)) - int_0^1 div v dt`` of ``velocity(x, t)``
         (:func:`lightning_fm.likelihood.log_likelihood`; ``options``: its solver and divergence settings)."""
         return log_likelihood(velocity, x, source_log_prob, **options)

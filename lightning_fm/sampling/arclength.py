@@ -5,10 +5,11 @@ They are followed by their arclength s instead, ``dy/ds = n(y)`` with ``n = E/||
 ``y = (z, x)``, one fixed-step Runge-Kutta step (:func:`lightning_fm.sampling.ode.step`) per iteration. Used by
 phase 2 of :func:`lightning_fm.sampling.field_lines.integrate_field_lines` and by the figures of exact fields.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -39,9 +40,15 @@ def unit_vector(ez: Tensor, ex: Tensor) -> Tensor:
     return e / e.norm(dim=1, keepdim=True).clamp_min(torch.finfo(e.dtype).tiny)
 
 
-def follow_arclength(direction: Direction, y: Tensor, step_size: float | Callable[[Tensor], Tensor],
-                     max_steps: int, method: str = "euler", stop: StopRule | None = None,
-                     record: int = 0) -> ArclengthLines:
+def follow_arclength(
+    direction: Direction,
+    y: Tensor,
+    step_size: float | Callable[[Tensor], Tensor],
+    max_steps: int,
+    method: str = "euler",
+    stop: StopRule | None = None,
+    record: int = 0,
+) -> ArclengthLines:
     """Move the points ``y`` ``(N, 1 + D)`` along ``dy/ds = direction(y)`` until ``stop`` ends them or for
     ``max_steps`` iterations.
 

@@ -41,9 +41,10 @@ cost on an exact field is measured in the README).
 Phase 2 follows lines by arclength with :func:`lightning_fm.sampling.arclength.follow_arclength`; both phases
 return one :class:`~lightning_fm.sampling.result.SampleResult` (``times`` are z values).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -147,24 +148,50 @@ def integrate_field_lines(
         return fx / pad_like(torch.maximum(fz, floor), fx)
 
     # -- phase 1: in z ------------------------------------------------------------------------------------------
-    solution = integrate(slope, x_source, eps, z_end, method=method, steps=steps, atol=atol, rtol=rtol,
-                         record=record)
+    solution = integrate(slope, x_source, eps, z_end, method=method, steps=steps, atol=atol, rtol=rtol, record=record)
     result = SampleResult(
-        x=solution.x, nfe=nfe, times=solution.times, trajectory=solution.trajectory,
+        x=solution.x,
+        nfe=nfe,
+        times=solution.times,
+        trajectory=solution.trajectory,
         end_z=torch.full((n_lines,), z_end, dtype=x_source.dtype, device=x_source.device),
         returned=torch.ones_like(backward),
-        info={"backward": float(backward.sum()), "guarded": float(guarded), "crossing": 0.0, "not_returned": 0.0,
-              "absorbed": 0.0},
+        info={
+            "backward": float(backward.sum()),
+            "guarded": float(guarded),
+            "crossing": 0.0,
+            "not_returned": 0.0,
+            "absorbed": 0.0,
+        },
     )
     if continue_outside:
-        _continue_outside(field_fn, result, L, method, steps, arc_step, max_arc_steps, return_tol,
-                          recorded_lines(record, n_lines), cross_probe)
+        _continue_outside(
+            field_fn,
+            result,
+            L,
+            method,
+            steps,
+            arc_step,
+            max_arc_steps,
+            return_tol,
+            recorded_lines(record, n_lines),
+            cross_probe,
+        )
     return result
 
 
-def _continue_outside(field_fn: FieldFn, result: SampleResult, L: float, method: str, steps: int,
-                      arc_step: float | None, max_arc_steps: int | None, return_tol: float, record: int,
-                      cross_probe: float = 0.0) -> None:
+def _continue_outside(
+    field_fn: FieldFn,
+    result: SampleResult,
+    L: float,
+    method: str,
+    steps: int,
+    arc_step: float | None,
+    max_arc_steps: int | None,
+    return_tol: float,
+    record: int,
+    cross_probe: float = 0.0,
+) -> None:
     """Phase 2, in place on ``result``."""
     x = result.x
     shape = x.shape[1:]

@@ -16,10 +16,11 @@ unconditional one; the convention of FAIR's flow_matching, ``cfg_scale``):
 A sampler's NFE counts calls of the guided function: each call evaluates the network once on twice the batch (the
 conditional and the null rows together), so a guided sample costs about twice the network work of its NFE.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -29,8 +30,9 @@ from lightning_fm.utils.tensors import pad_like
 Prediction = Tensor | tuple[Tensor, ...]
 
 
-def both_conditions(net: Callable[[Tensor, Tensor, Tensor], Prediction], x: Tensor, t: Tensor, y: Tensor,
-                    null_class: int) -> tuple[Prediction, Prediction]:
+def both_conditions(
+    net: Callable[[Tensor, Tensor, Tensor], Prediction], x: Tensor, t: Tensor, y: Tensor, null_class: int
+) -> tuple[Prediction, Prediction]:
     """``net(x, t, y)`` and ``net(x, t, null)`` in ONE batched call of twice the batch: ``(conditional,
     unconditional)``, each a tensor or a tuple of tensors as ``net`` returns."""
     null = torch.full_like(y, null_class)
@@ -46,8 +48,9 @@ def extrapolate(conditional: Tensor, unconditional: Tensor, w: float) -> Tensor:
     return conditional + w * (conditional - unconditional)
 
 
-def guided_field(conditional: tuple[Tensor, Tensor], unconditional: tuple[Tensor, Tensor], w: float,
-                 forward_only: bool) -> tuple[Tensor, Tensor]:
+def guided_field(
+    conditional: tuple[Tensor, Tensor], unconditional: tuple[Tensor, Tensor], w: float, forward_only: bool
+) -> tuple[Tensor, Tensor]:
     """The guided field ``(f_z, f_x)`` of a conditional and an unconditional field prediction (module docstring)."""
     (fz_c, fx_c), (fz_u, fx_u) = conditional, unconditional
     fz, fx = extrapolate(fz_c, fz_u, w), extrapolate(fx_c, fx_u, w)
@@ -55,8 +58,9 @@ def guided_field(conditional: tuple[Tensor, Tensor], unconditional: tuple[Tensor
         return fz, fx
     valid = (fz_c > 0) & (fz_u > 0)
     one = torch.ones_like(fz_c)
-    slope = extrapolate(fx_c / pad_like(torch.where(valid, fz_c, one), fx_c),
-                        fx_u / pad_like(torch.where(valid, fz_u, one), fx_u), w)
+    slope = extrapolate(
+        fx_c / pad_like(torch.where(valid, fz_c, one), fx_c), fx_u / pad_like(torch.where(valid, fz_u, one), fx_u), w
+    )
     norm = torch.sqrt(1 + slope.flatten(1).square().sum(1))
     scale = math.sqrt(fx_c[0].numel() + 1) / norm
     return torch.where(valid, scale, fz), torch.where(pad_like(valid, fx), pad_like(scale, slope) * slope, fx)

@@ -15,10 +15,11 @@ Adaptive: ``dopri5`` (Dormand-Prince 5(4)) through ``torchdiffeq.odeint`` with t
 most ``max_steps`` accepted steps (a hard bound; no solver here loops without one). ``t1 < t0`` integrates backwards.
 Pure torch: any device and dtype; no gradient mode is forced (wrap the call in ``torch.no_grad()`` to sample).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -33,8 +34,9 @@ FIXED_STEP_STAGES = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
 METHODS = (*FIXED_STEP_STAGES, "dopri5")
 
 
-def check_solver_options(method: str, steps: int, atol: float = 1e-5, rtol: float = 1e-5, max_steps: int = 10_000,
-                         owner: str = "ODE") -> None:
+def check_solver_options(
+    method: str, steps: int, atol: float = 1e-5, rtol: float = 1e-5, max_steps: int = 10_000, owner: str = "ODE"
+) -> None:
     """Raise a ValueError naming ``owner`` for an unknown method, a bad number of steps or bad dopri5 options."""
     if method not in METHODS:
         raise ValueError(f"unknown {owner} method {method!r}; choose one of {list(METHODS)}")
@@ -114,16 +116,18 @@ def integrate(
     if t0 == t1:
         if not kept:
             return SampleResult(x=x, nfe=0)
-        return SampleResult(x=x, nfe=0, times=grid(),
-                            trajectory=x[:kept].unsqueeze(0).repeat(steps + 1, *([1] * x.dim())))
+        return SampleResult(
+            x=x, nfe=0, times=grid(), trajectory=x[:kept].unsqueeze(0).repeat(steps + 1, *([1] * x.dim()))
+        )
 
     if method == "dopri5":
         from torchdiffeq import odeint  # imported lazily: only the adaptive solver needs it
 
         times = grid() if kept else torch.tensor([t0, t1], dtype=x.dtype, device=x.device)
         try:
-            states = odeint(counted, x, times, method="dopri5", atol=atol, rtol=rtol,
-                            options={"max_num_steps": int(max_steps)})
+            states = odeint(
+                counted, x, times, method="dopri5", atol=atol, rtol=rtol, options={"max_num_steps": int(max_steps)}
+            )
         except AssertionError as err:  # torchdiffeq signals the step bound with an assert
             if "max_num_steps" not in str(err):
                 raise

@@ -1,4 +1,5 @@
 """The one result type of every sampler: ODE solvers in t, field lines in z, and the duality wrappers."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -8,9 +8,11 @@ the configured options for that call only.
   beyond the target plate for fields that are not forward-only (IFM, EFM),
   :func:`lightning_fm.sampling.field_lines.integrate_field_lines`.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import Tensor
 
@@ -45,12 +47,20 @@ class ODESampler(Sampler):
         atol, rtol: dopri5 tolerances (torchcfm's CIFAR-10 FID: 1e-5, 1e-5). max_steps: dopri5's step bound.
     """
 
-    def __init__(self, method: str = "euler", steps: int = 100, atol: float = 1e-5, rtol: float = 1e-5,
-                 max_steps: int = 10_000) -> None:
+    def __init__(
+        self, method: str = "euler", steps: int = 100, atol: float = 1e-5, rtol: float = 1e-5, max_steps: int = 10_000
+    ) -> None:
         check_solver_options(method, steps, atol, rtol, max_steps, owner="ODESampler")
 
-    def __call__(self, velocity: Callable[[Tensor, Tensor], Tensor], x_source: Tensor, record: bool | int = False,
-                 t0: float = 0.0, t1: float = 1.0, **overrides: Any) -> SampleResult:
+    def __call__(
+        self,
+        velocity: Callable[[Tensor, Tensor], Tensor],
+        x_source: Tensor,
+        record: bool | int = False,
+        t0: float = 0.0,
+        t1: float = 1.0,
+        **overrides: Any,
+    ) -> SampleResult:
         """``velocity(t (B,), x (B, *dims))``; ``record``: trajectories of all (True) or of the first k lines."""
         return integrate(velocity, x_source, t0, t1, record=record, **self.options(**overrides))
 
@@ -71,23 +81,44 @@ class FieldLineSampler(Sampler):
             ``"hold"`` for a forward-only field, ``"clamp"`` otherwise.
     """
 
-    def __init__(self, method: str = "euler", steps: int = 100, eps: float = 0.0,
-                 continue_outside: bool | None = None, arc_step: float = 0.05, max_arc_steps: int = 2000,
-                 return_tol: float = 0.05, cross_probe: float = 0.0, fz_min_rel: float = 0.0,
-                 atol: float = 1e-5, rtol: float = 1e-5, nonpositive_fz: str | None = None) -> None:
+    def __init__(
+        self,
+        method: str = "euler",
+        steps: int = 100,
+        eps: float = 0.0,
+        continue_outside: bool | None = None,
+        arc_step: float = 0.05,
+        max_arc_steps: int = 2000,
+        return_tol: float = 0.05,
+        cross_probe: float = 0.0,
+        fz_min_rel: float = 0.0,
+        atol: float = 1e-5,
+        rtol: float = 1e-5,
+        nonpositive_fz: str | None = None,
+    ) -> None:
         check_solver_options(method, steps, atol, rtol, owner="FieldLineSampler")
         if not (arc_step > 0 and max_arc_steps >= 0 and return_tol >= 0 and cross_probe >= 0 and eps >= 0):
-            raise ValueError("FieldLineSampler needs arc_step > 0, max_arc_steps >= 0, return_tol >= 0, "
-                             f"cross_probe >= 0, eps >= 0; got {arc_step}, {max_arc_steps}, {return_tol}, "
-                             f"{cross_probe}, {eps}")
+            raise ValueError(
+                "FieldLineSampler needs arc_step > 0, max_arc_steps >= 0, return_tol >= 0, "
+                f"cross_probe >= 0, eps >= 0; got {arc_step}, {max_arc_steps}, {return_tol}, "
+                f"{cross_probe}, {eps}"
+            )
         if not 0 <= fz_min_rel < 1:
             raise ValueError(f"FieldLineSampler.fz_min_rel must be in [0, 1), got {fz_min_rel}")
         if nonpositive_fz is not None and nonpositive_fz not in NONPOSITIVE_FZ_RULES:
-            raise ValueError(f"FieldLineSampler.nonpositive_fz must be one of {NONPOSITIVE_FZ_RULES} or null, got "
-                             f"{nonpositive_fz!r}")
+            raise ValueError(
+                f"FieldLineSampler.nonpositive_fz must be one of {NONPOSITIVE_FZ_RULES} or null, got {nonpositive_fz!r}"
+            )
 
-    def __call__(self, field_fn: FieldFn, x_source: Tensor, L: float, record: bool | int = False,
-                 forward_only: bool = True, **overrides: Any) -> SampleResult:
+    def __call__(
+        self,
+        field_fn: FieldFn,
+        x_source: Tensor,
+        L: float,
+        record: bool | int = False,
+        forward_only: bool = True,
+        **overrides: Any,
+    ) -> SampleResult:
         """``field_fn(z (B,), x) -> (f_z, f_x)``; ``forward_only``: the field's lines never leave the slab (decides
         ``continue_outside`` when it is None)."""
         options = self.options(**overrides)

@@ -1,5 +1,6 @@
 """The framework's disk cache (trained metric classifiers, FID reference statistics): where it is, and writes that
 never leave a half-written file."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,9 +1,11 @@
 """Finiteness checks that cost the host nothing per step: an on-device record of non-finite values
 (:class:`NonFiniteTracker`), read at the few steps where it is checked, and a one-sync test of every tensor of a
 nested state (:func:`first_nonfinite`, for checkpoints). Pure torch."""
+
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -33,7 +35,7 @@ def first_nonfinite(state: Any) -> str | None:
     for index, (_, tensor) in enumerate(named):
         by_device.setdefault(tensor.device, []).append(index)
     bad = torch.zeros(len(named), dtype=torch.bool)
-    for device, indices in by_device.items():
+    for indices in by_device.values():
         flags = torch.stack([~torch.isfinite(named[i][1]).all() for i in indices]).cpu()
         bad[indices] = flags
     hits = bad.nonzero()

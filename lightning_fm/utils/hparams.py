@@ -1,4 +1,5 @@
 """What Lightning loggers and checkpoints record of a module's or a DataModule's hyperparameters."""
+
 from __future__ import annotations
 
 import copy

@@ -1,4 +1,5 @@
 """Learning-rate schedules for the ``lr_scheduler`` factory of the modules (stepped once per optimiser step)."""
+
 from __future__ import annotations
 
 import math
@@ -35,11 +36,13 @@ class CosineDecay(LinearWarmup):
     #: the schedule asks the module for the run's length (``trainer.max_steps``) when ``total_steps`` is None
     wants_total_steps = True
 
-    def __init__(self, optimizer: Optimizer, total_steps: int | None = None, warmup_steps: int = 0,
-                 final_fraction: float = 0.0) -> None:
+    def __init__(
+        self, optimizer: Optimizer, total_steps: int | None = None, warmup_steps: int = 0, final_fraction: float = 0.0
+    ) -> None:
         if total_steps is not None and (int(total_steps) != total_steps or total_steps < 1):
-            raise ValueError(f"CosineDecay.total_steps must be an integer >= 1 or null (trainer.max_steps), got "
-                             f"{total_steps!r}")
+            raise ValueError(
+                f"CosineDecay.total_steps must be an integer >= 1 or null (trainer.max_steps), got {total_steps!r}"
+            )
         if not 0.0 <= final_fraction <= 1.0:
             raise ValueError(f"CosineDecay.final_fraction must lie in [0, 1], got {final_fraction!r}")
         self.total_steps = None if total_steps is None else int(total_steps)
@@ -66,8 +69,10 @@ class CosineDecay(LinearWarmup):
         if self.total_steps is not None:
             return
         if int(max_steps) != max_steps or max_steps < 1:
-            raise ValueError(f"CosineDecay with total_steps=null decays over trainer.max_steps, which is "
-                             f"{max_steps!r}: set trainer.max_steps > 0 or lr_scheduler.init_args.total_steps")
+            raise ValueError(
+                f"CosineDecay with total_steps=null decays over trainer.max_steps, which is "
+                f"{max_steps!r}: set trainer.max_steps > 0 or lr_scheduler.init_args.total_steps"
+            )
         self.total_steps = int(max_steps)
         for group, lr in zip(self.optimizer.param_groups, self.base_lrs):  # the rate of the current step
             group["lr"] = lr * self.factor(self.last_epoch)

@@ -1,4 +1,5 @@
 """Seeds derived from tuples of integers, so that every (seed, stream, epoch, rank, step) has its own generator."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -12,6 +12,7 @@ components of this package, ``torch.nn``, ``torch.optim``), in ``$LIGHTNING_FM_A
 modules or classes the user trusts) or in the ``allowed`` given; otherwise :class:`UntrustedClassError`, before any
 import.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,9 +27,16 @@ from typing import Any
 
 #: modules (and everything below them) whose classes a checkpoint may name
 CHECKPOINT_ALLOWED = (
-    "lightning_fm.models", "lightning_fm.paths", "lightning_fm.couplings", "lightning_fm.fields",
-    "lightning_fm.sampling", "lightning_fm.modules", "lightning_fm.duality", "lightning_fm.utils.schedules",
-    "torch.nn", "torch.optim",
+    "lightning_fm.models",
+    "lightning_fm.paths",
+    "lightning_fm.couplings",
+    "lightning_fm.fields",
+    "lightning_fm.sampling",
+    "lightning_fm.modules",
+    "lightning_fm.duality",
+    "lightning_fm.utils.schedules",
+    "torch.nn",
+    "torch.optim",
 )
 #: the environment variable of the modules or classes the user allows checkpoints to name, comma-separated
 ALLOWED_ENV = "LIGHTNING_FM_ALLOWED_CLASSES"
@@ -36,7 +44,8 @@ ALLOWED_ENV = "LIGHTNING_FM_ALLOWED_CLASSES"
 CLASS_KEYS = ("class_path", "_class_path", "_instantiator")
 #: inside only_allowed_classes: the allowed prefixes and where the specs come from
 _RESTRICTION: contextvars.ContextVar[tuple[tuple[str, ...], str] | None] = contextvars.ContextVar(
-    "lightning_fm_class_restriction", default=None)
+    "lightning_fm_class_restriction", default=None
+)
 
 
 class UntrustedClassError(ValueError):
@@ -94,6 +103,7 @@ def to_spec(value: Any) -> Any:
 
 def describe(obj: Buildable) -> str:
     """``Class(arg=value, ...)`` from the recorded init args, recursively for nested components (e.g. paths)."""
+
     def fmt(v: Any) -> str:
         return describe(v) if isinstance(v, Buildable) else repr(v)
 
@@ -114,15 +124,18 @@ def callable_spec(factory: Any) -> dict[str, Any] | None:
         cls = factory.func if not factory.args else factory.args[-1]
         if isinstance(cls, type) and (cls is factory.func or len(factory.args) == 2):
             return {"class_path": class_path(cls), "init_args": {k: to_spec(v) for k, v in factory.keywords.items()}}
-    raise TypeError(f"cannot store {factory!r} in a checkpoint: give a class, functools.partial(Class, **kwargs) "
-                    "or a {'class_path', 'init_args'} dict")
+    raise TypeError(
+        f"cannot store {factory!r} in a checkpoint: give a class, functools.partial(Class, **kwargs) "
+        "or a {'class_path', 'init_args'} dict"
+    )
 
 
 def build_callable(spec: Any) -> Any:
     """Inverse of :func:`callable_spec`: ``functools.partial(Class, **init_args)``; callables pass through."""
     if isinstance(spec, dict) and "class_path" in spec:
-        return functools.partial(import_class(spec["class_path"]), **{k: build(v) for k, v in
-                                                                 (spec.get("init_args") or {}).items()})
+        return functools.partial(
+            import_class(spec["class_path"]), **{k: build(v) for k, v in (spec.get("init_args") or {}).items()}
+        )
     return spec
 
 
@@ -169,7 +182,8 @@ def refusal(source: str, found: list[tuple[str, Any]]) -> UntrustedClassError:
     return UntrustedClassError(
         f"{source} names {listed}, outside the classes a checkpoint may name ({', '.join(CHECKPOINT_ALLOWED)}): "
         f"nothing was imported. If you trust this file, add the module or class to ${ALLOWED_ENV} "
-        "(comma-separated), e.g. LIGHTNING_FM_ALLOWED_CLASSES=mypackage.models")
+        "(comma-separated), e.g. LIGHTNING_FM_ALLOWED_CLASSES=mypackage.models"
+    )
 
 
 @contextlib.contextmanager
@@ -198,8 +212,9 @@ def import_class(path: str) -> type:
     if restriction is not None and not isinstance(found, type):
         raise refusal(restriction[1], [("class_path (not a class)", path)])
     if restriction is not None and not is_allowed(f"{found.__module__}.{found.__qualname__}", restriction[0]):
-        raise refusal(restriction[1], [("class_path (defined elsewhere)", f"{path} = {found.__module__}."
-                                        f"{found.__qualname__}")])
+        raise refusal(
+            restriction[1], [("class_path (defined elsewhere)", f"{path} = {found.__module__}.{found.__qualname__}")]
+        )
     return found
 
 

@@ -1,4 +1,5 @@
 """Tensor helpers shared by the maths: per-sample times and broadcasting a ``(B,)`` tensor against ``(B, *dims)``."""
+
 from __future__ import annotations
 
 import torch
@@ -11,8 +12,9 @@ def as_time(t: Tensor | float, x: Tensor) -> Tensor:
     if t.dim() == 0:
         t = t.expand(x.shape[0])
     if t.shape != (x.shape[0],):
-        raise ValueError(f"t must have shape ({x.shape[0]},) to match x of shape {tuple(x.shape)}, "
-                         f"got {tuple(t.shape)}")
+        raise ValueError(
+            f"t must have shape ({x.shape[0]},) to match x of shape {tuple(x.shape)}, got {tuple(t.shape)}"
+        )
     return t
 
 

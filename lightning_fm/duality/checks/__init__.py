@@ -26,6 +26,7 @@ C8, C13) runs C3, C6, C7, C8 on the Gaussian toy; :mod:`.learned` holds the chec
 by step, C9 guards) and of a module's own path or field; :class:`CheckResult`, the tolerances and
 :func:`format_checks` are in :mod:`.base`. This package re-exports all of them.
 """
+
 from lightning_fm.duality.checks.base import (  # noqa: F401
     DIVERGENCE_TOL,
     QUADRATURE_TOL,

@@ -3,10 +3,12 @@
 :mod:`~lightning_fm.duality.checks.exact` and :mod:`~lightning_fm.duality.checks.statistical`; the table of every
 check and its tolerance is in :mod:`~lightning_fm.duality.checks`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 

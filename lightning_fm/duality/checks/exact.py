@@ -4,10 +4,12 @@ Exact: an identity that holds to float precision (C1, C2 by quadrature, C4, C5, 
 C2 by Monte Carlo is statistical, C9 for a non-forward-only field and C11 are diagnostics. Tolerances: the table in
 :mod:`~lightning_fm.duality.checks`. Pure torch (+ numpy for Gauss-Legendre nodes), CPU, float64 unless stated.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,8 +54,9 @@ def divergence_terms(field_: InteractionField, z: Tensor, x: Tensor, x0: Tensor,
     return torch.stack(terms, 1).detach()
 
 
-def check_divergence(field_: InteractionField, z: Tensor, x: Tensor, x0: Tensor, x1: Tensor,
-                     tolerance: float | None = None) -> CheckResult:
+def check_divergence(
+    field_: InteractionField, z: Tensor, x: Tensor, x0: Tensor, x1: Tensor, tolerance: float | None = None
+) -> CheckResult:
     """C1 (exact): the pair field is divergence-free, ``d_z E_z + grad_x . E_x = 0`` (MATH.md §6.1 (I1)).
 
     Autograd in x's dtype; the value is the largest cancellation ratio over the points,
@@ -65,8 +68,14 @@ def check_divergence(field_: InteractionField, z: Tensor, x: Tensor, x0: Tensor,
     ratio = terms.sum(1).abs() / scale.clamp_min(torch.finfo(terms.dtype).tiny)
     ratio = torch.where(scale > 0, ratio, torch.zeros_like(ratio))
     tol = DIVERGENCE_TOL.get(x.dtype, 1e-4) if tolerance is None else tolerance
-    return _result(f"C1 divergence ({_dtype_name(x.dtype)})", ratio.max(), tol, "exact",
-                   mean=float(ratio.mean()), n_points=x.shape[0])
+    return _result(
+        f"C1 divergence ({_dtype_name(x.dtype)})",
+        ratio.max(),
+        tol,
+        "exact",
+        mean=float(ratio.mean()),
+        n_points=x.shape[0],
+    )
 
 
 # -- C2: unit flux per slice ---------------------------------------------------------------------------------
@@ -78,10 +87,20 @@ def _window(field_: InteractionField, x0: Tensor, x1: Tensor, t: float) -> tuple
     return path.mean(x0, x1, tt)[0], float(path.std(tt)[0])
 
 
-def check_flux(field_: InteractionField, x0: Tensor, x1: Tensor, z_values: Sequence[float],
-               method: str = "auto", half_width: float = 12.0, n_grid: int | None = None, n_mc: int = 20000,
-               n_se: float = 3.0, center: Tensor | None = None, width: float | None = None,
-               generator: torch.Generator | None = None) -> CheckResult:
+def check_flux(
+    field_: InteractionField,
+    x0: Tensor,
+    x1: Tensor,
+    z_values: Sequence[float],
+    method: str = "auto",
+    half_width: float = 12.0,
+    n_grid: int | None = None,
+    n_mc: int = 20000,
+    n_se: float = 3.0,
+    center: Tensor | None = None,
+    width: float | None = None,
+    generator: torch.Generator | None = None,
+) -> CheckResult:
     """C2: unit flux through every slice, ``int E_z(z, x) dx = 1`` for one pair ``x0, x1`` ``(1, D)`` (§6.1 (I2)).
 
     ``quadrature`` (default for D <= 2, exact): trapezoid rule on the box ``center +- half_width * width`` (the
@@ -97,8 +116,9 @@ def check_flux(field_: InteractionField, x0: Tensor, x1: Tensor, z_values: Seque
     L = field_.L
     errors, ses, fluxes = [], [], []
     for zz in z_values:
-        c, w = (center.reshape(-1).to(x0.dtype), float(width)) if center is not None else _window(field_, x0, x1,
-                                                                                                   zz / L)
+        c, w = (
+            (center.reshape(-1).to(x0.dtype), float(width)) if center is not None else _window(field_, x0, x1, zz / L)
+        )
         if method == "quadrature":
             if dim > 2:
                 raise ValueError("quadrature flux is for D <= 2; use method='mc'")
@@ -106,8 +126,9 @@ def check_flux(field_: InteractionField, x0: Tensor, x1: Tensor, z_values: Seque
             axis = torch.linspace(-half_width * w, half_width * w, n, dtype=x0.dtype)
             grids = torch.meshgrid(*([axis] * dim), indexing="ij")
             pts = torch.stack([g.reshape(-1) for g in grids], 1) + c
-            ez, _ = field_.pair_field(torch.full((pts.shape[0],), zz, dtype=x0.dtype), pts,
-                                      x0.expand_as(pts), x1.expand_as(pts))
+            ez, _ = field_.pair_field(
+                torch.full((pts.shape[0],), zz, dtype=x0.dtype), pts, x0.expand_as(pts), x1.expand_as(pts)
+            )
             vals = ez.reshape(*([n] * dim))
             for _ in range(dim):
                 vals = torch.trapezoid(vals, axis, dim=0)
@@ -117,8 +138,9 @@ def check_flux(field_: InteractionField, x0: Tensor, x1: Tensor, z_values: Seque
             eps = torch.randn(n_mc, dim, generator=generator, dtype=x0.dtype)
             pts = c + s * eps
             log_q = -0.5 * eps.square().sum(1) - dim * math.log(s) - 0.5 * dim * math.log(2 * math.pi)
-            ez, _ = field_.pair_field(torch.full((n_mc,), zz, dtype=x0.dtype), pts, x0.expand_as(pts),
-                                      x1.expand_as(pts))
+            ez, _ = field_.pair_field(
+                torch.full((n_mc,), zz, dtype=x0.dtype), pts, x0.expand_as(pts), x1.expand_as(pts)
+            )
             ratio = ez / torch.exp(log_q)
             flux, se = float(ratio.mean()), float(ratio.std() / math.sqrt(n_mc))
         else:
@@ -128,8 +150,7 @@ def check_flux(field_: InteractionField, x0: Tensor, x1: Tensor, z_values: Seque
         ses.append(se)
     if method == "quadrature":
         return _result("C2 unit flux (quadrature)", max(errors), QUADRATURE_TOL, "exact", fluxes=fluxes)
-    return _result("C2 unit flux (MC)", max(errors), n_se * max(ses), "statistical", fluxes=fluxes,
-                   standard_errors=ses)
+    return _result("C2 unit flux (MC)", max(errors), n_se * max(ses), "statistical", fluxes=fluxes, standard_errors=ses)
 
 
 # -- C4: round trip ------------------------------------------------------------------------------------------
@@ -149,15 +170,28 @@ def check_round_trip(u: Tensor, L: float, tolerance: float | None = None, flag_f
     reverse = ((nz2 - nz).abs() + (nx2 - nx).flatten(1).norm(dim=1)).max()
     tol = ROUND_TRIP_TOL.get(u.dtype, 1e-6) if tolerance is None else tolerance
     value = err[~flagged].max() if bool((~flagged).any()) else torch.zeros(())
-    return _result(f"C4 round trip v->f->v ({_dtype_name(u.dtype)})", value, tol, "exact",
-                   flagged=int(flagged.sum()), invalid=back.n_invalid, reverse=float(reverse))
+    return _result(
+        f"C4 round trip v->f->v ({_dtype_name(u.dtype)})",
+        value,
+        tol,
+        "exact",
+        flagged=int(flagged.sum()),
+        invalid=back.n_invalid,
+        reverse=float(reverse),
+    )
 
 
 # -- C5: trajectories coincide -------------------------------------------------------------------------------
-def check_trajectory_coincidence(velocity_model: Any, x_source: Tensor, L: float, steps: int = 100,
-                                 method: str = "euler", t0: float = 0.0,
-                                 field_fn: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
-                                 tolerance: float | None = None) -> CheckResult:
+def check_trajectory_coincidence(
+    velocity_model: Any,
+    x_source: Tensor,
+    L: float,
+    steps: int = 100,
+    method: str = "euler",
+    t0: float = 0.0,
+    field_fn: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
+    tolerance: float | None = None,
+) -> CheckResult:
     """C5 (exact): field lines stepped in z (step ``dz``) = CFM trajectories stepped in t (``dt = dz/L``).
 
     t side: :func:`lightning_fm.sampling.ode.integrate` of ``velocity(x, t)`` from ``t0`` to 1. z side:
@@ -175,14 +209,25 @@ def check_trajectory_coincidence(velocity_model: Any, x_source: Tensor, L: float
         xz = integrate_field_lines(field_fn, x_source, L, method=method, steps=steps, eps=t0 * L).x
     value = (xz - xt).abs().max() / (1 + xt.abs().max())
     tol = TRAJECTORY_TOL.get(x_source.dtype, 1e-5) if tolerance is None else tolerance
-    return _result(f"C5 trajectories ({method}, {_dtype_name(x_source.dtype)})", value, tol, "exact",
-                   max_abs=float((xz - xt).abs().max()), steps=steps)
+    return _result(
+        f"C5 trajectories ({method}, {_dtype_name(x_source.dtype)})",
+        value,
+        tol,
+        "exact",
+        max_abs=float((xz - xt).abs().max()),
+        steps=steps,
+    )
 
 
 # -- C9: forward-only guard ----------------------------------------------------------------------------------
-def check_forward_only(field_: InteractionField | Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], z: Tensor,
-                       x: Tensor, x0: Tensor | None = None, x1: Tensor | None = None,
-                       expect_forward_only: bool | None = None) -> CheckResult:
+def check_forward_only(
+    field_: InteractionField | Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
+    z: Tensor,
+    x: Tensor,
+    x0: Tensor | None = None,
+    x1: Tensor | None = None,
+    expect_forward_only: bool | None = None,
+) -> CheckResult:
     """C9: the fraction of points where the field points backward, ``f_z <= 0`` (MATH.md §8, §9).
 
     ``field_`` is an :class:`InteractionField` (its superposition over the pairs ``x0, x1`` is evaluated) or any
@@ -204,8 +249,7 @@ def check_forward_only(field_: InteractionField | Callable[[Tensor, Tensor], tup
         return _result("C9 forward-only guard", fraction, 0.0, "exact", count=count)
     if expect_forward_only is None:
         return CheckResult("C9 forward-only guard", fraction, 0.0, True, "diagnostic", {"count": count})
-    return CheckResult("C9 backward points", fraction, 0.0, fraction > 0, "diagnostic",
-                       {"count": count})
+    return CheckResult("C9 backward points", fraction, 0.0, fraction > 0, "diagnostic", {"count": count})
 
 
 # -- C11: reference-code strong field vs exact current -------------------------------------------------------
@@ -225,13 +269,20 @@ def check_code_field(field_: StrongInteractionField, z: Tensor, x: Tensor, x0: T
     cos = (unit(code.pair_field(z, x, x0, x1)) * unit(exact.pair_field(z, x, x0, x1))).sum(1)
     ratio = (x1 - x0).flatten(1).norm(dim=1) / field_.L
     err = 1 - cos
-    return _result("C11 code field vs exact current", err.mean(), min(2.0, float(ratio.pow(4).mean())),
-                   "diagnostic", max=float(err.max()), delta_over_L=float(ratio.mean()))
+    return _result(
+        "C11 code field vs exact current",
+        err.mean(),
+        min(2.0, float(ratio.pow(4).mean())),
+        "diagnostic",
+        max=float(err.max()),
+        delta_over_L=float(ratio.mean()),
+    )
 
 
 # -- C12: Poisson kernel normalisation -----------------------------------------------------------------------
-def check_poisson_kernel(dims: Sequence[int] = (1, 2, 3, 8, 32), z_values: Sequence[float] = (0.01, 1.0, 50.0),
-                         n_nodes: int = 96) -> CheckResult:
+def check_poisson_kernel(
+    dims: Sequence[int] = (1, 2, 3, 8, 32), z_values: Sequence[float] = (0.01, 1.0, 50.0), n_nodes: int = 96
+) -> CheckResult:
     """C12 (exact): one unit charge at the origin of ``R^{D+1}`` sends half its flux up: ``int 2 E_z(z, x) dx = 1``
     with ``2 E_z = (2/S_D) z / (||x||^2 + z^2)^{(D+1)/2}`` (the PFGM Poisson kernel; D = 1: Cauchy).
 
@@ -260,8 +311,15 @@ def check_poisson_kernel(dims: Sequence[int] = (1, 2, 3, 8, 32), z_values: Seque
 
 
 # -- drivers -------------------------------------------------------------------------------------------------
-def run_exact_checks(path_or_field: GaussianPath | InteractionField, L: float | None = None, D: int = 2,
-                     n_points: int = 256, n_pairs: int = 64, steps: int = 50, seed: int = 0) -> list[CheckResult]:
+def run_exact_checks(
+    path_or_field: GaussianPath | InteractionField,
+    L: float | None = None,
+    D: int = 2,
+    n_points: int = 256,
+    n_pairs: int = 64,
+    steps: int = 50,
+    seed: int = 0,
+) -> list[CheckResult]:
     """All exact checks for one path (through Phi) or one forward-only field that is a path's current:
     C1 (fp64, fp32), C2 (quadrature for D <= 2, else Monte Carlo), C4 (fp64, fp32), C5 (Euler, field superposed
     over ``n_pairs`` pairs vs the path's posterior velocity), C9 and C12. Toy data of :func:`default_toy`;
@@ -275,8 +333,9 @@ def run_exact_checks(path_or_field: GaussianPath | InteractionField, L: float | 
     idx = torch.arange(n_points) % n_pairs
     t = 0.05 + 0.9 * torch.rand(n_points, generator=g, dtype=torch.float64)
     p0, p1 = x0[idx], x1[idx]
-    x = path.sample(p0, p1, t, noise=None if path.requires_gaussian_source else torch.randn(p0.shape, generator=g,
-                                                                                          dtype=p0.dtype)).xt
+    x = path.sample(
+        p0, p1, t, noise=None if path.requires_gaussian_source else torch.randn(p0.shape, generator=g, dtype=p0.dtype)
+    ).xt
     z = t * L
     results = [check_divergence(field_, z, x, p0, p1)]
     f32 = [v.float() for v in (z, x, p0, p1)]
@@ -288,9 +347,16 @@ def run_exact_checks(path_or_field: GaussianPath | InteractionField, L: float | 
     results.append(check_round_trip(u.float(), L))
     t0 = 0.0 if float(path.sigma(torch.zeros(1, dtype=torch.float64))[0]) > 0 else 1e-3
     posterior = lambda xx, tt: path.posterior(xx, tt, x0, x1).velocity  # noqa: E731
-    results.append(check_trajectory_coincidence(
-        posterior, toy.sample_source(n_points, g), L, steps=steps, t0=t0,
-        field_fn=lambda zz, xx: field_.direction(zz, xx, x0, x1)))
+    results.append(
+        check_trajectory_coincidence(
+            posterior,
+            toy.sample_source(n_points, g),
+            L,
+            steps=steps,
+            t0=t0,
+            field_fn=lambda zz, xx: field_.direction(zz, xx, x0, x1),
+        )
+    )
     zs = torch.cat([z, L * (0.01 + 0.98 * torch.rand(n_points, generator=g, dtype=torch.float64))])
     xs = torch.cat([x, x + 3 * torch.randn(x.shape, generator=g, dtype=x.dtype)])
     results.append(check_forward_only(field_, zs, xs, x0, x1))

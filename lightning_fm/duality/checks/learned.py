@@ -2,6 +2,7 @@
 callback and by the duality experiment. Pure torch: the module is duck-typed (a CFM model has ``velocity(x, t)``
 and ``path``; an IFM model has ``field_output(z, x)``, ``field``, ``volume``).
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -31,8 +32,9 @@ def model_family(module: Any) -> str | None:
     return None
 
 
-def euler_step_identity(velocity_fn, field_fn, z_grid: Tensor, trajectory: Tensor, L: float, name: str,
-                        flag_fz: float = 1e-3) -> CheckResult:
+def euler_step_identity(
+    velocity_fn, field_fn, z_grid: Tensor, trajectory: Tensor, L: float, name: str, flag_fz: float = 1e-3
+) -> CheckResult:
     """C5 on a learned network, one step at a time: from every point ``x_k`` of a recorded sampler path at
     ``z_k = t_k L``, one Euler step in t of ``velocity_fn`` (:func:`lightning_fm.sampling.integrate`, ``dt``) and
     one Euler step in z of ``field_fn`` (:func:`lightning_fm.sampling.integrate_field_lines`, ``dz = L dt``) land
@@ -61,8 +63,14 @@ def euler_step_identity(velocity_fn, field_fn, z_grid: Tensor, trajectory: Tenso
                 worst_abs = max(worst_abs, float(err.max()))
     value = worst
     tol = TRAJECTORY_TOL.get(trajectory.dtype, 1e-5)
-    return CheckResult(name, value, tol, bool(value <= tol), "exact",
-                       {"max_abs": worst_abs, "excluded": excluded, "points": k_steps * n})
+    return CheckResult(
+        name,
+        value,
+        tol,
+        bool(value <= tol),
+        "exact",
+        {"max_abs": worst_abs, "excluded": excluded, "points": k_steps * n},
+    )
 
 
 def guard_fraction(field_fn, z: Tensor, x: Tensor, name: str) -> CheckResult:
@@ -71,8 +79,15 @@ def guard_fraction(field_fn, z: Tensor, x: Tensor, name: str) -> CheckResult:
     return replace(result, name=name)
 
 
-def learned_cfm_checks(module: Any, x0: Tensor, x1: Tensor, L: float, steps: int = 20,
-                       generator: torch.Generator | None = None, step_identity: bool = True) -> list[CheckResult]:
+def learned_cfm_checks(
+    module: Any,
+    x0: Tensor,
+    x1: Tensor,
+    L: float,
+    steps: int = 20,
+    generator: torch.Generator | None = None,
+    step_identity: bool = True,
+) -> list[CheckResult]:
     """C4, C9 and (``step_identity``) C5 on a velocity model: points ``x_t ~ p_t(.|x0_i, x1_i)`` of its path
     (pairs as given), C5 along its ``steps``-step Euler trajectories from ``x0``."""
     n, dtype, device = x0.shape[0], x0.dtype, x0.device
@@ -83,17 +98,28 @@ def learned_cfm_checks(module: Any, x0: Tensor, x1: Tensor, L: float, steps: int
         xt = path.sample(x0, x1, t, noise=None if path.requires_gaussian_source else noise).xt
         v = module.velocity(xt, t)
     dual = VelocityAsField(module, L)
-    results = [replace(check_round_trip(v, L), name="C4 round trip, learned v (fp32)"
-                       if v.dtype == torch.float32 else "C4 round trip, learned v")]
+    results = [
+        replace(
+            check_round_trip(v, L),
+            name="C4 round trip, learned v (fp32)" if v.dtype == torch.float32 else "C4 round trip, learned v",
+        )
+    ]
     guard = check_forward_only(dual.field_output, t * L, xt, expect_forward_only=True)
     results.append(replace(guard, name="C9 guard of VelocityAsField(learned v)"))
     if not step_identity:
         return results
     with torch.no_grad():
-        run = integrate(lambda tt, xx: module.velocity(xx, tt), x0, 0.0, 1.0, method="euler", steps=steps,
-                        record=True)
-    results.append(euler_step_identity(module.velocity, dual.field_output, run.times * L, run.trajectory, L,
-                                       "C5 learned v: each Euler step in t = in z"))
+        run = integrate(lambda tt, xx: module.velocity(xx, tt), x0, 0.0, 1.0, method="euler", steps=steps, record=True)
+    results.append(
+        euler_step_identity(
+            module.velocity,
+            dual.field_output,
+            run.times * L,
+            run.trajectory,
+            L,
+            "C5 learned v: each Euler step in t = in z",
+        )
+    )
     return results
 
 
@@ -106,8 +132,15 @@ def _sampler_lines(module: Any, x0: Tensor, L: float, steps: int):
     return lines, z, lines.trajectory[:-1].reshape(-1, *x0.shape[1:])
 
 
-def learned_ifm_checks(module: Any, x0: Tensor, x1: Tensor, L: float, steps: int = 20,
-                       generator: torch.Generator | None = None, step_identity: bool = True) -> list[CheckResult]:
+def learned_ifm_checks(
+    module: Any,
+    x0: Tensor,
+    x1: Tensor,
+    L: float,
+    steps: int = 20,
+    generator: torch.Generator | None = None,
+    step_identity: bool = True,
+) -> list[CheckResult]:
     """C9 guard (training points, sampler lines); for a forward-only field also C4 and C5 on ``FieldAsVelocity``."""
     with torch.no_grad():
         z, x = module.volume(x0.cpu(), x1.cpu(), L, generator=generator)
@@ -121,11 +154,23 @@ def learned_ifm_checks(module: Any, x0: Tensor, x1: Tensor, L: float, steps: int
         round_trip = check_round_trip(psi.velocity[~psi.invalid], L) if bool((~psi.invalid).any()) else None
         if round_trip is not None:
             round_trip.details["guarded"] = psi.n_invalid
-            results.append(replace(round_trip, name="C4 round trip, learned f (fp32)"
-                                   if fx.dtype == torch.float32 else "C4 round trip, learned f"))
+            results.append(
+                replace(
+                    round_trip,
+                    name="C4 round trip, learned f (fp32)" if fx.dtype == torch.float32 else "C4 round trip, learned f",
+                )
+            )
         if step_identity:
-            results.append(euler_step_identity(FieldAsVelocity(module).velocity, module.field_output, lines.times,
-                                               lines.trajectory, L, "C5 learned f: each Euler step in z = in t"))
+            results.append(
+                euler_step_identity(
+                    FieldAsVelocity(module).velocity,
+                    module.field_output,
+                    lines.times,
+                    lines.trajectory,
+                    L,
+                    "C5 learned f: each Euler step in z = in t",
+                )
+            )
     return results
 
 
@@ -138,8 +183,15 @@ def behind_plates(x: Tensor, L: float, generator: torch.Generator | None = None)
     return z, x
 
 
-def field_checks(module: Any, x0: Tensor, x1: Tensor, L: float, dim: int, n_points: int = 256,
-                 generator: torch.Generator | None = None) -> list[CheckResult]:
+def field_checks(
+    module: Any,
+    x0: Tensor,
+    x1: Tensor,
+    L: float,
+    dim: int,
+    n_points: int = 256,
+    generator: torch.Generator | None = None,
+) -> list[CheckResult]:
     """The identities of the module's path or field, which do not depend on the weights (computed once).
 
     A path or forward-only field that is the current of a path with ``sigma_t > 0``: :func:`run_exact_checks`
@@ -154,8 +206,9 @@ def field_checks(module: Any, x0: Tensor, x1: Tensor, L: float, dim: int, n_poin
         res = check_forward_only(target, *pts, x0.double(), x1.double(), expect_forward_only=False)
         return [replace(res, name="C9 backward points behind the plates (exact field)"), check_poisson_kernel()]
     try:
-        return run_exact_checks(target, None if model_family(module) == "ifm" else L, D=dim, n_points=n_points,
-                                n_pairs=min(64, n_points))
+        return run_exact_checks(
+            target, None if model_family(module) == "ifm" else L, D=dim, n_points=n_points, n_pairs=min(64, n_points)
+        )
     except ValueError:
         pass
     path = getattr(target, "path", None) if model_family(module) == "ifm" else target

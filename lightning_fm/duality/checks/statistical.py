@@ -5,10 +5,12 @@ Statistical: holds in expectation or in a limit, tested against a Monte-Carlo st
 C13 is a diagnostic with an indicative tolerance. Tolerances: the table in :mod:`~lightning_fm.duality.checks`.
 Pure torch (+ numpy for the log-log fit), CPU, float64 unless stated.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,16 +26,24 @@ from lightning_fm.utils.tensors import as_time
 
 
 # -- C3: superposition = marginal velocity -------------------------------------------------------------------
-def superposition_error(field_: InteractionField, toy: GaussianToy, z: Tensor, x: Tensor, x0: Tensor,
-                        x1: Tensor) -> Tensor:
+def superposition_error(
+    field_: InteractionField, toy: GaussianToy, z: Tensor, x: Tensor, x0: Tensor, x1: Tensor
+) -> Tensor:
     """Per point ``1 - cos`` between ``field.direction(z, x; pairs)`` and ``(1, u_t(x)/L)`` (closed form)."""
     nz, nx = field_.direction(z, x, x0, x1)
     rz, rx = field_from_velocity(toy.velocity(x, as_time(z, x) / field_.L), field_.L)
     return 1 - (nz * rz + (nx.flatten(1) * rx.flatten(1)).sum(1))
 
 
-def check_superposition(field_: InteractionField, toy: GaussianToy, z: Tensor, x: Tensor, x0: Tensor, x1: Tensor,
-                        tolerance: float | None = None) -> CheckResult:
+def check_superposition(
+    field_: InteractionField,
+    toy: GaussianToy,
+    z: Tensor,
+    x: Tensor,
+    x0: Tensor,
+    x1: Tensor,
+    tolerance: float | None = None,
+) -> CheckResult:
     """C3 (statistical, LIM in B): the minibatch superposition's direction is the marginal velocity's,
     ``n = (1, u_t(x)/L)/||.||`` (MATH.md §6.4). Value: mean ``1 - cos`` over the points; it falls like O(1/B)
     (self-normalised importance sampling); ``B (1 - cos)`` grows as ``sigma_t`` shrinks against the spread of the
@@ -44,10 +54,16 @@ def check_superposition(field_: InteractionField, toy: GaussianToy, z: Tensor, x
     return _result(f"C3 superposition (B={B})", err.mean(), tol, "statistical", max=float(err.max()))
 
 
-def check_superposition_rate(field_: InteractionField, toy: GaussianToy, t: float = 0.4,
-                             sizes: Sequence[int] = (16, 64, 256, 1024, 4096), n_points: int = 128,
-                             repeats: int = 8, slope_tolerance: float = 0.3,
-                             generator: torch.Generator | None = None) -> CheckResult:
+def check_superposition_rate(
+    field_: InteractionField,
+    toy: GaussianToy,
+    t: float = 0.4,
+    sizes: Sequence[int] = (16, 64, 256, 1024, 4096),
+    n_points: int = 128,
+    repeats: int = 8,
+    slope_tolerance: float = 0.3,
+    generator: torch.Generator | None = None,
+) -> CheckResult:
     """C3 rate: fit ``log(mean(1 - cos)) = a + slope log B`` over ``sizes`` (each error averaged over ``repeats``
     independent draws of ``n_points`` points of ``p_t`` and of B pairs). Value: the slope; passes if
     ``|slope + 1| <= slope_tolerance`` (default: slope in [-1.3, -0.7])."""
@@ -55,13 +71,22 @@ def check_superposition_rate(field_: InteractionField, toy: GaussianToy, t: floa
     z = torch.full((n_points,), t * L, dtype=toy.dtype)
     errors = []
     for B in sizes:
-        err = [superposition_error(field_, toy, z, toy.sample_marginal(t, n_points, generator=generator),
-                                   *toy.sample_pairs(B, generator)).mean() for _ in range(repeats)]
+        err = [
+            superposition_error(
+                field_, toy, z, toy.sample_marginal(t, n_points, generator=generator), *toy.sample_pairs(B, generator)
+            ).mean()
+            for _ in range(repeats)
+        ]
         errors.append(float(torch.stack(err).mean()))
     slope = float(np.polyfit(np.log(np.asarray(sizes, float)), np.log(errors), 1)[0])
-    return CheckResult("C3 superposition rate (slope)", slope, slope_tolerance,
-                       bool(abs(slope + 1) <= slope_tolerance), "statistical",
-                       {"sizes": list(sizes), "errors": errors})
+    return CheckResult(
+        "C3 superposition rate (slope)",
+        slope,
+        slope_tolerance,
+        bool(abs(slope + 1) <= slope_tolerance),
+        "statistical",
+        {"sizes": list(sizes), "errors": errors},
+    )
 
 
 # -- C6, C7: push-forward and slice marginals ----------------------------------------------------------------
@@ -72,8 +97,15 @@ def family_quantile(k: int, n_se: float = 3.0) -> float:
     return float(-torch.special.ndtri(torch.tensor(alpha / (2 * k), dtype=torch.float64)))
 
 
-def check_push_forward(x_end: Tensor, mean: Tensor, std: float, n_se: float = 3.0, allowance: float = 0.0,
-                       x_target: Tensor | None = None, name: str = "C6 push-forward") -> CheckResult:
+def check_push_forward(
+    x_end: Tensor,
+    mean: Tensor,
+    std: float,
+    n_se: float = 3.0,
+    allowance: float = 0.0,
+    x_target: Tensor | None = None,
+    name: str = "C6 push-forward",
+) -> CheckResult:
     """C6 (statistical): end points of the lines started on ``p_0`` match ``p_1 = N(mean, std^2 I)`` (the
     target; for a path with ``sigma_1 > 0``, the target convolved with ``N(0, sigma_1^2 I)``).
 
@@ -94,12 +126,17 @@ def check_push_forward(x_end: Tensor, mean: Tensor, std: float, n_se: float = 3.
         half = x_target.shape[0] // 2
         details["w2_floor"] = wasserstein2(x_target[:half], x_target[half:])
     q = family_quantile(2 * dim, n_se)
-    return _result(name, torch.maximum(err_mean, err_std), q * std / math.sqrt(n) + allowance, "statistical",
-                   **details)
+    return _result(name, torch.maximum(err_mean, err_std), q * std / math.sqrt(n) + allowance, "statistical", **details)
 
 
-def check_slice_marginal(x_slice: Tensor, mean: Tensor, var: float, n_se: float = 3.0, allowance: float = 0.0,
-                         name: str = "C7 slice marginal") -> CheckResult:
+def check_slice_marginal(
+    x_slice: Tensor,
+    mean: Tensor,
+    var: float,
+    n_se: float = 3.0,
+    allowance: float = 0.0,
+    name: str = "C7 slice marginal",
+) -> CheckResult:
     """C7 (statistical): the positions of the lines at slice z are distributed as ``p_{z/L} = N(mean, var I)``.
 
     Value: the worst z-score among the D coordinates' ``|sample mean - mean| / sqrt(var/n)`` and
@@ -109,12 +146,27 @@ def check_slice_marginal(x_slice: Tensor, mean: Tensor, var: float, n_se: float 
     n, dim = x_slice.shape[0], x_slice[0].numel()
     z_mean = ((x_slice.mean(0) - mean).abs() / math.sqrt(var / n)).max()
     z_var = ((x_slice.var(0) - var).abs() / (var * math.sqrt(2 / (n - 1)))).max()
-    return _result(name, torch.maximum(z_mean, z_var), family_quantile(2 * dim, n_se) + allowance, "statistical",
-                   z_mean=float(z_mean), z_var=float(z_var), sample_var=x_slice.var(0).tolist(), var=var)
+    return _result(
+        name,
+        torch.maximum(z_mean, z_var),
+        family_quantile(2 * dim, n_se) + allowance,
+        "statistical",
+        z_mean=float(z_mean),
+        z_var=float(z_var),
+        sample_var=x_slice.var(0).tolist(),
+        var=var,
+    )
 
 
-def toy_lines(toy: GaussianToy, L: float, n: int, steps: int, z_stop: float | None = None, method: str = "euler",
-              generator: torch.Generator | None = None) -> Tensor:
+def toy_lines(
+    toy: GaussianToy,
+    L: float,
+    n: int,
+    steps: int,
+    z_stop: float | None = None,
+    method: str = "euler",
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Field lines of ``Phi(toy marginal)`` (:class:`VelocityAsField` of the closed-form velocity) from ``n``
     samples of ``p_0`` at ``z = 0`` to ``z_stop`` (default L), ``steps`` steps of ``method``; returns the positions.
     ``p_0`` is the source for bridge paths and LipmanPath, the source convolved with ``N(0, sigma_0^2 I)`` else."""
@@ -128,9 +180,15 @@ def toy_lines(toy: GaussianToy, L: float, n: int, steps: int, z_stop: float | No
 
 
 # -- C8: loss gap independent of theta -----------------------------------------------------------------------
-def check_loss_gap(toy: GaussianToy, model_a: Any = None, model_b: Any = None, n: int = 20000, n_se: float = 3.0,
-                   t_range: tuple[float, float] = (0.01, 0.99),
-                   generator: torch.Generator | None = None) -> CheckResult:
+def check_loss_gap(
+    toy: GaussianToy,
+    model_a: Any = None,
+    model_b: Any = None,
+    n: int = 20000,
+    n_se: float = 3.0,
+    t_range: tuple[float, float] = (0.01, 0.99),
+    generator: torch.Generator | None = None,
+) -> CheckResult:
     """C8 (statistical): ``L_CFM(theta) - L_FM(theta)`` does not depend on theta (MATH.md §2.1).
 
     With common random numbers ``(t, c, x_t)``, the difference of the two gaps is the mean of
@@ -149,14 +207,28 @@ def check_loss_gap(toy: GaussianToy, model_a: Any = None, model_b: Any = None, n
     diff = -2 * ((va(s.xt, t) - vb(s.xt, t)) * (s.ut - u_marg)).sum(1)
     gap_a = ((va(s.xt, t) - s.ut).square().sum(1) - (va(s.xt, t) - u_marg).square().sum(1)).mean()
     se = float(diff.std() / math.sqrt(n))
-    return _result("C8 loss gap independent of theta", diff.mean().abs(), n_se * se, "statistical",
-                   gap=float(gap_a), standard_error=se)
+    return _result(
+        "C8 loss gap independent of theta",
+        diff.mean().abs(),
+        n_se * se,
+        "statistical",
+        gap=float(gap_a),
+        standard_error=se,
+    )
 
 
 # -- C13: learned dual consistency ---------------------------------------------------------------------------
-def check_learned_consistency(velocity_model: Any, field_model: Any, t: Tensor, x: Tensor,
-                              x_source: Tensor | None = None, steps: int = 100, method: str = "euler",
-                              rel_tolerance: float = 0.1, w2_tolerance: float = 0.1) -> list[CheckResult]:
+def check_learned_consistency(
+    velocity_model: Any,
+    field_model: Any,
+    t: Tensor,
+    x: Tensor,
+    x_source: Tensor | None = None,
+    steps: int = 100,
+    method: str = "euler",
+    rel_tolerance: float = 0.1,
+    w2_tolerance: float = 0.1,
+) -> list[CheckResult]:
     """C13 (diagnostic): a CFM model ``v_theta`` and a forward-only IFM model ``f_phi`` trained on the same path and
     coupling agree. On held-out ``(t, x)``: ``sqrt(sum ||v_theta - L f_x/f_z||^2 / sum ||v_theta||^2)``
     (guarded points of ``f_z`` are counted in ``details``); with ``x_source``: W2
@@ -181,8 +253,14 @@ def check_learned_consistency(velocity_model: Any, field_model: Any, t: Tensor, 
 
 
 # -- drivers -------------------------------------------------------------------------------------------------
-def run_statistical_checks(path_or_field: GaussianPath | InteractionField, L: float | None = None, D: int = 2,
-                           n: int = 2000, steps: int = 200, seed: int = 0) -> list[CheckResult]:
+def run_statistical_checks(
+    path_or_field: GaussianPath | InteractionField,
+    L: float | None = None,
+    D: int = 2,
+    n: int = 2000,
+    steps: int = 200,
+    seed: int = 0,
+) -> list[CheckResult]:
     """The toy checks for one path: C3 (B = 256 and the O(1/B) rate), C6, C7 (z = L/2), C8, on
     :func:`default_toy` with ``n`` lines. Line integration is Euler with ``steps`` steps in z. C6 compares the end
     points with the path's ``p_1 = N(m_1, s_1^2 I)``, ``s_1^2 = s1^2 + sigma_1^2`` (the target itself when

@@ -4,6 +4,7 @@ The whole schema is the signature of :class:`lightning_fm.experiments.duality.ru
 dataclasses are the types of its three settings groups, so that jsonargparse checks every value's type and refuses
 an unknown key, naming it. Their defaults are the experiment's defaults (one place). Pure Python.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields

@@ -2,6 +2,7 @@
 models, CFM trajectories vs forward-only IFM field lines (against t and in data space), and lines of the exact EFM
 (Coulomb) field that leave the slab.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,9 @@ from lightning_fm.fields import CoulombField
 from lightning_fm.sampling import follow_arclength, unit_vector
 
 
-def efm_field_lines(field: CoulombField, P, Q, L: float, n_charges: int = 5, n_dirs: int = 16,
-                    max_steps: int = 1500) -> list:
+def efm_field_lines(
+    field: CoulombField, P, Q, L: float, n_charges: int = 5, n_dirs: int = 16, max_steps: int = 1500
+) -> list:
     """Field lines of the exact Coulomb field from a few source charges, started in all directions of the
     (z, x_1) plane, followed by arclength (midpoint steps ``h = clamp(0.25 d, 1e-3, 0.05 L)``, d: distance to the
     nearest charge) until the line reaches a target charge, leaves the box, or ``max_steps``. Returns a list of
@@ -23,10 +25,21 @@ def efm_field_lines(field: CoulombField, P, Q, L: float, n_charges: int = 5, n_d
     chosen = P[order[torch.linspace(0, len(P) - 1, n_charges).long()]]
     theta = torch.linspace(0, 2 * math.pi, n_dirs + 1, dtype=torch.float64)[:-1] + 0.1
     r0 = 0.02
-    starts = torch.cat([torch.cat([r0 * torch.cos(theta)[:, None], c + r0 * torch.stack(
-        [torch.sin(theta), torch.zeros_like(theta)], 1)], 1) for c in chosen])
-    charges = torch.cat([torch.cat([torch.zeros(len(P), 1, dtype=P.dtype), P], 1),
-                         torch.cat([torch.full((len(Q), 1), L, dtype=Q.dtype), Q], 1)])
+    starts = torch.cat(
+        [
+            torch.cat(
+                [r0 * torch.cos(theta)[:, None], c + r0 * torch.stack([torch.sin(theta), torch.zeros_like(theta)], 1)],
+                1,
+            )
+            for c in chosen
+        ]
+    )
+    charges = torch.cat(
+        [
+            torch.cat([torch.zeros(len(P), 1, dtype=P.dtype), P], 1),
+            torch.cat([torch.full((len(Q), 1), L, dtype=Q.dtype), Q], 1),
+        ]
+    )
 
     def direction(y):
         return unit_vector(*field.direction(y[:, 0], y[:, 1:], P, Q))
@@ -35,7 +48,7 @@ def efm_field_lines(field: CoulombField, P, Q, L: float, n_charges: int = 5, n_d
         return (0.25 * torch.cdist(y, charges).min(1).values).clamp(1e-3, 0.05 * L)
 
     def stop(_index, _y, y_new):
-        near_q = torch.cdist(y_new, charges[len(P):]).min(1).values < 5e-3
+        near_q = torch.cdist(y_new, charges[len(P) :]).min(1).values < 5e-3
         far = (y_new[:, 0] < -1.5 * L) | (y_new[:, 0] > 2.5 * L) | (y_new[:, 1:].abs().max(1).values > 30)
         return near_q | far, y_new
 
@@ -104,10 +117,11 @@ def make_figure(path: Path, target, samples: dict, efm: dict, L: float, n_lines:
     ax.set_ylim(-14, 14)
     ax.set_xlabel("z")
     ax.set_ylabel("$x_1$")
-    ax.set_title("EFM (exact Coulomb field of the same data): lines leave the slab\n"
-                 "(projection of 3-D lines onto the (z, $x_1$) plane; grey = behind the plates)")
+    ax.set_title(
+        "EFM (exact Coulomb field of the same data): lines leave the slab\n"
+        "(projection of 3-D lines onto the (z, $x_1$) plane; grey = behind the plates)"
+    )
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-

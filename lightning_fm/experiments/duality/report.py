@@ -4,6 +4,7 @@ the figure and how to reproduce) and ``report.json`` (the same, machine-readable
 dict of :attr:`~lightning_fm.experiments.duality.run.DualityExperiment.config`, components as ``{class_path,
 init_args}`` specs, as in the YAML).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,56 +26,118 @@ SECTION_TITLES = {
 }
 
 EXPLANATIONS = [
-    ("C1 divergence", "The field E = p_t(x|c) (1, u_t(x|c)/L) of one pair has zero divergence between the plates "
-                      "(autograd): the continuity equation of the path, read in (z, x) space, is Gauss's law with "
-                      "no charge. Value: the worst relative cancellation of the D + 1 derivative terms."),
-    ("C2 unit flux", "The flux of one pair's field through every slice z is 1 (quadrature): the z-component of "
-                     "the field is the probability density p_t, t = z/L."),
-    ("C4 round trip v->f->v", "Velocity -> normalised field direction -> velocity (u = L f_x / f_z) returns the "
-                              "velocity: the two parameterisations carry the same information."),
+    (
+        "C1 divergence",
+        "The field E = p_t(x|c) (1, u_t(x|c)/L) of one pair has zero divergence between the plates "
+        "(autograd): the continuity equation of the path, read in (z, x) space, is Gauss's law with "
+        "no charge. Value: the worst relative cancellation of the D + 1 derivative terms.",
+    ),
+    (
+        "C2 unit flux",
+        "The flux of one pair's field through every slice z is 1 (quadrature): the z-component of "
+        "the field is the probability density p_t, t = z/L.",
+    ),
+    (
+        "C4 round trip v->f->v",
+        "Velocity -> normalised field direction -> velocity (u = L f_x / f_z) returns the "
+        "velocity: the two parameterisations carry the same information.",
+    ),
     ("C4 round trip, learned v", "The same round trip on the trained CFM network's outputs at held-out points."),
     ("C4 round trip, learned f", "The same round trip starting from the trained IFM network's outputs."),
-    ("C5 trajectories", "Field lines of Phi(path) stepped in z (Euler, dz) coincide with the CFM trajectories "
-                        "stepped in t (dt = dz/L): the two ODEs are one ODE."),
-    ("each Euler step", "From every point of the sampler's path, one Euler step in t and one in z (dz = L dt) land "
-                        "on the same point: the identity behind the conversion, for any network."),
-    ("C5 CFM -> VelocityAsField", "The trained CFM network, wrapped as a field model (f = sqrt(3) (1, v/L)/norm) "
-                                  "and sampled along its lines in z, gives the CFM's own Euler samples."),
-    ("C5 IFM -> FieldAsVelocity", "The trained forward-only IFM network, wrapped as a velocity model "
-                                  "(v = L f_x / f_z) and sampled in t, gives the IFM's own z-Euler samples."),
-    ("C9 guard of VelocityAsField", "Fraction of points where the field of the trained CFM points backward "
-                                    "(f_z <= 0): always 0, any velocity defines a forward-only field."),
-    ("C9 learned guard", "Fraction of points where the trained IFM network's f_z <= 0, i.e. where it cannot be "
-                         "read as a CFM velocity. Nothing forces a network to be forward-only; 0 means it is."),
-    ("C9 forward-only guard of Phi", "Fraction of this experiment's points (on and off the path, between the "
-                                     "plates) where the exact field of the path has E_z <= 0: must be 0."),
+    (
+        "C5 trajectories",
+        "Field lines of Phi(path) stepped in z (Euler, dz) coincide with the CFM trajectories "
+        "stepped in t (dt = dz/L): the two ODEs are one ODE.",
+    ),
+    (
+        "each Euler step",
+        "From every point of the sampler's path, one Euler step in t and one in z (dz = L dt) land "
+        "on the same point: the identity behind the conversion, for any network.",
+    ),
+    (
+        "C5 CFM -> VelocityAsField",
+        "The trained CFM network, wrapped as a field model (f = sqrt(3) (1, v/L)/norm) "
+        "and sampled along its lines in z, gives the CFM's own Euler samples.",
+    ),
+    (
+        "C5 IFM -> FieldAsVelocity",
+        "The trained forward-only IFM network, wrapped as a velocity model "
+        "(v = L f_x / f_z) and sampled in t, gives the IFM's own z-Euler samples.",
+    ),
+    (
+        "C9 guard of VelocityAsField",
+        "Fraction of points where the field of the trained CFM points backward "
+        "(f_z <= 0): always 0, any velocity defines a forward-only field.",
+    ),
+    (
+        "C9 learned guard",
+        "Fraction of points where the trained IFM network's f_z <= 0, i.e. where it cannot be "
+        "read as a CFM velocity. Nothing forces a network to be forward-only; 0 means it is.",
+    ),
+    (
+        "C9 forward-only guard of Phi",
+        "Fraction of this experiment's points (on and off the path, between the "
+        "plates) where the exact field of the path has E_z <= 0: must be 0.",
+    ),
     ("C9 forward-only guard", "Fraction of points where Phi(path) has E_z <= 0 (must be 0: E_z = p_t > 0)."),
-    ("C12 Poisson", "PFGM's single-charge field sends exactly half its flux through a plane above it (the Poisson "
-                    "kernel integrates to 1): the normalisation the EFM field uses."),
-    ("C3 superposition rate", "How fast the minibatch error falls with the batch size B (log-log slope; -1 "
-                              "expected, self-normalised importance sampling)."),
-    ("C3 superposition", "The field superposed over a minibatch of B pairs points like the closed-form marginal "
-                         "velocity (mean 1 - cos): IFM's superposition is CFM's marginalisation."),
+    (
+        "C12 Poisson",
+        "PFGM's single-charge field sends exactly half its flux through a plane above it (the Poisson "
+        "kernel integrates to 1): the normalisation the EFM field uses.",
+    ),
+    (
+        "C3 superposition rate",
+        "How fast the minibatch error falls with the batch size B (log-log slope; -1 "
+        "expected, self-normalised importance sampling).",
+    ),
+    (
+        "C3 superposition",
+        "The field superposed over a minibatch of B pairs points like the closed-form marginal "
+        "velocity (mean 1 - cos): IFM's superposition is CFM's marginalisation.",
+    ),
     ("C6 push-forward", "Lines started on p_0 end on p_1 (moments within Monte-Carlo error + an O(dz) allowance)."),
     ("C7 slice marginal", "Lines stopped at the slice z = L/2 are distributed as p_{1/2} (z-scores)."),
-    ("C8 loss gap", "The conditional (CFM) and marginal (FM) losses differ by a constant that does not depend on "
-                    "the network: the same minimiser."),
-    ("C13 learned consistency (rel L2)", "Held-out relative L2 distance between the CFM network's velocity and "
-                                         "L f_x/f_z of the separately trained IFM network: two trainings, one "
-                                         "object. Compare with each model's own error (val/w2 rows)."),
-    ("C13 learned consistency (W2)", "W2 distance between the samples of the two trained models from the same "
-                                     "source points."),
-    ("val/w2", "W2 distance of the model's samples to held-out target samples (tolerance column: the larger of "
-               "0.3 and twice the W2 between two target samples, for scale only)."),
-    ("C9 EFM: E_z <= 0 behind", "Fraction of points behind the plates (z < 0, z > L) where the exact Coulomb "
-                                "field points backward in z: > 0 means Psi (u = L E_x/E_z) is undefined there."),
-    ("C9 EFM: E_z <= 0 between", "Inside the slab every source charge pushes and every target charge pulls "
-                                 "forward, so E_z > 0 there (0 expected): EFM breaks the duality outside the slab."),
-    ("EFM: flux leaving", "Fraction of the directions around a source charge in which the field starts backward "
-                          "(into z < 0): about half of each charge's flux leaves the slab, which no CFM can do."),
-    ("EFM: sample lines running", "Fraction of EFM sample lines (Euler from the source plate, continued by "
-                                  "arclength past z = L) that go more than 0.1 L behind the target plate before "
-                                  "coming back to it: their z is not a time."),
+    (
+        "C8 loss gap",
+        "The conditional (CFM) and marginal (FM) losses differ by a constant that does not depend on "
+        "the network: the same minimiser.",
+    ),
+    (
+        "C13 learned consistency (rel L2)",
+        "Held-out relative L2 distance between the CFM network's velocity and "
+        "L f_x/f_z of the separately trained IFM network: two trainings, one "
+        "object. Compare with each model's own error (val/w2 rows).",
+    ),
+    (
+        "C13 learned consistency (W2)",
+        "W2 distance between the samples of the two trained models from the same source points.",
+    ),
+    (
+        "val/w2",
+        "W2 distance of the model's samples to held-out target samples (tolerance column: the larger of "
+        "0.3 and twice the W2 between two target samples, for scale only).",
+    ),
+    (
+        "C9 EFM: E_z <= 0 behind",
+        "Fraction of points behind the plates (z < 0, z > L) where the exact Coulomb "
+        "field points backward in z: > 0 means Psi (u = L E_x/E_z) is undefined there.",
+    ),
+    (
+        "C9 EFM: E_z <= 0 between",
+        "Inside the slab every source charge pushes and every target charge pulls "
+        "forward, so E_z > 0 there (0 expected): EFM breaks the duality outside the slab.",
+    ),
+    (
+        "EFM: flux leaving",
+        "Fraction of the directions around a source charge in which the field starts backward "
+        "(into z < 0): about half of each charge's flux leaves the slab, which no CFM can do.",
+    ),
+    (
+        "EFM: sample lines running",
+        "Fraction of EFM sample lines (Euler from the source plate, continued by "
+        "arclength past z = L) that go more than 0.1 L behind the target plate before "
+        "coming back to it: their z is not a time.",
+    ),
 ]
 
 
@@ -83,8 +146,10 @@ def explain(r: CheckResult) -> str:
     if r.details.get("excluded"):
         text += f" ({r.details['excluded']} points with f_z <= 1e-3 not held to the tolerance.)"
     if r.details.get("ill_posed_lines"):
-        text += (f" ({r.details['ill_posed_lines']} of {r.details['lines']} lines are steep or not forward-only "
-                 "(an under-trained network): rounding is amplified, so this row is only a diagnostic here.)")
+        text += (
+            f" ({r.details['ill_posed_lines']} of {r.details['lines']} lines are steep or not forward-only "
+            "(an under-trained network): rounding is amplified, so this row is only a diagnostic here.)"
+        )
     return text
 
 
@@ -124,21 +189,31 @@ def dynamics_verdict(rows: list[CheckResult]) -> str:
     nothing about the duality (two untrained networks agree trivially within tolerances set by their own errors)."""
     learned = [r for r in rows if r.name.startswith(LEARNED_PREFIX)]
     c13 = [r for r in rows if r.name.startswith("C13")]
-    agreement = ", ".join(f"{r.name.split('(')[-1].rstrip(')')} = {_fmt(r.value)} (tolerance {_fmt(r.tolerance)})"
-                          for r in c13) or "no C13 row"
-    own = ", ".join(f"{r.name[len(LEARNED_PREFIX):].replace(' model (EMA)', '').strip()} {_fmt(r.value)}"
-                    for r in learned)
-    threshold = ("learned means val/w2 <= max(0.3, 2 x the W2 noise floor) = "
-                 + ", ".join(_fmt(r.tolerance) for r in learned))
+    agreement = (
+        ", ".join(f"{r.name.split('(')[-1].rstrip(')')} = {_fmt(r.value)} (tolerance {_fmt(r.tolerance)})" for r in c13)
+        or "no C13 row"
+    )
+    own = ", ".join(
+        f"{r.name[len(LEARNED_PREFIX) :].replace(' model (EMA)', '').strip()} {_fmt(r.value)}" for r in learned
+    )
+    threshold = "learned means val/w2 <= max(0.3, 2 x the W2 noise floor) = " + ", ".join(
+        _fmt(r.tolerance) for r in learned
+    )
     if not learned or not all(r.passed for r in learned):
-        return (f"* **The two networks have not both learned the target** (val/w2: {own or 'not measured'}; "
-                f"{threshold}), so their agreement ({agreement}) says nothing about the duality yet: train longer "
-                "(max_steps).")
+        return (
+            f"* **The two networks have not both learned the target** (val/w2: {own or 'not measured'}; "
+            f"{threshold}), so their agreement ({agreement}) says nothing about the duality yet: train longer "
+            "(max_steps)."
+        )
     if c13 and all(r.passed for r in c13):
-        return ("* Two separately trained networks, a CFM velocity and a forward-only IFM field, learned the same "
-                f"dynamics: {agreement}; both learned the target (val/w2: {own}; {threshold}).")
-    return (f"* Both networks learned the target (val/w2: {own}; {threshold}) but **do not agree within C13's "
-            f"tolerances** ({agreement}): the duality says they learn one velocity; train longer or check the setup.")
+        return (
+            "* Two separately trained networks, a CFM velocity and a forward-only IFM field, learned the same "
+            f"dynamics: {agreement}; both learned the target (val/w2: {own}; {threshold})."
+        )
+    return (
+        f"* Both networks learned the target (val/w2: {own}; {threshold}) but **do not agree within C13's "
+        f"tolerances** ({agreement}): the duality says they learn one velocity; train longer or check the setup."
+    )
 
 
 def write_report(out: Path, cfg: dict, rows: list[tuple[str, CheckResult]], fits: dict, extra: dict) -> None:
@@ -160,7 +235,7 @@ def write_report(out: Path, cfg: dict, rows: list[tuple[str, CheckResult]], fits
         dynamics_verdict([r for _, r in rows]),
         f"* EFM on the same data: {_fmt(by_name['C9 EFM: E_z <= 0 behind the plates'].value)} of the points behind "
         f"the plates have E_z <= 0, so the map back to a CFM is undefined there (`path_from_field` says: "
-        f"\"{extra['psi'].split(':')[0]}\").",
+        f'"{extra["psi"].split(":")[0]}").',
         "",
         "## What is being checked (plain language)",
         "",
@@ -179,16 +254,21 @@ def write_report(out: Path, cfg: dict, rows: list[tuple[str, CheckResult]], fits
         "dynamics: general IFM is strictly larger than CFM.",
         "* Kinds: **exact** = an identity that must hold to floating-point precision (a failure is a bug); "
         "**statistical** = holds in expectation, tested against Monte-Carlo error; **diagnostic** = a measured "
-        "number with an indicative scale, not a pass/fail test (\"as expected\" means it is on the expected side).",
+        'number with an indicative scale, not a pass/fail test ("as expected" means it is on the expected side).',
         "",
     ]
     for section in SECTIONS:
-        lines += [f"## {SECTION_TITLES[section]}", "", "| check | value | tolerance | kind | result | what it shows |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            f"## {SECTION_TITLES[section]}",
+            "",
+            "| check | value | tolerance | kind | result | what it shows |",
+            "|---|---|---|---|---|---|",
+        ]
         for sec, r in rows:
             if sec == section:
-                lines.append(f"| {r.name} | {_fmt(r.value)} | {_fmt(r.tolerance)} | {r.kind} | {_verdict(r)} | "
-                             f"{explain(r)} |")
+                lines.append(
+                    f"| {r.name} | {_fmt(r.value)} | {_fmt(r.tolerance)} | {r.kind} | {_verdict(r)} | {explain(r)} |"
+                )
         lines.append("")
     lines += [
         "## Training",
@@ -199,9 +279,11 @@ def write_report(out: Path, cfg: dict, rows: list[tuple[str, CheckResult]], fits
     ]
     for name, label in (("cfm", "CFM"), ("ifm", "forward-only IFM")):
         f = fits[name]
-        lines.append(f"| {label} | {f['steps']} | {f['fit_seconds']:.1f} | {f['steps_per_second']:.1f} | "
-                     f"{_fmt(f['val']['val/w2'])} | {_fmt(f['val'].get('val/w2_floor', float('nan')))} | "
-                     f"{100 * f['callback_overhead']:.2f}% | {f['callback_exact_failures']} |")
+        lines.append(
+            f"| {label} | {f['steps']} | {f['fit_seconds']:.1f} | {f['steps_per_second']:.1f} | "
+            f"{_fmt(f['val']['val/w2'])} | {_fmt(f['val'].get('val/w2_floor', float('nan')))} | "
+            f"{100 * f['callback_overhead']:.2f}% | {f['callback_exact_failures']} |"
+        )
     lines += [
         "",
         "The DualityCheck callback ran its checks during both fits (after the first step, every "
@@ -219,16 +301,33 @@ def write_report(out: Path, cfg: dict, rows: list[tuple[str, CheckResult]], fits
         "(z, x_1) plane; red parts move backward in z (behind the plates, grey), which a CFM cannot do.",
         "",
         f"Reproduce: `python -m lightning_fm duality -c {extra['config_file']}`. Timings (s): "
-        + ", ".join(f"{k} {v:.1f}" for k, v in extra["timings"].items()) + ".",
+        + ", ".join(f"{k} {v:.1f}" for k, v in extra["timings"].items())
+        + ".",
         "",
     ]
     (out / "report.md").write_text("\n".join(lines))
     payload = {
-        "config": cfg, "exact_all_passed": n_fail == 0, "n_exact": len(exact), "n_exact_failed": n_fail,
-        "checks": [{"section": sec, "name": r.name, "value": r.value, "tolerance": r.tolerance, "kind": r.kind,
-                    "passed": r.passed, "explanation": explain(r), "details": r.details} for sec, r in rows],
+        "config": cfg,
+        "exact_all_passed": n_fail == 0,
+        "n_exact": len(exact),
+        "n_exact_failed": n_fail,
+        "checks": [
+            {
+                "section": sec,
+                "name": r.name,
+                "value": r.value,
+                "tolerance": r.tolerance,
+                "kind": r.kind,
+                "passed": r.passed,
+                "explanation": explain(r),
+                "details": r.details,
+            }
+            for sec, r in rows
+        ],
         "models": {k: {kk: vv for kk, vv in v.items() if kk != "datamodule"} for k, v in fits.items()},
-        "efm_psi": extra["psi"], "timings": extra["timings"], "wall_seconds": extra["wall_seconds"],
+        "efm_psi": extra["psi"],
+        "timings": extra["timings"],
+        "wall_seconds": extra["wall_seconds"],
         "figure": "duality.png",
     }
     (out / "report.json").write_text(json.dumps(_jsonable(payload), indent=2))

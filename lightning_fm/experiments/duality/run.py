@@ -27,6 +27,7 @@ In Python: ``DualityExperiment(path=LinearPath(0.1), train={"max_steps": 500}).r
 The report (``report.md``, ``report.json``) is written by :mod:`lightning_fm.experiments.duality.report`, the figure by
 :mod:`lightning_fm.experiments.duality.figure`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -103,15 +104,28 @@ class DualityExperiment:
         L: PositiveFloat = 5.0,
         # the components' defaults are specs, as in the YAML; they are only read (hence noqa: B006)
         path: GaussianPath = {  # noqa: B006
-            "class_path": "lightning_fm.paths.SineBridgePath", "init_args": {"scale": 0.5}},
+            "class_path": "lightning_fm.paths.SineBridgePath",
+            "init_args": {"scale": 0.5},
+        },
         coupling: Coupling = {  # noqa: B006
-            "class_path": "lightning_fm.couplings.OTCoupling", "init_args": {"method": "exact"}},
+            "class_path": "lightning_fm.couplings.OTCoupling",
+            "init_args": {"method": "exact"},
+        },
         backbone: MLP = {  # noqa: B006
-            "class_path": "lightning_fm.models.MLP", "init_args": {"width": 64, "depth": 3, "activation": "selu"}},
+            "class_path": "lightning_fm.models.MLP",
+            "init_args": {"width": 64, "depth": 3, "activation": "selu"},
+        },
         data: ToyDataModule = {  # noqa: B006
             "class_path": "lightning_fm.data.ToyDataModule",
-            "init_args": {"source": "8gaussians", "target": "moons", "batch_size": 256, "n_val": 2000, "n_test": 2000,
-                          "seed": 0}},
+            "init_args": {
+                "source": "8gaussians",
+                "target": "moons",
+                "batch_size": 256,
+                "n_val": 2000,
+                "n_test": 2000,
+                "seed": 0,
+            },
+        },
         train: TrainSettings = TrainSettings(),  # noqa: B008 - frozen dataclasses: immutable defaults
         sample_steps: PositiveInt = 100,
         checks: CheckSettings = CheckSettings(),  # noqa: B008
@@ -125,16 +139,25 @@ class DualityExperiment:
                 components[key] = to_spec(value)
             elif not (isinstance(value, dict) and "class_path" in value):
                 raise TypeError(f"duality config: {key} must be a {{class_path, init_args}} spec, got {value!r}")
-        settings = {key: settings_dict(cls, value, key) for (key, cls), value in
-                    zip(SETTINGS.items(), (train, checks, efm))}
+        settings = {
+            key: settings_dict(cls, value, key) for (key, cls), value in zip(SETTINGS.items(), (train, checks, efm))
+        }
         if settings["train"]["max_steps"] < 1:
             raise ValueError(f"duality config: train.max_steps must be >= 1, got {settings['train']['max_steps']}")
         #: the plain-dict config (specs and settings as dicts) that the functions of this module read
-        self.config: dict[str, Any] = plain({
-            "seed": seed, "root_dir": str(root_dir), "num_threads": num_threads, "L": float(L),
-            **components, "train": settings["train"], "sample_steps": sample_steps, "checks": settings["checks"],
-            "efm": settings["efm"],
-        })
+        self.config: dict[str, Any] = plain(
+            {
+                "seed": seed,
+                "root_dir": str(root_dir),
+                "num_threads": num_threads,
+                "L": float(L),
+                **components,
+                "train": settings["train"],
+                "sample_steps": sample_steps,
+                "checks": settings["checks"],
+                "efm": settings["efm"],
+            }
+        )
 
     def run(self, out: str | Path | None = None, config_file: str = "(defaults)") -> Path:
         """Run the experiment, write the report to ``out`` (default: ``<root_dir>/version_<n>``); return (and
@@ -151,13 +174,16 @@ def parser() -> ArgumentParser:
     """The parser of ``python -m lightning_fm duality``: ``-c``/``--config``, ``--print_config``, ``--out`` and the
     keys of :class:`DualityExperiment` (``--max_steps`` is mapped to ``--train.max_steps`` by :func:`parse_args`)."""
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[1], exit_on_error=False)
-    p.add_argument("-c", "--config", action=ActionConfigFile, help="YAML config (the keys below; e.g. "
-                   "configs/toy/duality.yaml)")
-    p.add_argument("--out", type=str | None, default=None,
-                   help="write the report exactly here (default: <root_dir>/version_<n>)")
+    p.add_argument(
+        "-c", "--config", action=ActionConfigFile, help="YAML config (the keys below; e.g. configs/toy/duality.yaml)"
+    )
+    p.add_argument(
+        "--out", type=str | None, default=None, help="write the report exactly here (default: <root_dir>/version_<n>)"
+    )
     p.add_class_arguments(DualityExperiment, None, fail_untyped=True)
-    p.link_arguments(("train.val_every_n_steps", "train.max_steps"), "data.init_args.steps_per_epoch",
-                     compute_fn=steps_per_epoch)
+    p.link_arguments(
+        ("train.val_every_n_steps", "train.max_steps"), "data.init_args.steps_per_epoch", compute_fn=steps_per_epoch
+    )
     return p
 
 
@@ -177,8 +203,11 @@ def parse_args(args: list[str]) -> tuple[dict[str, Any], Namespace]:
     args = expand_aliases(list(args))
     ns = parser().parse_args(args)
     if sets_steps_per_epoch(args, ns):
-        raise ArgumentError(None, "data.init_args.steps_per_epoch is derived: min(train.val_every_n_steps, "
-                                  "train.max_steps); set those instead")
+        raise ArgumentError(
+            None,
+            "data.init_args.steps_per_epoch is derived: min(train.val_every_n_steps, "
+            "train.max_steps); set those instead",
+        )
     cfg = ns.clone()
     for key in ("config", "out", "__path__"):
         cfg.pop(key, None)
@@ -231,8 +260,10 @@ def output_dir(cfg: dict, out: str | Path | None) -> Path:
 def build_datamodule(cfg: dict):
     """The data of ``cfg`` (its spec, built with ``steps_per_epoch`` = :func:`steps_per_epoch` of ``cfg["train"]``)."""
     spec, tc = cfg["data"], cfg["train"]
-    init_args = {**(spec.get("init_args") or {}),
-                 "steps_per_epoch": steps_per_epoch(tc["val_every_n_steps"], tc["max_steps"])}
+    init_args = {
+        **(spec.get("init_args") or {}),
+        "steps_per_epoch": steps_per_epoch(tc["val_every_n_steps"], tc["max_steps"]),
+    }
     return build({**spec, "init_args": init_args})
 
 
@@ -256,13 +287,22 @@ def build_models(cfg: dict):
     optimizer = functools.partial(torch.optim.Adam, lr=cfg["train"]["lr"])
     data_shape = build_datamodule(cfg).data_shape
     seed_everything(cfg["seed"], verbose=False)
-    cfm = CFMModule(backbone=build_backbone(cfg, data_shape), path=build(cfg["path"]),
-                    coupling=build(cfg["coupling"]), sampler=ODESampler("euler", cfg["sample_steps"]),
-                    optimizer=optimizer)
+    cfm = CFMModule(
+        backbone=build_backbone(cfg, data_shape),
+        path=build(cfg["path"]),
+        coupling=build(cfg["coupling"]),
+        sampler=ODESampler("euler", cfg["sample_steps"]),
+        optimizer=optimizer,
+    )
     seed_everything(cfg["seed"], verbose=False)
-    ifm = ForwardOnlyIFMModule(backbone=FieldHead(build_backbone(cfg, data_shape)), path=build(cfg["path"]),
-                               L=cfg["L"], coupling=build(cfg["coupling"]),
-                               sampler=FieldLineSampler("euler", cfg["sample_steps"]), optimizer=optimizer)
+    ifm = ForwardOnlyIFMModule(
+        backbone=FieldHead(build_backbone(cfg, data_shape)),
+        path=build(cfg["path"]),
+        L=cfg["L"],
+        coupling=build(cfg["coupling"]),
+        sampler=FieldLineSampler("euler", cfg["sample_steps"]),
+        optimizer=optimizer,
+    )
     return cfm, ifm
 
 
@@ -279,9 +319,15 @@ def train(module, name: str, cfg: dict, out: Path) -> dict:
     data = build_datamodule(cfg)
     check = DualityCheck(every_n_steps=cfg["checks"]["every_n_steps"], L=cfg["L"], seed=cfg["seed"])
     trainer = Trainer(
-        accelerator="cpu", devices=1, max_steps=tc["max_steps"], gradient_clip_val=tc["gradient_clip_val"],
-        log_every_n_steps=tc["log_every_n_steps"], num_sanity_val_steps=0, enable_checkpointing=False,
-        enable_model_summary=False, enable_progress_bar=tc["progress_bar"],
+        accelerator="cpu",
+        devices=1,
+        max_steps=tc["max_steps"],
+        gradient_clip_val=tc["gradient_clip_val"],
+        log_every_n_steps=tc["log_every_n_steps"],
+        num_sanity_val_steps=0,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=tc["progress_bar"],
         logger=CSVLogger(str(out), name=name, version=""),
         callbacks=[EMAWeightAveraging(decay=tc["ema_decay"]), check],
     )
@@ -297,10 +343,15 @@ def train(module, name: str, cfg: dict, out: Path) -> dict:
     trainer.save_checkpoint(str(out / f"{name}.ckpt"))
     module.eval()
     return {
-        "steps": trainer.global_step, "fit_seconds": fit_seconds, "steps_per_second": trainer.global_step / fit_seconds,
-        "val": {k: float(v) for k, v in metrics.items()}, "callback_overhead": check.overhead,
-        "callback_seconds": check.seconds, "callback_exact_failures": len(check.failures),
-        "callback_last": [r.name for r in check.results], "datamodule": data,
+        "steps": trainer.global_step,
+        "fit_seconds": fit_seconds,
+        "steps_per_second": trainer.global_step / fit_seconds,
+        "val": {k: float(v) for k, v in metrics.items()},
+        "callback_overhead": check.overhead,
+        "callback_seconds": check.seconds,
+        "callback_exact_failures": len(check.failures),
+        "callback_last": [r.name for r in check.results],
+        "datamodule": data,
     }
 
 
@@ -345,7 +396,7 @@ def heldout(cfg: dict, datamodule, module, g: torch.Generator):
     batch = datamodule.eval_set("test")
     x0, x1 = batch["x0"], batch["x1"]
     size = datamodule.hparams.batch_size  # the training batch size
-    pairs = [tuple(module.coupling(x0[s:s + size], x1[s:s + size]))[:2] for s in range(0, len(x0), size)]
+    pairs = [tuple(module.coupling(x0[s : s + size], x1[s : s + size]))[:2] for s in range(0, len(x0), size)]
     c0, c1 = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
     t = torch.rand(len(c0), generator=g)
     noise = torch.randn(c0.shape, generator=g)
@@ -367,16 +418,36 @@ def learned_checks(cfm, ifm, cfg: dict, x_source, c0, c1, g) -> tuple[list[Check
     cfm_z = cfm_samples.times * L  # the CFM trajectory at t is the field line at z = t L
     n = cfg["checks"]["n_points"]  # lines of the per-step identity (all lines for the samples)
     results = [
-        euler_step_identity(cfm.velocity, cfm_field, cfm_z, cfm_samples.trajectory[:, :n], L,
-                            "C5 CFM -> VelocityAsField: each Euler step in z = in t"),
-        sample_agreement(cfm_samples.x, as_field.x, "C5 CFM -> VelocityAsField: z-Euler samples = CFM samples",
-                         well_posed_lines(cfm_field, cfm_z, cfm_samples.trajectory),
-                         backward_lines=as_field.info["backward"]),
-        euler_step_identity(FieldAsVelocity(ifm).velocity, ifm.field_output, ifm_samples.times,
-                            ifm_samples.trajectory[:, :n], L, "C5 IFM -> FieldAsVelocity: each Euler step in t = in z"),
-        sample_agreement(ifm_samples.x, as_velocity.x, "C5 IFM -> FieldAsVelocity: t-Euler samples = IFM samples",
-                         well_posed_lines(ifm.field_output, ifm_samples.times, ifm_samples.trajectory),
-                         guarded=as_velocity.info["invalid"]),
+        euler_step_identity(
+            cfm.velocity,
+            cfm_field,
+            cfm_z,
+            cfm_samples.trajectory[:, :n],
+            L,
+            "C5 CFM -> VelocityAsField: each Euler step in z = in t",
+        ),
+        sample_agreement(
+            cfm_samples.x,
+            as_field.x,
+            "C5 CFM -> VelocityAsField: z-Euler samples = CFM samples",
+            well_posed_lines(cfm_field, cfm_z, cfm_samples.trajectory),
+            backward_lines=as_field.info["backward"],
+        ),
+        euler_step_identity(
+            FieldAsVelocity(ifm).velocity,
+            ifm.field_output,
+            ifm_samples.times,
+            ifm_samples.trajectory[:, :n],
+            L,
+            "C5 IFM -> FieldAsVelocity: each Euler step in t = in z",
+        ),
+        sample_agreement(
+            ifm_samples.x,
+            as_velocity.x,
+            "C5 IFM -> FieldAsVelocity: t-Euler samples = IFM samples",
+            well_posed_lines(ifm.field_output, ifm_samples.times, ifm_samples.trajectory),
+            guarded=as_velocity.info["invalid"],
+        ),
     ]
     results += learned_cfm_checks(cfm, c0[:n], c1[:n], L, steps, g, step_identity=False)  # C5: the rows above
     results += learned_ifm_checks(ifm, c0[:n], c1[:n], L, steps, g, step_identity=False)
@@ -397,8 +468,16 @@ def model_rows(fits: dict) -> list[CheckResult]:
         val = fits[name]["val"]
         floor = val.get("val/w2_floor", float("nan"))
         w2, scale = val["val/w2"], max(0.3, 2 * floor)
-        rows.append(CheckResult(f"val/w2 of the {label} model (EMA)", w2, scale, bool(w2 <= scale), "diagnostic",
-                                {"w2_floor": floor, "nfe": val.get("val/nfe")}))
+        rows.append(
+            CheckResult(
+                f"val/w2 of the {label} model (EMA)",
+                w2,
+                scale,
+                bool(w2 <= scale),
+                "diagnostic",
+                {"w2_floor": floor, "nfe": val.get("val/nfe")},
+            )
+        )
     return rows
 
 
@@ -412,7 +491,7 @@ def efm_checks(cfg: dict, batch: dict, g: torch.Generator) -> tuple[list[CheckRe
     P, Q = batch["x0"][:k].double(), batch["x1"][:k].double()
     field = CoulombField(L)
     n = ec["n_points"]
-    src, tgt = batch["x0"][k:k + n].double(), batch["x1"][k:k + n].double()
+    src, tgt = batch["x0"][k : k + n].double(), batch["x1"][k : k + n].double()
     if len(src) < 2:
         src, tgt = P, Q
     half = len(src) // 2
@@ -432,21 +511,52 @@ def efm_checks(cfg: dict, batch: dict, g: torch.Generator) -> tuple[list[CheckRe
     r0 = 1e-3
     nz, _ = field.direction(r0 * omega[:, 0], P[:m].repeat_interleave(32, 0) + r0 * omega[:, 1:], P, Q)
     frac = float((nz <= 0).double().mean())
-    results.append(CheckResult("EFM: flux leaving the source charges backward (z < 0)", frac, 0.0, frac > 0,
-                               "diagnostic", {"n_directions": len(nz), "radius": r0}))
+    results.append(
+        CheckResult(
+            "EFM: flux leaving the source charges backward (z < 0)",
+            frac,
+            0.0,
+            frac > 0,
+            "diagnostic",
+            {"n_directions": len(nz), "radius": r0},
+        )
+    )
     # sample lines from the source plate (the EFM sampler): how many run far behind the target plate
     starts = src[: ec["n_lines"]]
     with torch.no_grad():
-        lines = integrate_field_lines(lambda zz, xx: field.direction(zz, xx, P, Q), starts, L, method="euler",
-                                      steps=cfg["sample_steps"], eps=1e-3, continue_outside=True, record=True,
-                                      max_arc_steps=ec["max_arc_steps"], arc_step=L / cfg["sample_steps"])
-    z_max = lines.arcs[..., 0].max(0).values if lines.arcs is not None else torch.full(
-        (len(starts),), L, dtype=starts.dtype)
+        lines = integrate_field_lines(
+            lambda zz, xx: field.direction(zz, xx, P, Q),
+            starts,
+            L,
+            method="euler",
+            steps=cfg["sample_steps"],
+            eps=1e-3,
+            continue_outside=True,
+            record=True,
+            max_arc_steps=ec["max_arc_steps"],
+            arc_step=L / cfg["sample_steps"],
+        )
+    z_max = (
+        lines.arcs[..., 0].max(0).values
+        if lines.arcs is not None
+        else torch.full((len(starts),), L, dtype=starts.dtype)
+    )
     behind_q = float((z_max > 1.1 * L).double().mean())
-    results.append(CheckResult("EFM: sample lines running behind the target plate (z > 1.1 L)", behind_q, 0.0,
-                               behind_q > 0, "diagnostic", {"n_lines": len(starts), "crossing": lines.info["crossing"],
-                                                            "not_returned": lines.info["not_returned"],
-                                                            "z_max": float(z_max.max())}))
+    results.append(
+        CheckResult(
+            "EFM: sample lines running behind the target plate (z > 1.1 L)",
+            behind_q,
+            0.0,
+            behind_q > 0,
+            "diagnostic",
+            {
+                "n_lines": len(starts),
+                "crossing": lines.info["crossing"],
+                "not_returned": lines.info["not_returned"],
+                "z_max": float(z_max.max()),
+            },
+        )
+    )
     try:
         path_from_field(field)
         psi = "defined"
@@ -498,8 +608,16 @@ def run(cfg: dict, out: str | Path | None = None, config_file: str = "(defaults)
     if w2_tol is None:  # the scale of the models' own errors: the larger of their val/w2
         own = [fits[k]["val"]["val/w2"] for k in ("cfm", "ifm") if math.isfinite(fits[k]["val"]["val/w2"])]
         w2_tol = max(own) if own else 0.1
-    c13.append(CheckResult("C13 learned consistency (W2)", w2, w2_tol, bool(w2 <= w2_tol), "diagnostic",
-                           {"n": len(batch["x0"]), "steps": cfg["sample_steps"]}))
+    c13.append(
+        CheckResult(
+            "C13 learned consistency (W2)",
+            w2,
+            w2_tol,
+            bool(w2 <= w2_tol),
+            "diagnostic",
+            {"n": len(batch["x0"]), "steps": cfg["sample_steps"]},
+        )
+    )
     rows += [("consistency", r) for r in c13] + [("consistency", r) for r in model_rows(fits)]
     timings["C13"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -509,11 +627,19 @@ def run(cfg: dict, out: str | Path | None = None, config_file: str = "(defaults)
     t0 = time.perf_counter()
     make_figure(out / "duality.png", batch["x1"], samples, efm, L)
     timings["figure"] = time.perf_counter() - t0
-    extra = {"config_file": config_file, "path": describe(cfm.path), "coupling": repr(cfm.coupling),
-             "psi": efm["psi"], "timings": timings, "wall_seconds": time.perf_counter() - start}
+    extra = {
+        "config_file": config_file,
+        "path": describe(cfm.path),
+        "coupling": repr(cfm.coupling),
+        "psi": efm["psi"],
+        "timings": timings,
+        "wall_seconds": time.perf_counter() - start,
+    }
     write_report(out, cfg, rows, fits, extra)
     report = out / "report.md"
     n_fail = sum(r.kind == "exact" and not r.passed for _, r in rows)
-    print(f"duality: {sum(r.kind == 'exact' for _, r in rows) - n_fail} of "
-          f"{sum(r.kind == 'exact' for _, r in rows)} exact identities hold; report: {report}")
+    print(
+        f"duality: {sum(r.kind == 'exact' for _, r in rows) - n_fail} of "
+        f"{sum(r.kind == 'exact' for _, r in rows)} exact identities hold; report: {report}"
+    )
     return report

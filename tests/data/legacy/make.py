@@ -4,6 +4,7 @@ of the modules): a few training steps of each family through the CLI with a tiny
 
     PYTHONPATH=<old checkout> python tests/data/legacy/make.py
 """
+
 import shutil
 import subprocess
 import sys
@@ -14,13 +15,21 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
-TINY = ["--trainer.max_steps=4", "--trainer.enable_progress_bar=false", "--data.init_args.batch_size=32",
-        "--data.init_args.n_val=64", "--data.init_args.n_test=64"]
+TINY = [
+    "--trainer.max_steps=4",
+    "--trainer.enable_progress_bar=false",
+    "--data.init_args.batch_size=32",
+    "--data.init_args.n_val=64",
+    "--data.init_args.n_test=64",
+]
 FAMILIES = {
     "cfm": ["-c", "configs/toy/otcfm.yaml", "--model.init_args.backbone.init_args.width=8"],
     "ifm": ["-c", "configs/toy/ifm.yaml", "--model.init_args.backbone.init_args.backbone.init_args.width=8"],
-    "forward_only_ifm": ["-c", "configs/toy/forward_only_ifm.yaml",
-                         "--model.init_args.backbone.init_args.backbone.init_args.width=8"],
+    "forward_only_ifm": [
+        "-c",
+        "configs/toy/forward_only_ifm.yaml",
+        "--model.init_args.backbone.init_args.backbone.init_args.width=8",
+    ],
 }
 
 
@@ -30,8 +39,11 @@ def main() -> None:
     expected = {}
     for name, args in FAMILIES.items():
         with tempfile.TemporaryDirectory() as scratch:
-            subprocess.run([sys.executable, "-m", "lightning_fm", "fit", *args, *TINY,
-                            f"--trainer.default_root_dir={scratch}"], cwd=REPO, check=True)
+            subprocess.run(
+                [sys.executable, "-m", "lightning_fm", "fit", *args, *TINY, f"--trainer.default_root_dir={scratch}"],
+                cwd=REPO,
+                check=True,
+            )
             last = next(Path(scratch).glob("*/version_0/checkpoints/last.ckpt"))
             shutil.copy(last, HERE / f"{name}.ckpt")
         module = FlowMatchingModule.load_from_checkpoint(HERE / f"{name}.ckpt", map_location="cpu").eval()
