@@ -7,7 +7,10 @@ parsing (:func:`split_checkpoint`).
 
 Model and data are chosen by class (``--model CFMModule``, ``--data DigitsDataModule``, or ``class_path`` in YAML).
 The data shape is given once, by the data: a backbone whose ``data_shape`` is left out takes ``data.data_shape``
-(also through wrappers such as ``FieldHead``). With no arguments, ``fit`` runs the default embedded job: OT-CFM on
+(also through wrappers such as ``FieldHead``). What recipes share (seed, trainer block, callbacks) is read from
+``configs/base/``: ``run.yaml`` under every run, then the base a ``-c`` file names with ``base: <name>`` (or
+``--base``; default ``toy.yaml``), as the parser's defaults (:func:`chosen_base`, :func:`parser_defaults`;
+docs/guides/configs.md). With no arguments, ``fit`` runs the default embedded job: OT-CFM on
 the 2-D toy 8gaussians -> moons (read from the shipped ``configs/toy/otcfm.yaml``, :func:`default_job`), leaving a
 checkpoint with EMA weights, the resolved config, metrics and sample plots in ``runs/<name>/version_<n>/``
 (``runs``: the logger's ``save_dir`` if set, else ``--trainer.default_root_dir`` if given); ``fit --ckpt_path last``
@@ -27,7 +30,7 @@ import argparse
 import json
 import os
 import sys
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -57,41 +60,98 @@ TRACEBACK_ENV = "LIGHTNING_FM_TRACEBACK"
 
 
 #: the default job: ``python -m lightning_fm fit`` with no arguments (its model and data are also the defaults of
-#: any run that chooses no class of its own; its trainer settings and seed are every run's defaults)
+#: any run that chooses no class of its own; its trainer settings are every run's defaults)
 DEFAULT_JOB = Path("configs", "toy", "otcfm.yaml")
-#: the callbacks of every run that does not list its own
-DEFAULT_CALLBACKS = [
-    {"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.99}},
-    {"class_path": "lightning_fm.callbacks.CrashSafeModelCheckpoint", "init_args": {"every_n_train_steps": 1000}},
-    {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
-    {"class_path": "lightning_fm.callbacks.SamplePlots"},
-    {"class_path": "lightning_fm.callbacks.SampleWriter"},
-    {"class_path": "lightning_fm.callbacks.HeldOutLikelihood"},  # val/nll, test/nll of forward-only models
-]
+#: the shared bases of the recipes (docs/guides/configs.md): ``configs/base/<name>.yaml``
+BASE_DIR = Path("configs", "base")
+#: the base under every run: the seed, the trainer block, the callbacks of the 2-D runs
+ROOT_BASE = "run"
+#: the base of a run whose config files name none (the toy recipes, the default job): ``run`` and the likelihood
+DEFAULT_BASE = "toy"
+
+
+def repository_file(relative: Path) -> Path:
+    """A shipped file of the repository (``configs/...``): beside the package in a clone (or an editable install),
+    else in the working directory (the Docker image's ``/workspace``)."""
+    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if (root / relative).is_file():
+            return root / relative
+    raise ValueError(
+        f"{relative} is neither beside the package nor in the working directory: run from a clone of the "
+        "repository, or give a config with -c"
+    )
 
 
 @lru_cache(maxsize=1)
 def default_job() -> dict[str, Any]:
-    """The shipped ``configs/toy/otcfm.yaml``: beside the package in a clone (or an editable install), else in the
-    working directory (the Docker image's ``/workspace``)."""
-    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
-        if (root / DEFAULT_JOB).is_file():
-            return yaml.safe_load((root / DEFAULT_JOB).read_text())
-    raise ValueError(
-        f"the default job is the repository's {DEFAULT_JOB}, which is neither beside the package nor in "
-        "the working directory: run from a clone of the repository, or give a config with -c"
-    )
+    """The shipped ``configs/toy/otcfm.yaml``."""
+    try:
+        return yaml.safe_load(repository_file(DEFAULT_JOB).read_text())
+    except ValueError:
+        raise ValueError(
+            f"the default job is the repository's {DEFAULT_JOB}, which is neither beside the package nor in "
+            "the working directory: run from a clone of the repository, or give a config with -c"
+        ) from None
 
 
-def parser_defaults(chosen: set[str]) -> dict[str, Any]:
-    """The parser's defaults (module docstring): the default job's seed, trainer settings and logger, its model and
-    data unless the command line chooses their classes (``chosen``), and :data:`DEFAULT_CALLBACKS`."""
+@cache
+def read_base(name: str) -> dict[str, Any]:
+    """The base ``name``: ``configs/base/<name>.yaml``, or a path to a YAML file (a name with ``/`` or ending in
+    ``.yaml``/``.yml``, relative to the working directory)."""
+    if "/" in name or name.endswith((".yaml", ".yml")):
+        path = Path(name)
+        if not path.is_file():
+            raise ValueError(f"base: {name}: no such file")
+    else:
+        try:
+            path = repository_file(BASE_DIR / f"{name}.yaml")
+        except ValueError:
+            raise ValueError(f"base: {name!r} names no file of {BASE_DIR}/ (nor a path to a YAML file)") from None
+    content = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(content, dict) or set(content) - {"seed_everything", "trainer"}:
+        raise ValueError(f"base: {name}: a base holds seed_everything and trainer: only, in a mapping")
+    return content
+
+
+def chosen_base(argv: list[str], configs: list[dict[str, Any]]) -> str:
+    """The decision before parsing: the base of the run, named by ``base:`` in a ``-c`` file (the last one that names
+    one; ``configs``: their contents, :func:`read_config_files`) or by ``--base NAME`` on the command line (which
+    wins); :data:`DEFAULT_BASE` if none does."""
+    base = DEFAULT_BASE
+    for content in configs:
+        if content.get("base") is not None:
+            base = str(content["base"])
+    for i, arg in enumerate(argv):
+        if arg == "--base" and i + 1 < len(argv):
+            base = argv[i + 1]
+        elif arg.startswith("--base="):
+            base = arg.split("=", 1)[1]
+    return base
+
+
+def apply_layer(defaults: dict[str, Any], layer: dict[str, Any]) -> None:
+    """Put a base's settings into ``defaults`` (flat ``trainer.x`` keys) as jsonargparse would read the file:
+    ``key+:`` appends its list to the current one, any other key replaces."""
+    flat = {f"trainer.{key}": value for key, value in (layer.get("trainer") or {}).items()}
+    if "seed_everything" in layer:
+        flat["seed_everything"] = layer["seed_everything"]
+    for key, value in flat.items():
+        if key.endswith("+"):
+            key = key[:-1]
+            value = [*defaults.get(key, []), *(value if isinstance(value, list) else [value])]
+        defaults[key] = value
+
+
+def parser_defaults(chosen: set[str], base: str = DEFAULT_BASE) -> dict[str, Any]:
+    """The parser's defaults (module docstring): ``configs/base/run.yaml`` (seed, trainer block, callbacks), then the
+    chosen base over it (:func:`chosen_base`), then the default job's trainer settings (its length, validation
+    interval and logger), and its model and data unless the command line chooses their classes (``chosen``)."""
     job = default_job()
-    defaults = {f"trainer.{key}": value for key, value in job.get("trainer", {}).items()}
+    defaults: dict[str, Any] = {}
+    for name in dict.fromkeys((ROOT_BASE, base)):
+        apply_layer(defaults, read_base(name))
+    apply_layer(defaults, {"trainer": job.get("trainer", {})})
     defaults.update({key: job[key] for key in ("model", "data") if key not in chosen and key in job})
-    defaults["trainer.callbacks"] = DEFAULT_CALLBACKS
-    if "seed_everything" in job:
-        defaults["seed_everything"] = job["seed_everything"]
     return defaults
 
 
@@ -181,17 +241,21 @@ class FlowMatchingCLI(LightningCLI):
         self,
         *args: Any,
         chosen: set[str] = frozenset(),
+        base: str = DEFAULT_BASE,
         argv: list[str] | None = None,
         ckpt_path: str | None = None,
         context: ErrorContext | None = None,
         **kwargs: Any,
     ) -> None:
-        self.chosen, self.argv, self.ckpt_path = set(chosen), list(argv or ["fit"]), ckpt_path
+        self.chosen, self.base, self.argv, self.ckpt_path = set(chosen), base, list(argv or ["fit"]), ckpt_path
         self.context = context or ErrorContext()
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.set_defaults(parser_defaults(self.chosen))
+        # ``base:`` of a config file (or --base): read before parsing (:func:`chosen_base`); the key is accepted here
+        # and left out of printed and saved configs (help=SUPPRESS), which are complete without it
+        parser.add_argument("--base", type=str | None, default=None, help=argparse.SUPPRESS)
+        parser.set_defaults(parser_defaults(self.chosen, self.base))
 
     def parse_arguments(self, parser, args) -> None:
         """Lightning's parsing, then the values Lightning would take and fail on later, checked before it seeds
@@ -316,6 +380,7 @@ def main(args: list[str] | None = None) -> FlowMatchingCLI | None:
         argv, ckpt_path = split_checkpoint(argv)
         return FlowMatchingCLI(
             chosen=chosen_components(argv, configs),
+            base=chosen_base(argv, configs),
             argv=argv or ["fit"],
             ckpt_path=ckpt_path,
             context=context,
