@@ -1,10 +1,10 @@
 """Cost of an IFM/EFM training target: the direction of the field superposed over B pairs at b points, at D = 2
 (toys), 784 (MNIST) and 3072 (CIFAR-10; the IFM CIFAR-10 setting: B = 256 pairs, b = 64 points, L = 20).
 
-lightning_fm's vectorised ``field.direction`` (log-domain matrix products, MATH.md §7) against a per-pair Python loop
-that computes the same numbers pair by pair (the structure of the reference code's ``GroundTruth``; kept in the log
-domain with a running log-sum-exp, since raw ``exp`` underflows at this D). Asserts both agree, prints a markdown
-table, writes JSON.
+lightning_fm's vectorised ``field.direction`` (log-domain matrix products,
+docs/concepts/interaction-fields.md#computing-superpositions) against a per-pair Python loop that computes the same
+numbers pair by pair (the structure of the reference code's ``GroundTruth``; kept in the log domain with a running
+log-sum-exp, since raw ``exp`` underflows at this D). Asserts both agree, prints a markdown table, writes JSON.
 
     OMP_NUM_THREADS=1 python benchmarks/field_target_cost.py [--shapes 2 1,28,28 3,32,32] [--threads 1]
 """

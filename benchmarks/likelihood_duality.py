@@ -1,4 +1,4 @@
-"""Likelihoods through the duality (MATH.md §6.5b): three experiments, written to
+"""Likelihoods through the duality (docs/concepts/likelihoods.md#forward-only-fields): three experiments, written to
 ``benchmarks/results/likelihood_duality.json`` and ``.md`` (the table is also printed).
 
 1. **Exact current.** The space-time current ``E = p_t(x) (1, u_t(x)/L)`` of a closed-form Gaussian path

@@ -1,4 +1,5 @@
-"""Single- vs multi-sample CFM targets (MATH.md §6.7, §7.2) at equal training steps on several 2-D toy problems.
+"""Single- vs multi-sample CFM targets (docs/concepts/duality.md#multi-sample-target) at equal training steps on several
+2-D toy problems.
 
 For each problem both targets train the same MLP with the same path, coupling, seed and number of steps; the table
 reports the final ``val/w2`` (2000 samples, 100 Euler steps; the noise floor beside it), the target variance and the

@@ -1,4 +1,5 @@
-"""Couplings ``pi(x0, x1)``: how the source and target samples of a batch are paired (MATH.md §2.2, §6.2).
+"""Couplings ``pi(x0, x1)``: how the source and target samples of a batch are paired
+(docs/concepts/flow-matching.md#couplings).
 
 A coupling takes a batch of source samples ``x0 (B0, *dims)`` and of target samples ``x1 (B1, *dims)`` (independent
 draws from P and Q) and returns pairs ``(x0[i], x1[j(i)])``, one per source row; the labels ``y0``, ``y1`` (class

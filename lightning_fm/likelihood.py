@@ -1,4 +1,5 @@
-"""Log-likelihoods of flow models by the instantaneous change of variables (MATH.md §6.5b). Pure torch.
+"""Log-likelihoods of flow models by the instantaneous change of variables
+(docs/concepts/likelihoods.md#change-of-variables). Pure torch.
 
 For ``dx/dt = v(x, t)`` carrying the source density ``p_0`` (t = 0) to ``p_1`` (t = 1),
 
@@ -18,8 +19,9 @@ along the whole trajectory. The state x does not depend on the probes, so with a
 norm covers the whole state), which biases it by no more than the solver tolerance.
 
 Any forward-only model has a density this way: a CFM velocity ``v_theta``, and a forward-only IFM field through the
-duality ``v = L f_x / f_z`` at ``z = t L`` (MATH.md §6.3, :class:`lightning_fm.duality.FieldAsVelocity`). A field
-that is not forward-only (EFM) has no time variable and no density.
+duality ``v = L f_x / f_z`` at ``z = t L`` (docs/concepts/duality.md#time-and-velocity,
+:class:`lightning_fm.duality.FieldAsVelocity`). A field that is not forward-only (EFM) has no time variable and no
+density.
 
 Bits per dimension of quantised data (:func:`dequantize`, :func:`bits_per_dim`): data on a grid of ``levels`` values
 in [-1, 1] with spacing ``delta = 2 / (levels - 1)`` (8-bit images ``u8 / 127.5 - 1``: levels 256; the 8x8 digits
@@ -29,8 +31,9 @@ in [-1, 1] with spacing ``delta = 2 / (levels - 1)`` (8-bit images ``u8 / 127.5 
 
     bpd = -log2 P(x) / D <= E_U[-log p(y)] / (D ln 2) - log2(delta) = E_U[-log p(y)] / (D ln 2) + log2((levels-1)/2).
 
-The constant is 7 - log2(256/255) (about 6.994) for this package's 8-bit scaling, 3 for the digits; MATH.md's
-``y = 2 (x + U)/256 - 1`` convention gives exactly 7. A one-sample estimate of ``E_U`` is unbiased for the bound.
+The constant is 7 - log2(256/255) (about 6.994) for this package's 8-bit scaling, 3 for the digits; the
+``y = 2 (x + U)/256 - 1`` convention of the literature (docs/concepts/likelihoods.md#bits-per-dim) gives exactly 7. A
+one-sample estimate of ``E_U`` is unbiased for the bound.
 """
 
 from __future__ import annotations

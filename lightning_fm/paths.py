@@ -1,4 +1,4 @@
-"""Gaussian conditional probability paths of Conditional Flow Matching (MATH.md §2).
+"""Gaussian conditional probability paths of Conditional Flow Matching (docs/concepts/flow-matching.md#gaussian-paths).
 
 Every path here has the form ``p_t(x | x0, x1) = N(x; mu_t, sigma_t^2 I)`` with a mean that is linear in the pair,
 
@@ -10,7 +10,8 @@ so its conditional velocity (the one that solves the continuity equation togethe
 
 Tensors: ``x, x0, x1`` are ``(B, *dims)``; ``t`` is ``(B,)`` (a float or 0-d tensor is broadcast). Pure torch: any
 device, any dtype. The superposition over all pairs of a batch (the posterior-weighted, i.e. marginal, velocity
-of MATH.md §6.4/§6.7) is :meth:`GaussianPath.posterior`, computed with matrix products in the log domain.
+of docs/concepts/duality.md#superposition and docs/concepts/duality.md#multi-sample-target) is
+:meth:`GaussianPath.posterior`, computed with matrix products in the log domain.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class PathSample:
 
 @dataclass
 class Posterior:
-    """Superposition of all pairs at each point (MATH.md §6.4).
+    """Superposition of all pairs at each point (docs/concepts/duality.md#superposition).
 
     ``velocity[i] = sum_j w_ij u_t(x_i | c_j)`` with ``w_ij = softmax_j log p_t(x_i | c_j)``;
     ``log_density[i] = log (1/B) sum_j p_t(x_i | c_j)`` (the minibatch estimate of the marginal density p_t(x_i)).
@@ -255,7 +256,8 @@ class LipmanPath(GaussianPath):
 
 
 class SineBridgePath(LinearPath):
-    """The dual of IFM's strong-interaction (quark) field (MATH.md §5.2, §6.6): ``mu_t = (1-t) x0 + t x1`` and
+    """The dual of IFM's strong-interaction (quark) field (docs/concepts/interaction-fields.md#strong-interaction-field,
+    docs/concepts/duality.md#forward-only-models): ``mu_t = (1-t) x0 + t x1`` and
 
         sigma_t = scale sin(pi t / (2 ramp))              for t < ramp
                 = scale                                   for ramp <= t <= 1 - ramp

@@ -49,6 +49,7 @@ def test_the_data_module_split_is_the_stratified_split(split):
         assert torch.equal(splits[name][0], split[name][0]) and torch.equal(splits[name][1], split[name][1])
 
 
+@pytest.mark.slow
 def test_classifier_is_accurate_on_the_held_out_digits(classifier, split):
     images, labels = split["val"]
     with torch.no_grad():
@@ -57,6 +58,7 @@ def test_classifier_is_accurate_on_the_held_out_digits(classifier, split):
     assert not classifier.training and not any(p.requires_grad for p in classifier.parameters())
 
 
+@pytest.mark.slow
 def test_classifier_takes_any_image_size(classifier):
     x = torch.zeros(2, 1, 28, 28)  # MNIST-sized: global pooling makes the features size-agnostic
     assert classifier.features(x).shape == (2, 64) and classifier(x).shape == (2, 10)
@@ -64,6 +66,7 @@ def test_classifier_takes_any_image_size(classifier):
         classifier(torch.zeros(2, 3, 8, 8))
 
 
+@pytest.mark.slow
 def test_classifier_features_separate_real_digits_from_noise(classifier, split):
     (train, _), (val, _) = split["train"], split["val"]
     noise = _noise(len(val))
@@ -77,6 +80,7 @@ def test_classifier_features_separate_real_digits_from_noise(classifier, split):
     assert noise_fd > 20 * floor > 0  # noise is far from the digits; an independent real sample is close
 
 
+@pytest.mark.slow
 def test_fd_between_two_halves_of_one_split_is_small_relative_to_noise(classifier, split):
     # Two random halves (~180 images each) of the held-out split come from one distribution: their FD is only the
     # finite-sample bias of means and 64-dimensional covariances estimated from 180 images (the mean term alone
@@ -161,6 +165,7 @@ def digits_setup(cache):
     return callback, trainer, data.eval_set("val")
 
 
+@pytest.mark.slow
 def test_callback_on_real_targets_scores_zero_fd_and_the_classifier_accuracy(digits_setup, classifier):
     callback, trainer, batch = digits_setup
     assert len(batch["x1"]) == 359
@@ -179,6 +184,7 @@ def test_callback_on_real_targets_scores_zero_fd_and_the_classifier_accuracy(dig
     assert logged["val/class_coverage"] == 1.0  # every digit has ~36 of 359 images, the threshold is 18
 
 
+@pytest.mark.slow
 def test_callback_on_noise_reports_what_a_broken_model_would(digits_setup, classifier):
     callback, trainer, batch = digits_setup
     noise = _noise(359, seed=5)
@@ -210,6 +216,7 @@ def test_callback_skips_the_sanity_check_and_honours_every_n_validations(digits_
     assert set(module.logged) == {"test/fd", "test/fd_floor", "test/class_coverage", "test/confidence"}
 
 
+@pytest.mark.slow
 def test_transfer_reports_the_fraction_generated_in_the_target_class(cache):
     from lightning_fm.data import DigitsImages, TransferDataModule
 

@@ -8,7 +8,7 @@ import torch
 import yaml
 from conftest import REPO, run_cli
 
-pytestmark = pytest.mark.cli
+pytestmark = [pytest.mark.cli, pytest.mark.slow]
 
 
 def _metrics(log_dir):

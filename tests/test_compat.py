@@ -382,6 +382,7 @@ def test_averaged_model_is_the_copy_that_weight_averaging_swaps_in_for_validatio
     )
 
 
+@pytest.mark.slow
 def test_is_compiled():
     import torch
 
@@ -522,6 +523,7 @@ def test_csv_writer_continues_an_existing_metrics_file(tmp_path, recwarn):
     assert sorted(p.name for p in log_dir.iterdir()) == ["metrics.csv"]  # no temporary left
 
 
+@pytest.mark.slow
 def test_importing_the_ema_helpers_installs_no_warning_filter():
     """``OUTSIDE_FIT_WARNING`` is only named by :mod:`lightning_fm.callbacks.ema`; the command line filters it."""
     import subprocess

@@ -104,6 +104,7 @@ def _resume_and_compare(directory, name, straight):
 
 
 @pytest.mark.cli
+@pytest.mark.slow
 def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_weights(tmp_path, straight):
     """SIGKILL mid-run: the run checkpoints at steps 20 and 40 and waits at step 50 (its next checkpoint would be at
     60), where it is killed; last.ckpt is readable at every moment while the run writes it (atomic replace) and

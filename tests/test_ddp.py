@@ -13,7 +13,7 @@ from conftest import REPO, run_cli
 
 from lightning_fm.metrics import wasserstein2
 
-pytestmark = pytest.mark.cli
+pytestmark = [pytest.mark.cli, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Numbers for lightning_fm.duality: the maps, the wrappers, the Gaussian toy and checks C1-C13 (MATH.md §6, §9)."""
+"""Numbers for lightning_fm.duality: the maps, the wrappers, the Gaussian toy and checks C1-C13
+(docs/concepts/duality.md#duality, docs/concepts/checks.md#checks)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from lightning_fm.sampling.ode import integrate
 F64 = torch.float64
 PATHS = [LinearPath(0.3), BrownianBridgePath(0.7), TrigPath(0.3), LipmanPath(1e-2), SineBridgePath(0.5)]
 PATH_IDS = [type(p).__name__ for p in PATHS]
-# MATH.md §9 tolerances, pinned here so that nobody loosens them in checks.py unnoticed
+# docs/concepts/checks.md#tolerances, pinned here so that nobody loosens them in checks.py unnoticed
 EXACT_TOLERANCES = {
     "C1 divergence (fp64)": 1e-10,
     "C1 divergence (fp32)": 1e-4,
@@ -345,7 +346,8 @@ def test_loss_gap_is_independent_of_theta():
 
 
 def test_code_field_deviation_grows_with_pair_distance():
-    """C11: reference-code direction vs exact current; MATH.md: 1.4e-7 (0.05), 1.2e-3 (0.5), 3.6e-2 (1.5)."""
+    """C11: reference-code direction vs exact current; docs/concepts/checks.md#c11: 1.4e-7 (0.05), 1.2e-3 (0.5), 3.6e-2
+    (1.5)."""
     L, S, D, n = 2.0, 0.5, 4, 2000
     field = StrongInteractionField(L, S, exact=False)
     values = []

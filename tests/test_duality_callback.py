@@ -120,6 +120,7 @@ def test_trained_cfm_as_field_model_reproduces_its_euler_samples(L):
 
 
 @pytest.mark.cli
+@pytest.mark.slow
 def test_duality_command_writes_a_report_with_every_exact_check_passing(tmp_path):
     out = tmp_path / "report"
     proc = run_cli(

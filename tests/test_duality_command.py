@@ -193,6 +193,7 @@ def test_the_components_are_built_from_the_specs_as_before():
 
 
 @pytest.mark.cli
+@pytest.mark.slow
 def test_the_command_prints_its_config_and_help(tmp_path):
     proc = run_cli(["duality", "-c", CONFIG, "--print_config"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

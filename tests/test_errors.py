@@ -1,6 +1,7 @@
-"""The matrix of README "When things go wrong": every bad input or fault, the one message the user sees (asserted
-here row by row), and that nothing was lost. Most rows call ``lightning_fm.cli.main`` in this process; two run
-``python -m lightning_fm`` to check the whole output (one short line at the end, no usage text, no traceback)."""
+"""The matrix of the "When things go wrong" guide (docs/guides/troubleshooting.md): every bad input or fault, the
+one message the user sees (asserted here row by row), and that nothing was lost. Most rows call
+``lightning_fm.cli.main`` in this process; two run ``python -m lightning_fm`` to check the whole output (one short
+line at the end, no usage text, no traceback)."""
 
 import os
 import subprocess
@@ -191,6 +192,7 @@ def trained(tmp_path_factory):
     return checkpoint
 
 
+@pytest.mark.slow
 def test_overrides_of_settings_that_may_change_beat_the_checkpoint(trained, tmp_path):
     """The command line's sampler (rk4: 4 evaluations a step) and a -c file's (midpoint, 10 steps) are used, the
     checkpoint's (Euler, 100 steps) elsewhere."""
@@ -271,6 +273,7 @@ def test_network_settings_are_compared_leaf_by_leaf_and_classes_by_identity():
     ]
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_is_missing_not_a_checkpoint_truncated_or_foreign_is_named(trained, capsys, tmp_path):
     missing = tmp_path / "nope.ckpt"
     assert f"ckpt_path='{missing}': no such file" in error_of(["test", f"--ckpt_path={missing}"], capsys)
@@ -339,6 +342,7 @@ def test_the_allow_list_is_the_models_of_this_package_torch_and_what_the_user_ad
 
 
 # -- where output goes, what is written -------------------------------------------------------------------------
+@pytest.mark.slow
 def test_the_run_lands_in_default_root_dir_with_nothing_written_elsewhere_and_no_secret(tmp_path, monkeypatch):
     """W&B offline, with a W&B key and another secret in the environment: the run (checkpoint, config, W&B's own
     files) is in ``--trainer.default_root_dir``, the working directory stays empty, no file holds a secret."""
@@ -377,6 +381,7 @@ def test_the_run_lands_in_default_root_dir_with_nothing_written_elsewhere_and_no
             assert value.encode() not in content, (name, path)
 
 
+@pytest.mark.slow
 def test_a_short_run_validates_at_least_twice(tmp_path):
     assert validation_interval(1000, None, 300) == 300 // MIN_VALIDATIONS == 150
     assert validation_interval(1000, None, 5000) == 1000  # the config's cadence where the run is long enough
@@ -432,6 +437,7 @@ main(["test", f"--ckpt_path={run}/checkpoints/last.ckpt", "--data.init_args.n_te
 
 
 @pytest.mark.cli
+@pytest.mark.slow
 def test_fit_resume_and_test_print_no_tip_and_no_spurious_warning(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), MPLBACKEND="Agg")
     run = tmp_path / "out" / "toy_otcfm" / "version_0"
@@ -454,6 +460,7 @@ def test_fit_resume_and_test_print_no_tip_and_no_spurious_warning(tmp_path):
 
 
 @pytest.mark.cli
+@pytest.mark.slow
 def test_the_command_prints_one_line_and_exits_with_status_2(tmp_path):
     """A value rejected while the model is built: one line, not a 60-line chained traceback (a parser error, once
     after a usage dump, is the ``value type`` row above)."""

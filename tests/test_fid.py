@@ -44,6 +44,7 @@ def test_to_uint8_is_torchcfms_conversion_and_grey_becomes_rgb():
         inception_module.to_uint8(torch.zeros(2, 2, 4, 4))
 
 
+@pytest.mark.slow
 def test_fid_of_our_features_equals_torchmetrics_fid_with_the_reference_resize(standin_inception):
     """An independent pipeline on the same weights: torchmetrics' FrechetInceptionDistance with antialias=False (the
     TF1-compatible resize of torch-fidelity, which the literature uses), fed the same uint8 images."""
@@ -132,6 +133,7 @@ def tiny_model(num_classes=0):
     return CFMModule(unet, LinearPath(0.0), IndependentCoupling(), sampler=ODESampler("euler", 2))
 
 
+@pytest.mark.slow
 def test_fid_callback_in_a_fit_measures_the_ema_weights_and_writes_every_setting(tmp_path, standin_inception):
     data = ImageDataModule(
         target=SyntheticImages(shape=(3, 8, 8), n_train=12, n_eval=4, num_classes=3), batch_size=6, eval_batch_size=4

@@ -16,7 +16,7 @@ from lightning_fm.models import UNet
 from lightning_fm.modules import CFMModule
 from lightning_fm.sampling import ODESampler
 
-pytestmark = pytest.mark.cli
+pytestmark = [pytest.mark.cli, pytest.mark.slow]
 
 
 def test_two_process_fid_is_the_single_process_fid_of_the_same_samples(tmp_path, standin_inception):

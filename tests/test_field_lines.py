@@ -1,4 +1,6 @@
-"""Numbers for lightning_fm.sampling.field_lines and lightning_fm.fields.volume (MATH.md §4.3, §6.3 C5, §8)."""
+"""Numbers for lightning_fm.sampling.field_lines and lightning_fm.fields.volume
+(docs/concepts/interaction-fields.md#stopping, docs/concepts/checks.md#c5,
+docs/concepts/interaction-fields.md#samplers-and-stopping)."""
 
 from __future__ import annotations
 

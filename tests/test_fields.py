@@ -1,4 +1,5 @@
-"""Numbers for lightning_fm.fields: brute-force sums, Gauss's law, divergence, flux, C9, C11, high D (MATH.md §9)."""
+"""Numbers for lightning_fm.fields: brute-force sums, Gauss's law, divergence, flux, C9, C11, high D
+(docs/concepts/checks.md#checks)."""
 
 from __future__ import annotations
 
@@ -338,7 +339,8 @@ def test_high_dimension_directions_are_finite_unit_vectors():
         norm = torch.sqrt(nz.double() ** 2 + nx.double().flatten(1).pow(2).sum(1))
         assert (norm - 1).abs().max() < 1e-5
         # the separately normalised EFM variant is excluded: its source part is the direction from the nearest
-        # source charge whatever the distance to the target plate, often another pair's (MATH.md §4.2)
+        # source charge whatever the distance to the target plate, often another pair's
+        # (docs/concepts/interaction-fields.md#efm-target)
         collapses = not getattr(field, "separate_normalization", False) and (
             not isinstance(field, ForwardOnlyField) or isinstance(field.path, (LinearPath, BrownianBridgePath))
         )

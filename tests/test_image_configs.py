@@ -14,6 +14,9 @@ from conftest import REPO
 
 from lightning_fm.cli import main
 
+# each test trains a recipe's full-size U-Net on the CPU (tens of seconds to minutes)
+pytestmark = pytest.mark.slow
+
 CIFAR10 = sorted((REPO / "configs" / "cifar10").glob("*.yaml"))
 RECIPES = [
     *CIFAR10,

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import lightning_fm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +41,7 @@ def run(code: str) -> dict:
     return json.loads(result.stdout.splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_the_pure_core_never_imports_lightning():
     modules = core_modules()
     assert len(modules) > 30  # the walk found the core
@@ -55,6 +58,7 @@ print(json.dumps(leaks))
     assert run(code) == {}, "a core module imports Lightning (directly or through its imports)"
 
 
+@pytest.mark.slow
 def test_importing_any_module_changes_no_process_wide_setting():
     code = f"""
 import importlib, json, os, warnings

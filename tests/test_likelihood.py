@@ -1,5 +1,6 @@
-"""Likelihoods (MATH.md §6.5b): the change of variables against closed forms, Hutchinson's unbiasedness, forward-only
-IFM through the duality, EFM's refusal, bits/dim, and the callback's logged values against a direct computation."""
+"""Likelihoods (docs/concepts/likelihoods.md#change-of-variables): the change of variables against closed forms,
+Hutchinson's unbiasedness, forward-only IFM through the duality, EFM's refusal, bits/dim, and the callback's logged
+values against a direct computation."""
 
 from __future__ import annotations
 
@@ -218,6 +219,7 @@ def quiet_trainer(callbacks, **kwargs) -> Trainer:
     )
 
 
+@pytest.mark.slow
 def test_callback_logs_the_toy_nll_at_validation_and_test():
     """``val/nll`` at every second validation (K = 2) and ``test/nll``, each equal to the mean of -log p of the
     first n_points held-out targets computed directly with the model's log_likelihood and the 8-Gaussian source."""

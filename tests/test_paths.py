@@ -1,4 +1,5 @@
-"""Gaussian CFM paths against the closed forms of MATH.md §2.2, written out again here, in float64."""
+"""Gaussian CFM paths against the closed forms of docs/concepts/flow-matching.md#path-catalogue, written out again here,
+in float64."""
 
 import math
 
@@ -146,7 +147,8 @@ def test_mean_std_sample_velocity_against_closed_forms(name, shape):
 
 
 def test_closed_form_velocities_of_the_catalogue():
-    """The table of MATH.md §2.2, velocity column, for each path (not through (a, b, sigma) this time)."""
+    """The table of docs/concepts/flow-matching.md#path-catalogue, velocity column, for each path (not through (a, b,
+    sigma) this time)."""
     x0, x1, t, _ = data(n=32, seed=2)
     x = torch.randn(x0.shape, generator=gen(3), dtype=F64)
     tt = t[:, None]
@@ -202,7 +204,7 @@ def test_log_prob_needs_positive_sigma():
         BrownianBridgePath(0.5).log_prob(x0, 0.0, x0, x1)
 
 
-# -- continuity equation (MATH.md §2.1 and check C1, here in t) ----------------------------------------------------
+# -- continuity equation (docs/concepts/flow-matching.md#cfm-loss and check C1, here in t) -----------------------------
 @pytest.mark.parametrize("name", NOISY)
 def test_continuity_equation_with_autograd(name):
     """``d p_t(x|c)/dt + div_x(p_t(x|c) u_t(x|c)) = 0`` exactly, at random (t, x) in 2-D."""

@@ -1,4 +1,5 @@
-"""``DualityCheck``: the duality checks of MATH.md §9 on the model being trained (C1, C2, C4, C5, C9, C12).
+"""``DualityCheck``: the duality checks of docs/concepts/checks.md#checks on the model being trained (C1, C2, C4, C5,
+C9, C12).
 
 What runs depends on the module (duck-typed on the method names, so subclasses work too):
 

@@ -1,4 +1,5 @@
-"""``HeldOutLikelihood``: held-out log-likelihoods of a forward-only model at validation and test (MATH.md §6.5b).
+"""``HeldOutLikelihood``: held-out log-likelihoods of a forward-only model at validation and test
+(docs/concepts/likelihoods.md#forward-only-fields).
 
 At every ``every_n_validations``-th validation of a fit (never the sanity check), at every standalone ``validate`` and
 at every ``test``, the first ``n_points`` held-out targets ``x1`` of this process's evaluation batches are carried back

@@ -1,4 +1,5 @@
-"""The duality CFM <-> forward-only IFM, made executable (MATH.md §6, §9). Pure torch, no Lightning.
+"""The duality CFM <-> forward-only IFM, made executable (docs/concepts/duality.md#duality,
+docs/concepts/checks.md#checks). Pure torch, no Lightning.
 
 * :mod:`~lightning_fm.duality.maps` - Phi (``field_from_path``), Psi on values (``velocity_from_field``, guarded),
   the normalised field of a velocity (``field_from_velocity``, ``field_target_from_velocity``), ``t_of_z``, ``z_of_t``.

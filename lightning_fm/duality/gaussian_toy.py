@@ -1,4 +1,4 @@
-"""The closed-form Gaussian -> Gaussian toy of MATH.md §9 (notes), used by the checks C3, C5-C8.
+"""The closed-form Gaussian -> Gaussian toy of docs/concepts/checks.md#gaussian-toy, used by the checks C3, C5-C8.
 
 Source ``N(m0, s0^2 I)``, target ``N(m1, s1^2 I)``, independent coupling, and any path of :mod:`lightning_fm.paths`
 (mean ``mu_t = a(t) x0 + b(t) x1``, width ``sigma_t``). Then ``x_t = a x0 + b x1 + sigma_t eps`` is Gaussian and so
@@ -10,7 +10,7 @@ is its velocity ``a' x0 + b' x1 + sigma_t' eps``; jointly Gaussian, hence
     d s_t^2/dt = 2 a a' s0^2 + 2 b b' s1^2 + d sigma_t^2/dt.
 
 For the linear-mean paths (LinearPath, BrownianBridgePath, SineBridgePath) ``a = 1 - t``, ``b = t`` and this is
-MATH.md's ``m_t = (1-t) m0 + t m1``, ``s_t^2 = (1-t)^2 s0^2 + t^2 s1^2 + sigma_t^2``. TrigPath works the same way.
+the familiar ``m_t = (1-t) m0 + t m1``, ``s_t^2 = (1-t)^2 s0^2 + t^2 s1^2 + sigma_t^2``. TrigPath works the same way.
 LipmanPath (``a = 0``) ignores the source: its t = 0 marginal is ``N(0, sigma_0^2 I) = N(0, I)`` whatever m0, s0.
 
 ``d sigma_t^2/dt`` is taken by autograd on the path's ``sigma(t)`` (exact). On a pinned plate of a bridge

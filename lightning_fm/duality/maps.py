@@ -1,10 +1,12 @@
-"""The two maps of the duality, on objects and on values (MATH.md §6.2, §6.3).
+"""The two maps of the duality, on objects and on values (docs/concepts/duality.md#the-bijection,
+docs/concepts/duality.md#time-and-velocity).
 
 * Phi, CFM -> forward-only IFM: a path ``(p_t(.|c), u_t(.|c))`` becomes its space-time probability current
   ``E_c(z, x) = p_t(x|c) (1, u_t(x|c)/L)`` with ``t = z/L`` (:func:`field_from_path`).
 * Psi, forward-only IFM -> CFM, on values: ``u = L E_x / E_z`` (:func:`velocity_from_field`). It divides by ``E_z``,
   which is exactly where "forward-only" is needed: points with ``E_z <= min_ez`` are *not* divided, their velocity
-  is set to 0 and they are reported in an ``invalid`` mask (MATH.md §8: "guard f_z > 0, count violations").
+  is set to 0 and they are reported in an ``invalid`` mask (docs/concepts/interaction-fields.md#samplers-and-stopping:
+  "guard f_z > 0, count violations").
 * The normalised field of a velocity: ``n = (1, u/L) / ||(1, u/L)||``; the IFM regression target is
   ``sqrt(D+1) n`` (:func:`field_from_velocity`, :func:`field_target_from_velocity`).
 
@@ -46,12 +48,13 @@ def path_from_field(field: InteractionField) -> GaussianPath:
     ``ForwardOnlyField(path, L)`` and ``StrongInteractionField(exact=True)`` give their path back (``Psi o Phi = id``).
     A field that is not forward-only (e.g. ``CoulombField``) has a signed slice density ``E_z``: Psi is undefined
     and a ``ValueError`` says so. The reference-code strong field (``exact=False``) is forward-only but is not the
-    exact current of a path (MATH.md §5.5): use :func:`velocity_from_field` on its values instead.
+    exact current of a path (docs/concepts/interaction-fields.md#reference-code-field): use :func:`velocity_from_field`
+    on its values instead.
     """
     if not field.forward_only:
         raise ValueError(
             f"{type(field).__name__} is not forward-only: E_z changes sign, so Psi (u = L E_x/E_z) is "
-            "undefined and no CFM path reproduces its dynamics (MATH.md §6.6)"
+            "undefined and no CFM path reproduces its dynamics (docs/concepts/duality.md#forward-only-models)"
         )
     if getattr(field, "exact", True) is False:
         raise ValueError(
@@ -78,7 +81,7 @@ class FieldVelocity:
 
 
 def velocity_from_field(ez: Tensor, ex: Tensor, L: float, min_ez: float = 1e-6) -> FieldVelocity:
-    """Psi on values: ``u = L ex / ez`` (MATH.md §6.3, ``dx/dz = E_x/E_z = u/L``).
+    """Psi on values: ``u = L ex / ez`` (docs/concepts/duality.md#time-and-velocity, ``dx/dz = E_x/E_z = u/L``).
 
     Points with ``ez <= min_ez`` (a field that is not forward-only there, or an untrained network) are never
     divided: their velocity is 0 and they are flagged in ``invalid``. ``min_ez`` applies to the field as given:
@@ -95,7 +98,8 @@ def velocity_from_field(ez: Tensor, ex: Tensor, L: float, min_ez: float = 1e-6) 
 
 
 def field_from_velocity(u: Tensor, L: float, scale: bool = False) -> tuple[Tensor, Tensor]:
-    """The unit field direction of a velocity: ``(nz, nx) = (1, u/L) / ||(1, u/L)||`` (MATH.md §6.3).
+    """The unit field direction of a velocity: ``(nz, nx) = (1, u/L) / ||(1, u/L)||``
+    (docs/concepts/duality.md#time-and-velocity).
 
     ``nz`` is ``(B,)``, ``nx`` is shaped like ``u``; ``nz > 0`` always (the field of a velocity is forward-only).
     Overflow-safe for huge ``u/L``. ``scale=True`` multiplies both by ``sqrt(D+1)`` (D = elements of one sample):
@@ -111,5 +115,6 @@ def field_from_velocity(u: Tensor, L: float, scale: bool = False) -> tuple[Tenso
 
 
 def field_target_from_velocity(u: Tensor, L: float) -> tuple[Tensor, Tensor]:
-    """``sqrt(D+1) (1, u/L) / ||(1, u/L)||``: what a forward-only IFM network regresses (MATH.md §1, §7.3)."""
+    """``sqrt(D+1) (1, u/L) / ||(1, u/L)||``: what a forward-only IFM network regresses
+    (docs/concepts/interaction-fields.md#regression-target, docs/concepts/duality.md#forward-only-target)."""
     return field_from_velocity(u, L, scale=True)

@@ -1,4 +1,5 @@
-"""Present a trained model of one family as a model of the other (MATH.md §6.3, the maps on networks).
+"""Present a trained model of one family as a model of the other (docs/concepts/duality.md#time-and-velocity, the maps
+on networks).
 
 * :class:`FieldAsVelocity` - any forward-only IFM model (an object with ``field_output(z, x) -> (f_z, f_x)`` and
   ``L``) as a CFM velocity model: ``v(x, t) = L f_x / f_z`` at ``z = t L`` (Psi), with the guard of
@@ -15,7 +16,8 @@ t-step ``dt = dz/L`` of the velocity. No Lightning import: the wrappers only cal
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -25,11 +27,11 @@ from lightning_fm.sampling import SampleResult, integrate, integrate_field_lines
 from lightning_fm.utils.tensors import as_time
 
 
-def _velocity_fn(model: Any):
+def _velocity_fn(model: Any) -> Callable[[Tensor, Tensor], Tensor]:
     if hasattr(model, "velocity"):
         return model.velocity
-    if callable(model):
-        return model
+    if callable(model):  # taken as velocity(x, t) itself (callable() narrows to (...) -> object)
+        return cast(Callable[[Tensor, Tensor], Tensor], model)
     raise TypeError(f"{type(model).__name__} has no velocity(x, t) method and is not callable")
 
 

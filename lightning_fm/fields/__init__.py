@@ -1,4 +1,5 @@
-"""Interaction fields between the source plate ``z = 0`` and the target plate ``z = L`` (MATH.md §4-§7).
+"""Interaction fields between the source plate ``z = 0`` and the target plate ``z = L``
+(docs/concepts/interaction-fields.md#interaction-fields).
 
 * :class:`InteractionField` - base: ``pair_field``, ``superpose``, ``direction``, ``target``, ``forward_only``.
 * :class:`ForwardOnlyField` - the map Phi: the space-time current of any CFM path (forward-only).

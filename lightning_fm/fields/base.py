@@ -1,4 +1,5 @@
-"""Base class of interaction fields and the shared numerics (MATH.md §1, §5.1, §6.1, §6.4).
+"""Base class of interaction fields and the shared numerics (docs/concepts/interaction-fields.md#interaction-fields,
+docs/concepts/duality.md#forward-only-fields, docs/concepts/duality.md#superposition).
 
 Conventions: an augmented point is ``(z, x)`` with ``z`` ``(b,)`` and ``x`` ``(b, *dims)``; the source plate is
 ``z = 0`` (t = 0), the target plate ``z = L`` (t = 1). A field value is a pair ``(ez (b,), ex (b, *dims))``.
@@ -82,11 +83,12 @@ def pairwise_sq_dist(xi: Tensor, Y: Tensor, y_sq: Tensor) -> Tensor:
 
 
 class InteractionField(Buildable, ABC):
-    """A field between the source plate ``z = 0`` and the target plate ``z = L`` (MATH.md §5.1, §6.1).
+    """A field between the source plate ``z = 0`` and the target plate ``z = L``
+    (docs/concepts/interaction-fields.md#ifm, docs/concepts/duality.md#forward-only-fields).
 
     Subclasses give the field of one pair (:meth:`pair_field`) and the superposition over all pairs of a batch
     (:meth:`superpose`). ``forward_only`` is True when ``E_z > 0`` everywhere between the plates and no line leaves
-    the slab (the CFM-dual fields, MATH.md §6.1).
+    the slab (the CFM-dual fields, docs/concepts/duality.md#forward-only-fields).
     """
 
     forward_only: bool = False
@@ -120,7 +122,8 @@ class InteractionField(Buildable, ABC):
     def superpose(
         self, z: Tensor | float, x: Tensor, x0: Tensor, x1: Tensor, chunk_size: int = DEFAULT_CHUNK
     ) -> SuperposedField:
-        """The field of all B pairs superposed, at each of the b points (b need not equal B), MATH.md §6.4."""
+        """The field of all B pairs superposed, at each of the b points (b need not equal B),
+        docs/concepts/duality.md#superposition."""
 
     # -- derived ---------------------------------------------------------------------------------------------
     def direction(
@@ -138,7 +141,8 @@ class InteractionField(Buildable, ABC):
     def target(
         self, z: Tensor | float, x: Tensor, x0: Tensor, x1: Tensor, chunk_size: int = DEFAULT_CHUNK
     ) -> tuple[Tensor, Tensor]:
-        """Regression target ``sqrt(D+1) * direction`` (MATH.md §1), as a pair ``(tz, tx)``."""
+        """Regression target ``sqrt(D+1) * direction`` (docs/concepts/interaction-fields.md#regression-target), as a
+        pair ``(tz, tx)``."""
         nz, nx = self.direction(z, x, x0, x1, chunk_size)
         scale = math.sqrt(x[0].numel() + 1)
         return scale * nz, scale * nx

@@ -1,4 +1,5 @@
-"""Electrostatic Field Matching: the Coulomb capacitor in R^{D+1} (MATH.md §4.1, §4.2, §7.5).
+"""Electrostatic Field Matching: the Coulomb capacitor in R^{D+1} (docs/concepts/interaction-fields.md#efm-field,
+docs/concepts/interaction-fields.md#efm-target).
 
 Source charges +1 at ``(0, x0_j)``, target charges -1 at ``(L, x1_j)``; with the Coulomb kernel of R^{D+1}
 
@@ -6,7 +7,8 @@ Source charges +1 at ``(0, x0_j)``, target charges -1 at ``(L, x1_j)``; with the
 
 the field of B pairs is ``E(x~) = (1/B) sum_j [K(x~ - (0, x0_j)) - K(x~ - (L, x1_j))]``. Gauss's law: the flux of
 ``K`` through any closed surface around its charge is 1. The field is not forward-only: behind the plates
-(``z < 0``, ``z > L``) near the charges ``E_z < 0`` (MATH.md §6.6, check C9), lines leave the slab and come back.
+(``z < 0``, ``z > L``) near the charges ``E_z < 0`` (docs/concepts/duality.md#forward-only-models,
+docs/concepts/checks.md#c9), lines leave the slab and come back.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def log_sphere_area(D: int) -> float:
 class CoulombField(InteractionField):
     """The EFM capacitor field (not forward-only).
 
-    Superposition (MATH.md §7.5): with ``a_ij = -(D+1) log||x~_i - (0, x0_j)||`` and
+    Superposition (docs/concepts/interaction-fields.md#efm-target): with ``a_ij = -(D+1) log||x~_i - (0, x0_j)||`` and
     ``b_ij = -(D+1) log||x~_i - (L, x1_j)||``, one shared shift ``M_i = max(max_j a_ij, max_j b_ij)`` over *both*
     charge signs, ``E_i ~ sum_j e^{a_ij - M_i} (x~_i - (0, x0_j)) - sum_j e^{b_ij - M_i} (x~_i - (L, x1_j))``
     (exactly proportional to the Coulomb sum), normalised once.
@@ -46,8 +48,8 @@ class CoulombField(InteractionField):
             (softmax of a, softmax of b), ``e_+ = sum_j softmax(a)_j (x~ - (0, x0_j))`` and
             ``e_- = -sum_j softmax(b)_j (x~ - (L, x1_j))``, and the field is
             ``e_+ / (||e_+|| + gamma) + e_- / (||e_-|| + gamma)``. It changes the relative weight of the two plates,
-            so it is an approximation of the Coulomb direction (MATH.md §4.2); ``gamma = inf`` gives the
-            un-normalised sum ``e_+ + e_-`` of the IFM repository's EFM code.
+            so it is an approximation of the Coulomb direction (docs/concepts/interaction-fields.md#efm-target);
+            ``gamma = inf`` gives the un-normalised sum ``e_+ + e_-`` of the IFM repository's EFM code.
         gamma: the regulariser of ``separate_normalization`` (EFM code: 5 on the final target; 0 = unit parts).
             With ``separate_normalization`` the ``log_norm`` of :meth:`superpose` is the log-norm of that
             dimensionless vector, not of a physical field.

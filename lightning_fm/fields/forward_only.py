@@ -1,4 +1,5 @@
-"""Forward-only interaction fields: the map Phi of the duality (MATH.md §6.2) and IFM's strong-interaction field.
+"""Forward-only interaction fields: the map Phi of the duality (docs/concepts/duality.md#the-bijection) and IFM's
+strong-interaction field.
 
 ``ForwardOnlyField(path, L)`` turns a CFM path into the space-time probability current
 
@@ -9,8 +10,10 @@ which is divergence-free between the plates (continuity equation), carries unit 
 the minibatch marginal path, ``(p_t(x), p_t(x) v(x)/L)`` with ``v = sum_j softmax_j(log p_t(x|c_j)) u_t(x|c_j)``, so
 its direction is ``(1, v/L) / ||(1, v/L)||`` whatever the (underflowing) density is.
 
-``StrongInteractionField`` is IFM's quark-antiquark field (MATH.md §5.2). ``exact=True`` is the exact current of the
-sine-bridge Gaussian path (MATH.md §6.6); ``exact=False`` is the reference code's formula (MATH.md §5.2, §5.5).
+``StrongInteractionField`` is IFM's quark-antiquark field
+(docs/concepts/interaction-fields.md#strong-interaction-field). ``exact=True`` is the exact current of the sine-bridge
+Gaussian path (docs/concepts/duality.md#forward-only-models); ``exact=False`` is the reference code's formula
+(docs/concepts/interaction-fields.md#reference-code-field).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from lightning_fm.utils.tensors import pad_like
 
 
 class ForwardOnlyField(InteractionField):
-    """The map Phi (MATH.md §6.2): the field of a CFM path, ``E_c = p_t(x|c) (1, u_t(x|c)/L)`` with ``t = z/L``.
+    """The map Phi (docs/concepts/duality.md#the-bijection): the field of a CFM path, ``E_c = p_t(x|c) (1, u_t(x|c)/L)``
+    with ``t = z/L``.
 
     Works for any :mod:`lightning_fm.paths` path with ``sigma_t > 0`` at the evaluated slices (a zero-width path is
     a line current, singular: its density is a delta). Bridge paths (sigma = 0 at a plate) are defined on the open
@@ -68,9 +72,9 @@ class ForwardOnlyField(InteractionField):
 
 
 class StrongInteractionField(InteractionField):
-    """IFM's quark-antiquark ("string") field (MATH.md §5.2): a tube of width ``sigma(z)`` around the segment
-    from ``(0, x0)`` to ``(L, x1)``, ``sigma(z) = scale * sin(pi z / L)`` for the default ``ramp = 0.5`` (IFM's
-    ``K = pi / L``), else rising/flat/falling with ``ramp = d / L = pi / (2 K L)``.
+    """IFM's quark-antiquark ("string") field (docs/concepts/interaction-fields.md#strong-interaction-field): a tube of
+    width ``sigma(z)`` around the segment from ``(0, x0)`` to ``(L, x1)``, ``sigma(z) = scale * sin(pi z / L)`` for the
+    default ``ramp = 0.5`` (IFM's ``K = pi / L``), else rising/flat/falling with ``ramp = d / L = pi / (2 K L)``.
 
     * ``exact=True``: the exact space-time current of ``SineBridgePath(scale, ramp)``, i.e. identical to
       ``ForwardOnlyField(SineBridgePath(scale, ramp), L)`` (implemented by delegation). Divergence-free, unit flux.
@@ -91,7 +95,7 @@ class StrongInteractionField(InteractionField):
       the direction of the nearest tube. Omitted code details: the ``+1e-5`` in ``tan(K z) + 1e-5`` of the rising
       part (we use the exact ``sigma'/sigma``) and the ``+1e-11`` in ``rho / (r + 1e-11)`` (we use
       ``sin(a)/r = cos(a) sigma'/sigma``, exact at r = 0). Its direction deviates from the exact current by
-      ``O((|x1 - x0|/L)^2)`` (MATH.md §5.5, check C11).
+      ``O((|x1 - x0|/L)^2)`` (docs/concepts/interaction-fields.md#reference-code-field, docs/concepts/checks.md#c11).
 
     Both variants are forward-only and defined on the open slab ``0 < z < L`` (sigma = 0 on the plates).
     """

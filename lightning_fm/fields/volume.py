@@ -1,4 +1,5 @@
-"""Volume coverage: where IFM training points ``(z, x)`` between the plates are drawn (MATH.md §4.2, §5.3, §6.7).
+"""Volume coverage: where IFM training points ``(z, x)`` between the plates are drawn
+(docs/concepts/interaction-fields.md#training-volumes).
 
 A sampler builds one point per given pair: ``sampler(x0, x1, L, generator=None) -> (z (b,), x (b, *dims))`` with
 ``x0, x1`` of shape ``(b, *dims)``. The regression minimiser is the same field direction wherever the sampling
@@ -68,7 +69,8 @@ class UniformVolume(VolumeSampler):
     ``u`` uniform on the unit sphere. The noise is 0 at the plates and ``2 tube_noise`` at ``z = L/2``.
 
     Defaults = the IFM CIFAR-10/CelebA setting (``Uniform``, no noise, eps = 1e-3). With no noise the points lie on
-    the pairs' segments, where a narrow-tube field is dominated by its own pair (MATH.md §5.5).
+    the pairs' segments, where a narrow-tube field is dominated by its own pair
+    (docs/concepts/interaction-fields.md#reference-code-field).
     """
 
     def __init__(self, eps: float = 1e-3, tube_noise: float = 0.0) -> None:
@@ -213,7 +215,7 @@ class PathVolume(VolumeSampler):
 
 
 class SlabAndBeyondVolume(VolumeSampler):
-    """Coverage for EFM (MATH.md §4.1-§4.3): the slab, and the half-space behind the target plate.
+    """Coverage for EFM (docs/concepts/interaction-fields.md#efm): the slab, and the half-space behind the target plate.
 
     The Coulomb capacitor's lines leave the slab through the target plate wherever the field there points forward
     (in the continuum limit ``E_z(L+, x) = (p_L(x) - q(x)) / 2``, ``p_L`` = the source density smoothed by the
@@ -237,8 +239,8 @@ class SlabAndBeyondVolume(VolumeSampler):
     ``beyond_noise`` reach the lines that leave the outer edge of the source support outwards and come back from
     high above; ``floor`` adds a layer above the whole plate; ``gap`` (default ``eps``) leaves out a layer just
     behind it. Like every volume sampler this only chooses where the regression is accurate: the target is the
-    exact superposed field wherever the point is (MATH.md §7.5). Nothing is drawn below ``z = 0``: the sampler
-    starts on the source plate and never goes there.
+    exact superposed field wherever the point is (docs/concepts/interaction-fields.md#efm-target). Nothing is drawn
+    below ``z = 0``: the sampler starts on the source plate and never goes there.
     """
 
     def __init__(

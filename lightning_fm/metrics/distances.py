@@ -33,7 +33,10 @@ def mmd_rbf(x: Tensor, y: Tensor, bandwidths: tuple[float, ...] = (0.1, 0.5, 1.0
 
     def kernel(p: Tensor, q: Tensor) -> Tensor:
         d2 = torch.cdist(p, q).pow(2)
-        return sum(torch.exp(-d2 / (2 * h * h)) for h in bandwidths)
+        total = torch.zeros_like(d2)
+        for h in bandwidths:
+            total = total + torch.exp(-d2 / (2 * h * h))
+        return total
 
     kxx, kyy, kxy = kernel(a, a), kernel(b, b), kernel(a, b)
     sxx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))

@@ -151,6 +151,10 @@ class FeatureStatistics(Metric):
 
     full_state_update = False
     higher_is_better = False
+    # the states (add_state)
+    sum: Tensor
+    outer: Tensor
+    count: Tensor
 
     def __init__(self, num_features: int, **kwargs) -> None:
         super().__init__(**kwargs)

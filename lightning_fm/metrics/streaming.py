@@ -26,6 +26,9 @@ class SampleW2(Metric):
 
     full_state_update = False
     higher_is_better = False
+    # the states (add_state): lists of batches on each process (compute's dim_zero_cat also takes the gathered tensor)
+    samples: list[Tensor]
+    reference: list[Tensor]
 
     def __init__(self, max_samples: int = 5000) -> None:
         super().__init__()

@@ -43,6 +43,8 @@ class SinusoidalTimeEmbedding(nn.Module):
     Defined for every real t (the raw t keeps times outside [0, 1] apart from their periodic images).
     """
 
+    scales: Tensor  # a buffer
+
     def __init__(self, frequencies: int = 0) -> None:
         super().__init__()
         scales = math.pi * 2.0 ** torch.arange(frequencies, dtype=torch.float32)
@@ -79,4 +81,6 @@ class ClassEmbedding(nn.Module):
         y = y.to(device=device, dtype=torch.long)
         if y.shape != (batch,):  # (the range is checked once per batch by the modules: no device sync here)
             raise ValueError(f"labels y must have shape ({batch},), got {tuple(y.shape)}")
+        if self.table is None:
+            raise ValueError("this ClassEmbedding has num_classes=0: no labels to embed (its dim is 0)")
         return self.table(y)

@@ -1,10 +1,22 @@
-"""Heads that turn a velocity backbone into an interaction-field model (MATH.md §5.4)."""
+"""Heads that turn a velocity backbone into an interaction-field model
+(docs/concepts/interaction-fields.md#field-models)."""
 
 from __future__ import annotations
+
+from typing import Protocol, cast
 
 from torch import Tensor, nn
 
 from lightning_fm.utils.spec import Buildable
+
+
+class FeatureBackbone(Protocol):
+    """What :class:`FieldHead` needs of its backbone (every backbone of :mod:`lightning_fm.models` has it)."""
+
+    feature_dim: int
+    data_shape: tuple[int, ...]
+
+    def forward_with_features(self, x: Tensor, t: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]: ...
 
 
 class FieldHead(Buildable, nn.Module):
@@ -28,16 +40,21 @@ class FieldHead(Buildable, nn.Module):
                 f"lightning_fm.models.MLP), got {type(backbone).__name__}"
             )
         self.backbone = backbone
-        self.f_z = nn.Linear(backbone.feature_dim, 1)
+        self.f_z = nn.Linear(self._features.feature_dim, 1)
+
+    @property
+    def _features(self) -> FeatureBackbone:
+        """The backbone as what the constructor checked it to be (nn.Module's attribute typing cannot say so)."""
+        return cast(FeatureBackbone, self.backbone)
 
     @property
     def data_shape(self) -> tuple[int, ...]:
-        return self.backbone.data_shape
+        return self._features.data_shape
 
     @property
     def num_classes(self) -> int:
         return getattr(self.backbone, "num_classes", 0)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        f_x, h = self.backbone.forward_with_features(x, t, y)
+        f_x, h = self._features.forward_with_features(x, t, y)
         return self.f_z(h).squeeze(1), f_x

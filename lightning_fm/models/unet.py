@@ -125,7 +125,7 @@ class UNet(Buildable, nn.Module):
         """``MLP(sinusoidal_embedding(time_scale * t, mc)) + class_embedding(y)``: ``(B, 4 mc)``."""
         t = torch.as_tensor(t, dtype=torch.promote_types(x.dtype, torch.float32), device=x.device)
         t = sinusoidal_embedding(self.time_scale * t.expand(x.shape[0]), self.model_channels)
-        emb = self.time_embed(t.to(self.time_embed[0].weight.dtype))
+        emb = self.time_embed(t.to(next(self.time_embed.parameters()).dtype))
         if self.class_embedding.dim:
             return emb + self.class_embedding(y, x.shape[0], x.device).to(emb.dtype)
         if y is not None:
@@ -183,7 +183,7 @@ def _decoder(
     skips, ch, blocks = list(skips), widths[-1], nn.ModuleList()
     for level in reversed(range(len(widths))):
         for i in range(num_res_blocks + 1):
-            layers = [make.res(ch + skips.pop(), widths[level])]
+            layers: list[nn.Module] = [make.res(ch + skips.pop(), widths[level])]
             ch = widths[level]
             if level in attention_levels and (each_block or i == num_res_blocks):
                 layers.append(make.attn(ch))

@@ -5,14 +5,17 @@ on an embedding, multi-head self-attention over pixels, and 2x resampling. Modul
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
-def zero_init(module: nn.Module) -> nn.Module:
+
+def zero_init(module: ModuleT) -> ModuleT:
     """Zero every parameter of ``module`` (ADM's last conv of each residual branch: each block starts as identity)."""
     for p in module.parameters():
         nn.init.zeros_(p)

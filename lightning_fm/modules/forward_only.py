@@ -1,4 +1,5 @@
-"""Forward-only IFM: field matching on the space-time current of a CFM path (the dual of CFMModule, MATH.md §6)."""
+"""Forward-only IFM: field matching on the space-time current of a CFM path (the dual of CFMModule,
+docs/concepts/duality.md#forward-only-target)."""
 
 from __future__ import annotations
 

@@ -57,6 +57,8 @@ class FieldObjective:
         label was dropped, ``null_class``)."""
         if labels is None:
             return self.field.target(z, x, pairs.all_x0, pairs.all_x1)
+        if pairs.all_y1 is None:
+            raise ValueError("class-conditional field targets need the labels of the pairs (the batch's y1)")
         target_z, target_x = torch.empty_like(z), torch.empty_like(x)
         none = torch.zeros(len(z), dtype=torch.long, device=z.device)
         for rows, charges in superposition_groups(
@@ -124,6 +126,7 @@ class FieldObjective:
 
         def velocity(x_: Tensor, t: Tensor) -> Tensor:
             v = dual.velocity(x_, t)
+            assert dual.last_invalid is not None  # set by every velocity() call
             masks.append(dual.last_invalid)
             return v
 

@@ -63,6 +63,8 @@ def conditioned(
     if w:
 
         def guided(s: Tensor, x: Tensor) -> Prediction:
+            if labels is None:
+                raise ValueError(f"classifier-free guidance (w={w}) needs the labels to condition on")
             return combine(*both_conditions(net, x, s, labels, null_class), w)
 
         return guided

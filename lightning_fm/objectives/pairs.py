@@ -42,9 +42,11 @@ def couple(
         x0, x1, y0, y1 = coupling(x0, x1, y0, y1)
         return Pairs(x0, x1, y0, y1, x0, x1, all_y1=y1)
     n = x0.shape[0]
-    gathered = [None if v is None else gather(v).flatten(0, 1) for v in (x0, x1, y0, y1)]
+    # gathered in this order on every rank (collectives)
+    all_x0, all_x1 = (gather(v).flatten(0, 1) for v in (x0, x1))
+    all_y0, all_y1 = (None if v is None else gather(v).flatten(0, 1) for v in (y0, y1))
     generator = torch.Generator().manual_seed(int(step))  # identical plans on every rank
-    g0, g1, gy0, gy1 = coupling(*gathered, generator=generator)
+    g0, g1, gy0, gy1 = coupling(all_x0, all_x1, all_y0, all_y1, generator=generator)
     local = slice(rank * n, (rank + 1) * n)
     pick = lambda v: None if v is None else v[local]  # noqa: E731
     return Pairs(g0[local], g1[local], pick(gy0), pick(gy1), g0, g1, rank * n, gy1)
@@ -59,7 +61,7 @@ def superposition_groups(
     given ``c`` must learn, while a null row learns the unconditional one over all classes. One superposition per
     (group, class) present."""
     labelled = row_labels is not None and charge_labels is not None
-    keys = row_groups * (null_class + 1) + row_labels if labelled else row_groups
+    keys = row_groups * (null_class + 1) + row_labels if labelled and row_labels is not None else row_groups
     for key in torch.unique(keys).tolist():
         group, label = divmod(key, null_class + 1) if labelled else (key, null_class)
         charges = charge_groups == group

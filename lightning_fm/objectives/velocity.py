@@ -19,7 +19,6 @@ import torch
 from torch import Tensor
 
 from lightning_fm.likelihood import LikelihoodResult, LogProb, log_likelihood
-from lightning_fm.objectives.labels import Network
 from lightning_fm.objectives.pairs import Pairs, superposition_groups
 from lightning_fm.objectives.regression import DropLabels, Regression
 from lightning_fm.paths import GaussianPath
@@ -82,7 +81,7 @@ class VelocityObjective:
         return Regression(t, xt, labels, ut)
 
     @staticmethod
-    def loss(velocity: Network, problem: Regression) -> Tensor:
+    def loss(velocity: Callable[[Tensor, Tensor, Tensor | None], Tensor], problem: Regression) -> Tensor:
         """``mean || v(x, t, y) - target ||^2`` (the network's output in float32)."""
         return (velocity(problem.x, problem.time, problem.labels).float() - problem.target).pow(2).mean()
 

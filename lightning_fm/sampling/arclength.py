@@ -1,4 +1,5 @@
-"""Following the lines of a field by arclength in the augmented space ``(z, x)`` (MATH.md §4.3).
+"""Following the lines of a field by arclength in the augmented space ``(z, x)``
+(docs/concepts/interaction-fields.md#stopping).
 
 Where a field is not forward-only (EFM) its lines cannot be followed in z: behind the target plate they turn back.
 They are followed by their arclength s instead, ``dy/ds = n(y)`` with ``n = E/||E||`` the unit direction and
@@ -72,9 +73,12 @@ def follow_arclength(
     for _ in range(int(max_steps)):
         if index.numel() == 0:
             break
-        h = step_size(y)[:, None] if callable(step_size) else float(step_size)
-        if not callable(step_size) and h <= 0:
-            raise ValueError(f"the arclength step must be > 0, got {h}")
+        if callable(step_size):
+            h: float | Tensor = step_size(y)[:, None]
+        else:
+            h = float(step_size)
+            if h <= 0:
+                raise ValueError(f"the arclength step must be > 0, got {h}")
         y_new = step(lambda _s, v: direction(v), 0.0, y, h, method)
         if stop is None:
             done, end = torch.zeros_like(index, dtype=torch.bool), y_new

@@ -1,4 +1,5 @@
-"""Moving samples along the lines of a field (MATH.md §4.3, §5.4, §8).
+"""Moving samples along the lines of a field (docs/concepts/interaction-fields.md#field-line-sampling,
+docs/concepts/interaction-fields.md#samplers-and-stopping).
 
 ``field_fn(z (B,), x (B, *dims)) -> (fz (B,), fx (B, *dims))`` is any field: a learned network's output or an exact
 field (e.g. ``lambda z, x: field.direction(z, x, x0, x1)``). Only its direction matters.
@@ -6,10 +7,10 @@ field (e.g. ``lambda z, x: field.direction(z, x, x0, x1)``). Only its direction 
 Phase 1 (every field): from ``z = eps`` (source plate) to ``z = L`` (target plate), ``dx/dz = fx / fz`` with a
 fixed-step Runge-Kutta method in z (``euler``, ``midpoint``, ``heun``, ``rk4``) or adaptive ``dopri5`` through
 :func:`lightning_fm.sampling.ode.integrate`. For a forward-only field this is exactly the CFM ODE in ``t = z / L``
-(MATH.md §6.3: Euler in z with step dz = Euler in t with dt = dz / L). ``fz <= 0`` cannot be followed in z: such
-evaluations are guarded by one of two rules (never a silent division by 0), counted per evaluation in
-``info["guarded"]`` and per line in ``info["backward"]`` (lines with ``fz <= 0`` at some evaluation; MATH.md C9: 0
-for an exact forward-only field):
+(docs/concepts/duality.md#time-and-velocity: Euler in z with step dz = Euler in t with dt = dz / L). ``fz <= 0`` cannot
+be followed in z: such evaluations are guarded by one of two rules (never a silent division by 0), counted per
+evaluation in ``info["guarded"]`` and per line in ``info["backward"]`` (lines with ``fz <= 0`` at some evaluation;
+docs/concepts/checks.md#c9: 0 for an exact forward-only field):
 
 * ``nonpositive_fz="hold"`` (the default of :class:`~lightning_fm.sampling.FieldLineSampler` for forward-only
   fields): where ``fz <= fz_min`` the slope is 0, the line holds its ``x`` for that evaluation. It is the rule of
@@ -22,14 +23,14 @@ for an exact forward-only field):
 Phase 2 (``continue_outside``, for fields that are not forward-only, e.g. EFM): lines whose field still points
 forward at ``z = L`` (``fz > 0``: they would cross the target plate) are continued by arclength steps
 ``x~ <- x~ + h E/||E||`` (same Runge-Kutta method; euler for dopri5) until they come back down: through
-``z = L + return_tol`` if they went above it (MATH.md §4.3: "until the line returns to z <= L + 0.05"), else through
-``z = L``; the end point is interpolated linearly on that plane. At most ``max_arc_steps`` steps; the lines that
-never return are counted in ``info["not_returned"]`` (their ``x`` is where they stopped, ``end_z > L``). A continued
-line whose step reverses the previous one (a turn of more than 90 degrees in one step) has reached a sink, a point
-charge of the target plate, and ends there (``info["absorbed"]``). With finitely many point charges (an exact EFM
-field), every line reaching ``z = L`` off a charge has ``E_z > 0`` there and is continued; methods whose last stage
-evaluates the field on the plate itself (heun, rk4) meet the charges' singularity: prefer euler/midpoint, or
-``z_end < L`` without phase 2. Learned (smooth) fields have no such singularity.
+``z = L + return_tol`` if they went above it (docs/concepts/interaction-fields.md#stopping: until the line returns to
+``z <= L + 0.05``), else through ``z = L``; the end point is interpolated linearly on that plane. At most
+``max_arc_steps`` steps; the lines that never return are counted in ``info["not_returned"]`` (their ``x`` is where they
+stopped, ``end_z > L``). A continued line whose step reverses the previous one (a turn of more than 90 degrees in one
+step) has reached a sink, a point charge of the target plate, and ends there (``info["absorbed"]``). With finitely many
+point charges (an exact EFM field), every line reaching ``z = L`` off a charge has ``E_z > 0`` there and is continued;
+methods whose last stage evaluates the field on the plate itself (heun, rk4) meet the charges' singularity: prefer
+euler/midpoint, or ``z_end < L`` without phase 2. Learned (smooth) fields have no such singularity.
 
 Learned EFM fields (an approximation, documented here): the true field jumps across the target plate (by its charge
 density), a network is smooth there, so the crossing is decided by the sign of ``fz`` at ``z = L + cross_probe``
@@ -100,7 +101,8 @@ def integrate_field_lines(
         cross_probe: a line is continued when ``fz > 0`` at ``(L + cross_probe, x)``, just behind the plate
             (default 0: on the plate itself). A learned field is smooth across the target plate, where the true
             field jumps (by the plate's charge density); its sign at ``z = L`` is then an average of the two
-            sides, while ``E_z(L+)`` decides whether the line crosses or ends there (MATH.md §4.3).
+            sides, while ``E_z(L+)`` decides whether the line crosses or ends there
+            (docs/concepts/interaction-fields.md#stopping).
         fz_min: the guard's threshold: ``fz <= fz_min`` is never divided by.
         nonpositive_fz: what the guard does there (module docstring): ``"clamp"`` (``fz`` raised to ``fz_min``, and
             to ``fz_min_rel * ||f||``) or ``"hold"`` (slope 0: the line does not move in ``x`` at that evaluation).
@@ -195,6 +197,8 @@ def _continue_outside(
     """Phase 2, in place on ``result``."""
     x = result.x
     shape = x.shape[1:]
+    # phase 1 (integrate_field_lines) sets both before calling this
+    assert result.end_z is not None and result.returned is not None
     if not cross_probe >= 0:
         raise ValueError(f"cross_probe must be >= 0, got {cross_probe}")
     fz, _ = field_fn(torch.full((x.shape[0],), L + float(cross_probe), dtype=x.dtype, device=x.device), x)
@@ -244,5 +248,6 @@ def _continue_outside(
     result.info["not_returned"] = float(arcs.moving.sum())
     result.info["absorbed"] = float(absorbed)
     if shown:  # (M, record, 1 + D): the recorded lines that were not continued stay where phase 1 left them
-        result.arcs = start.expand(arcs.trajectory.shape[0], -1, -1).clone()
-        result.arcs[:, continued[:shown]] = arcs.trajectory
+        assert arcs.trajectory is not None  # follow_arclength records when record > 0
+        result.arcs = arcs_all = start.expand(arcs.trajectory.shape[0], -1, -1).clone()
+        arcs_all[:, continued[:shown]] = arcs.trajectory

@@ -6,11 +6,12 @@ the unconditional towards the conditional prediction (``w = 0``: the conditional
 unconditional one; the convention of FAIR's flow_matching, ``cfg_scale``):
 
 * velocity (CFM): ``v_w = (1 + w) v(x, t | y) - w v(x, t | null)``;
-* forward-only field: the same in velocity space, through the duality ``v = L f_x / f_z`` (MATH.md §6.3): the slope
-  ``s = f_x / f_z`` is guided, ``s_w = (1 + w) s(y) - w s(null)``, and the result is returned as the field
-  ``sqrt(D+1) (1, s_w) / ||(1, s_w)||``. A guided forward-only IFM then follows exactly the guided dynamics of its
-  dual CFM. Where either prediction has ``f_z <= 0`` (no velocity exists) the field rule below is used, so the
-  sampler still sees, guards and counts that point;
+* forward-only field: the same in velocity space, through the duality ``v = L f_x / f_z``
+  (docs/concepts/duality.md#time-and-velocity): the slope ``s = f_x / f_z`` is guided,
+  ``s_w = (1 + w) s(y) - w s(null)``, and the result is returned as the field ``sqrt(D+1) (1, s_w) / ||(1, s_w)||``. A
+  guided forward-only IFM then follows exactly the guided dynamics of its dual CFM. Where either prediction has
+  ``f_z <= 0`` (no velocity exists) the field rule below is used, so the sampler still sees, guards and counts that
+  point;
 * field that is not forward-only (EFM): the network outputs themselves, ``f_w = (1 + w) f(y) - w f(null)``.
 
 A sampler's NFE counts calls of the guided function: each call evaluates the network once on twice the batch (the
@@ -40,7 +41,8 @@ def both_conditions(
     if isinstance(out, tuple):
         halves = [o.chunk(2) for o in out]
         return tuple(h[0] for h in halves), tuple(h[1] for h in halves)
-    return tuple(out.chunk(2))
+    conditional, unconditional = out.chunk(2)
+    return conditional, unconditional
 
 
 def extrapolate(conditional: Tensor, unconditional: Tensor, w: float) -> Tensor:

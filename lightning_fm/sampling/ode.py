@@ -1,4 +1,5 @@
-"""ODE solvers for sampling: ``dx/dt = f(t, x)`` from ``t0`` to ``t1`` (MATH.md §2.4, §8).
+"""ODE solvers for sampling: ``dx/dt = f(t, x)`` from ``t0`` to ``t1`` (docs/concepts/flow-matching.md#ode-sampler,
+docs/concepts/interaction-fields.md#samplers-and-stopping).
 
 The same integrator serves CFM (time ``t``, ``f = v_theta``) and IFM / forward-only IFM (height ``z``,
 ``f = f_x / f_z``). Every call reports NFE, the number of evaluations of ``f`` (one batched call = one evaluation).
@@ -27,6 +28,8 @@ from torch import Tensor
 from lightning_fm.sampling.result import SampleResult, recorded_lines
 
 VectorField = Callable[[Tensor, Tensor], Tensor]
+#: the ``f(t, x)`` of :func:`step`: its time is a python float, or a tensor where the step ``h`` is one per line
+StepField = Callable[[float | Tensor, Tensor], Tensor]
 
 #: stages (evaluations of f) per step of the fixed-step methods.
 FIXED_STEP_STAGES = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
@@ -49,7 +52,7 @@ def check_solver_options(
             raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
 
 
-def step(f: VectorField, t: float, x: Tensor, h: float, method: str) -> Tensor:
+def step(f: StepField, t: float | Tensor, x: Tensor, h: float | Tensor, method: str) -> Tensor:
     """One step ``t -> t + h`` of the fixed-step method ``method`` for ``dx/dt = f(t, x)`` (``f`` takes a python
     float time here). Shared by :func:`integrate` and the field-line sampler."""
     if method == "euler":
@@ -135,6 +138,7 @@ def integrate(
                 f"dopri5 needed more than max_steps={max_steps} steps from t={t0} to t={t1} "
                 f"(atol={atol}, rtol={rtol}); raise max_steps, loosen the tolerances or use a fixed-step method"
             ) from err
+        assert isinstance(states, Tensor)  # odeint returns a tuple for a tuple state only
         if kept:
             return SampleResult(x=states[-1], nfe=nfe, times=times, trajectory=states[:, :kept])
         return SampleResult(x=states[-1], nfe=nfe)

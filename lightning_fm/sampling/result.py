@@ -33,6 +33,12 @@ class SampleResult:
     returned: Tensor | None = None
     info: dict[str, float] = field(default_factory=dict)
 
+    def recorded(self) -> tuple[Tensor, Tensor]:
+        """``(times, trajectory)`` of a run sampled with ``record``; a ValueError for a run that recorded nothing."""
+        if self.times is None or self.trajectory is None:
+            raise ValueError("this run recorded no trajectory: sample it with record=True (or a number of lines)")
+        return self.times, self.trajectory
+
 
 def recorded_lines(record: bool | int, batch: int) -> int:
     """How many lines a sampler records: ``True`` all ``batch``, ``False``/0 none, an int ``k`` the first ``k``."""

@@ -66,8 +66,9 @@ class ODESampler(Sampler):
 
 
 class FieldLineSampler(Sampler):
-    """Move points from the source plate along a field's lines to the target plate, ``dx/dz = f_x / f_z`` (MATH.md
-    §5.4), and continue the lines that cross the target plate by arclength until they return (MATH.md §4.3).
+    """Move points from the source plate along a field's lines to the target plate, ``dx/dz = f_x / f_z``
+    (docs/concepts/interaction-fields.md#field-line-sampling), and continue the lines that cross the target plate by
+    arclength until they return (docs/concepts/interaction-fields.md#stopping).
 
     Args:
         method, steps, atol, rtol: the z-integration (as :class:`ODESampler`, in z from ``eps`` to L).

@@ -14,6 +14,8 @@ class StoredHyperparameters:
     ``save_hyperparameters()`` (components as specs): loggers record them as stored, without LightningCLI's
     bookkeeping keys, instead of Lightning's copy of the raw constructor arguments."""
 
+    hparams: dict[str, Any]  # the host class's (Lightning's AttributeDict, a dict)
+
     def drop_cli_keys(self, *more: str) -> None:
         for key in (*CLI_KEYS, *more):
             self.hparams.pop(key, None)

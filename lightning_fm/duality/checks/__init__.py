@@ -1,9 +1,9 @@
-"""The numerical checks C1-C13 of MATH.md §9, as plain functions returning :class:`CheckResult`.
+"""The numerical checks C1-C13 (docs/concepts/checks.md#checks), as plain functions returning :class:`CheckResult`.
 
 Kinds: ``"exact"`` - an identity that holds to float precision (C1, C2 by quadrature, C4, C5, C9 for a forward-only
 field, C12); ``"statistical"`` - holds in expectation or in a limit, tested against a Monte-Carlo standard error
 (C2 by Monte Carlo, C3, C6, C7, C8); ``"diagnostic"`` - reported, with an indicative tolerance (C9 for learned or
-non-forward-only fields, C11, C13). Tolerances (MATH.md §9):
+non-forward-only fields, C11, C13). Tolerances (docs/concepts/checks.md#tolerances):
 
 ==== ================================================= ======================================================
 C1   ``max |div E| / (|d_z E_z| + sum_d |d_xd E_xd|)`` 1e-10 (fp64), 1e-4 (fp32)

@@ -1,5 +1,5 @@
-"""What every duality check shares: :class:`CheckResult`, the MATH.md §9 tolerances, the plain-text table
-(:func:`format_checks`) and the drivers' setup (:func:`default_toy`). The checks themselves are in
+"""What every duality check shares: :class:`CheckResult`, the tolerances (docs/concepts/checks.md#tolerances), the
+plain-text table (:func:`format_checks`) and the drivers' setup (:func:`default_toy`). The checks themselves are in
 :mod:`~lightning_fm.duality.checks.exact` and :mod:`~lightning_fm.duality.checks.statistical`; the table of every
 check and its tolerance is in :mod:`~lightning_fm.duality.checks`.
 """
@@ -44,7 +44,7 @@ def format_checks(results: Sequence[CheckResult]) -> str:
     return "\n".join(str(r) for r in results)
 
 
-def _result(name: str, value: float, tolerance: float, kind: str, **details: Any) -> CheckResult:
+def _result(name: str, value: float | torch.Tensor, tolerance: float, kind: str, **details: Any) -> CheckResult:
     value = float(value)
     return CheckResult(name, value, float(tolerance), bool(value <= tolerance), kind, details)
 

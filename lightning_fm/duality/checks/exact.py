@@ -1,4 +1,4 @@
-"""The exact checks of MATH.md §9 (C1, C2, C4, C5, C9, C11, C12) and :func:`run_exact_checks`.
+"""The exact checks C1, C2, C4, C5, C9, C11, C12 (docs/concepts/checks.md#checks) and :func:`run_exact_checks`.
 
 Exact: an identity that holds to float precision (C1, C2 by quadrature, C4, C5, C9 for a forward-only field, C12);
 C2 by Monte Carlo is statistical, C9 for a non-forward-only field and C11 are diagnostics. Tolerances: the table in
@@ -57,11 +57,12 @@ def divergence_terms(field_: InteractionField, z: Tensor, x: Tensor, x0: Tensor,
 def check_divergence(
     field_: InteractionField, z: Tensor, x: Tensor, x0: Tensor, x1: Tensor, tolerance: float | None = None
 ) -> CheckResult:
-    """C1 (exact): the pair field is divergence-free, ``d_z E_z + grad_x . E_x = 0`` (MATH.md §6.1 (I1)).
+    """C1 (exact): the pair field is divergence-free, ``d_z E_z + grad_x . E_x = 0``
+    (docs/concepts/duality.md#forward-only-fields, (I1)).
 
     Autograd in x's dtype; the value is the largest cancellation ratio over the points,
     ``|d_z E_z + sum_d d_xd E_xd| / (|d_z E_z| + sum_d |d_xd E_xd|)`` (points where every term is 0 count as 0).
-    Tolerance: 1e-10 in fp64, 1e-4 in fp32 (MATH.md §9). Points must lie strictly between the plates.
+    Tolerance: 1e-10 in fp64, 1e-4 in fp32 (docs/concepts/checks.md#c1). Points must lie strictly between the plates.
     """
     terms = divergence_terms(field_, z, x, x0, x1)
     scale = terms.abs().sum(1)
@@ -101,7 +102,8 @@ def check_flux(
     width: float | None = None,
     generator: torch.Generator | None = None,
 ) -> CheckResult:
-    """C2: unit flux through every slice, ``int E_z(z, x) dx = 1`` for one pair ``x0, x1`` ``(1, D)`` (§6.1 (I2)).
+    """C2: unit flux through every slice, ``int E_z(z, x) dx = 1`` for one pair ``x0, x1`` ``(1, D)``
+    (docs/concepts/duality.md#forward-only-fields, (I2)).
 
     ``quadrature`` (default for D <= 2, exact): trapezoid rule on the box ``center +- half_width * width`` (the
     path's mean and std at ``t = z/L``), ``n_grid`` nodes per axis (20001 for D = 1, 601 for D = 2); for a Gaussian
@@ -114,10 +116,14 @@ def check_flux(
     dim = x0.shape[1]
     method = ("quadrature" if dim <= 2 else "mc") if method == "auto" else method
     L = field_.L
+    if (center is None) != (width is None):
+        raise ValueError("check_flux takes `center` and `width` together (or neither: the path's mean and std)")
     errors, ses, fluxes = [], [], []
     for zz in z_values:
         c, w = (
-            (center.reshape(-1).to(x0.dtype), float(width)) if center is not None else _window(field_, x0, x1, zz / L)
+            (center.reshape(-1).to(x0.dtype), float(width))
+            if center is not None and width is not None
+            else _window(field_, x0, x1, zz / L)
         )
         if method == "quadrature":
             if dim > 2:
@@ -155,7 +161,7 @@ def check_flux(
 
 # -- C4: round trip ------------------------------------------------------------------------------------------
 def check_round_trip(u: Tensor, L: float, tolerance: float | None = None, flag_fz: float = 1e-3) -> CheckResult:
-    """C4 (exact): ``v -> f = (1, v/L)/||.|| -> L f_x/f_z`` returns ``v`` (MATH.md §6.3).
+    """C4 (exact): ``v -> f = (1, v/L)/||.|| -> L f_x/f_z`` returns ``v`` (docs/concepts/duality.md#time-and-velocity).
 
     Value: ``max ||v' - v|| / ||v||`` (absolute where ``v = 0``). Tolerance 1e-13 (fp64), 1e-6 (fp32) while
     ``||v||/L <= 1e3``; points with ``f_z < flag_fz`` (``||v||/L`` above ~1e3) are counted in ``details``
@@ -197,7 +203,7 @@ def check_trajectory_coincidence(
     t side: :func:`lightning_fm.sampling.ode.integrate` of ``velocity(x, t)`` from ``t0`` to 1. z side:
     :func:`lightning_fm.sampling.field_lines.integrate_field_lines` of ``field_fn`` (default: the field of the velocity,
     :class:`VelocityAsField`) from ``z = t0 L`` to L. Value: ``max |x_z - x_t| / (1 + max |x_t|)``; tolerance
-    1e-12 (fp64), 1e-5 (fp32): only rounding separates them (MATH.md §9, C5).
+    1e-12 (fp64), 1e-5 (fp32): only rounding separates them (docs/concepts/checks.md#c5).
     """
     from lightning_fm.sampling.field_lines import integrate_field_lines
     from lightning_fm.sampling.ode import integrate
@@ -228,7 +234,8 @@ def check_forward_only(
     x1: Tensor | None = None,
     expect_forward_only: bool | None = None,
 ) -> CheckResult:
-    """C9: the fraction of points where the field points backward, ``f_z <= 0`` (MATH.md §8, §9).
+    """C9: the fraction of points where the field points backward, ``f_z <= 0``
+    (docs/concepts/interaction-fields.md#samplers-and-stopping, docs/concepts/checks.md#c9).
 
     ``field_`` is an :class:`InteractionField` (its superposition over the pairs ``x0, x1`` is evaluated) or any
     ``field_fn(z, x) -> (f_z, f_x)`` (a learned model's ``field_output``). ``expect_forward_only`` (default: the
@@ -240,6 +247,8 @@ def check_forward_only(
         if isinstance(field_, InteractionField):
             if expect_forward_only is None:
                 expect_forward_only = field_.forward_only
+            if x0 is None or x1 is None:
+                raise ValueError("check_forward_only of an InteractionField needs its charges x0 and x1")
             fz, _ = field_.direction(z, x, x0, x1)
         else:
             fz, _ = field_(as_time(z, x), x)
@@ -255,9 +264,10 @@ def check_forward_only(
 # -- C11: reference-code strong field vs exact current -------------------------------------------------------
 def check_code_field(field_: StrongInteractionField, z: Tensor, x: Tensor, x0: Tensor, x1: Tensor) -> CheckResult:
     """C11 (diagnostic): mean ``1 - cos`` between the reference code's strong-interaction pair field
-    (``exact=False``) and the exact sine-bridge current, pair i at point i (MATH.md §5.5). The angle is
-    O((|x1 - x0|/L)^2), so ``1 - cos`` is O((|x1 - x0|/L)^4): tolerance ``min(2, mean((|x1-x0|/L)^4))``
-    (reference: 1.4e-7 at 0.05, 1.2e-3 at 0.5, 3.6e-2 at 1.5, 0.16 at 5)."""
+    (``exact=False``) and the exact sine-bridge current, pair i at point i
+    (docs/concepts/interaction-fields.md#reference-code-field). The angle is O((|x1 - x0|/L)^2), so ``1 - cos`` is
+    O((|x1 - x0|/L)^4): tolerance ``min(2, mean((|x1-x0|/L)^4))`` (reference: 1.4e-7 at 0.05, 1.2e-3 at 0.5, 3.6e-2 at
+    1.5, 0.16 at 5)."""
     exact = StrongInteractionField(field_.L, field_.scale, exact=True, ramp=field_.path.ramp)
     code = StrongInteractionField(field_.L, field_.scale, exact=False, ramp=field_.path.ramp)
 
@@ -338,8 +348,8 @@ def run_exact_checks(
     ).xt
     z = t * L
     results = [check_divergence(field_, z, x, p0, p1)]
-    f32 = [v.float() for v in (z, x, p0, p1)]
-    results.append(check_divergence(field_, *f32))
+    z32, x32, p0_32, p1_32 = (v.float() for v in (z, x, p0, p1))
+    results.append(check_divergence(field_, z32, x32, p0_32, p1_32))
     results.append(check_flux(field_, x0[:1], x1[:1], [f * L for f in (0.05, 0.25, 0.5, 0.75, 0.95)], generator=g))
     u = path.posterior(x, t, x0, x1).velocity
     u = torch.cat([u, u * 10.0, u * 100.0 * L, u * 1e3 * L / u.norm(dim=1, keepdim=True).clamp_min(1e-300)])

@@ -1,6 +1,6 @@
-"""Checks on a trained network and on a module's own path or field (MATH.md §9), used by the ``DualityCheck``
-callback and by the duality experiment. Pure torch: the module is duck-typed (a CFM model has ``velocity(x, t)``
-and ``path``; an IFM model has ``field_output(z, x)``, ``field``, ``volume``).
+"""Checks on a trained network and on a module's own path or field (docs/concepts/checks.md#checks), used by the
+``DualityCheck`` callback and by the duality experiment. Pure torch: the module is duck-typed (a CFM model has
+``velocity(x, t)`` and ``path``; an IFM model has ``field_output(z, x)``, ``field``, ``volume``).
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ def euler_step_identity(
     """C5 on a learned network, one step at a time: from every point ``x_k`` of a recorded sampler path at
     ``z_k = t_k L``, one Euler step in t of ``velocity_fn`` (:func:`lightning_fm.sampling.integrate`, ``dt``) and
     one Euler step in z of ``field_fn`` (:func:`lightning_fm.sampling.integrate_field_lines`, ``dz = L dt``) land
-    on the same point (MATH.md §6.3: the z-Euler step *is* the t-Euler step). Value: the largest
-    ``|x_z - x_t| / (1 + max(|x_k|, |x_t|))`` over the points (rounding of ``x + h s`` is relative to the size of
-    both terms); tolerance 1e-5 (fp32), 1e-12 (fp64).
+    on the same point (docs/concepts/duality.md#time-and-velocity: the z-Euler step *is* the t-Euler step). Value: the
+    largest ``|x_z - x_t| / (1 + max(|x_k|, |x_t|))`` over the points (rounding of ``x + h s`` is relative to the size
+    of both terms); tolerance 1e-5 (fp32), 1e-12 (fp64).
 
     Unlike whole trajectories (where a steep, e.g. untrained, field amplifies rounding), this holds for any network.
     Points where ``f_z <= flag_fz`` (``v = L f_x/f_z`` huge or undefined: not forward-only there, C9) are not held to
@@ -114,8 +114,8 @@ def learned_cfm_checks(
         euler_step_identity(
             module.velocity,
             dual.field_output,
-            run.times * L,
-            run.trajectory,
+            run.recorded()[0] * L,
+            run.recorded()[1],
             L,
             "C5 learned v: each Euler step in t = in z",
         )
@@ -128,8 +128,9 @@ def _sampler_lines(module: Any, x0: Tensor, L: float, steps: int):
     evaluated the field (every recorded point but the last)."""
     with torch.no_grad():
         lines = integrate_field_lines(module.field_output, x0, L, method="euler", steps=steps, eps=0.0, record=True)
-    z = lines.times[:-1, None].expand(-1, x0.shape[0]).reshape(-1)
-    return lines, z, lines.trajectory[:-1].reshape(-1, *x0.shape[1:])
+    times, trajectory = lines.recorded()
+    z = times[:-1, None].expand(-1, x0.shape[0]).reshape(-1)
+    return lines, z, trajectory[:-1].reshape(-1, *x0.shape[1:])
 
 
 def learned_ifm_checks(
@@ -165,8 +166,7 @@ def learned_ifm_checks(
                 euler_step_identity(
                     FieldAsVelocity(module).velocity,
                     module.field_output,
-                    lines.times,
-                    lines.trajectory,
+                    *lines.recorded(),
                     L,
                     "C5 learned f: each Euler step in z = in t",
                 )

@@ -1,4 +1,4 @@
-"""The statistical checks of MATH.md §9 (C3, C6, C7, C8), the learned-consistency diagnostic C13 and
+"""The statistical checks C3, C6, C7, C8 (docs/concepts/checks.md#checks), the learned-consistency diagnostic C13 and
 :func:`run_statistical_checks`.
 
 Statistical: holds in expectation or in a limit, tested against a Monte-Carlo standard error (C3, C6, C7, C8);
@@ -45,9 +45,10 @@ def check_superposition(
     tolerance: float | None = None,
 ) -> CheckResult:
     """C3 (statistical, LIM in B): the minibatch superposition's direction is the marginal velocity's,
-    ``n = (1, u_t(x)/L)/||.||`` (MATH.md §6.4). Value: mean ``1 - cos`` over the points; it falls like O(1/B)
-    (self-normalised importance sampling); ``B (1 - cos)`` grows as ``sigma_t`` shrinks against the spread of the
-    pair means. Tolerance: ``4/B``, calibrated for D <= 2 on MATH.md's reference toy and :func:`default_toy`."""
+    ``n = (1, u_t(x)/L)/||.||`` (docs/concepts/duality.md#superposition). Value: mean ``1 - cos`` over the points; it
+    falls like O(1/B) (self-normalised importance sampling); ``B (1 - cos)`` grows as ``sigma_t`` shrinks against the
+    spread of the pair means. Tolerance: ``4/B``, calibrated for D <= 2 on the Gaussian toy
+    (docs/concepts/checks.md#gaussian-toy) and :func:`default_toy`."""
     err = superposition_error(field_, toy, z, x, x0, x1)
     B = x0.shape[0]
     tol = 4.0 / B if tolerance is None else tolerance
@@ -189,7 +190,8 @@ def check_loss_gap(
     t_range: tuple[float, float] = (0.01, 0.99),
     generator: torch.Generator | None = None,
 ) -> CheckResult:
-    """C8 (statistical): ``L_CFM(theta) - L_FM(theta)`` does not depend on theta (MATH.md §2.1).
+    """C8 (statistical): ``L_CFM(theta) - L_FM(theta)`` does not depend on theta
+    (docs/concepts/flow-matching.md#cfm-loss).
 
     With common random numbers ``(t, c, x_t)``, the difference of the two gaps is the mean of
     ``-2 (v_a - v_b) . (u_t(x|c) - u_t(x))``, whose expectation is 0 because ``E[u_t(x|c) | x_t = x] = u_t(x)``.
@@ -233,7 +235,8 @@ def check_learned_consistency(
     coupling agree. On held-out ``(t, x)``: ``sqrt(sum ||v_theta - L f_x/f_z||^2 / sum ||v_theta||^2)``
     (guarded points of ``f_z`` are counted in ``details``); with ``x_source``: W2
     (:func:`lightning_fm.metrics.wasserstein2`) between ``velocity_model.sample(x_source, steps, method).x`` and
-    ``field_model.sample(...)``. No exact tolerance (MATH.md: a few % on 2-D toys); defaults 0.1 and 0.1.
+    ``field_model.sample(...)``. No exact tolerance (docs/concepts/checks.md#c13: a few % on 2-D toys); defaults 0.1 and
+    0.1.
     """
     dual = FieldAsVelocity(field_model)
     with torch.no_grad():
@@ -266,7 +269,8 @@ def run_statistical_checks(
     points with the path's ``p_1 = N(m_1, s_1^2 I)``, ``s_1^2 = s1^2 + sigma_1^2`` (the target itself when
     ``sigma_1 = 0``), with a discretisation allowance ``5 / steps``; C7 has no allowance. C3's tolerances (4/B,
     slope -1 +- 0.3) are calibrated for D <= 2: in higher D the weights are near-degenerate at B = 256 and the
-    O(1/B) regime starts at larger B (MATH.md §9 notes), so C3 fails there by design of the toy, not of the code."""
+    O(1/B) regime starts at larger B (docs/concepts/checks.md#c3), so C3 fails there by design of the toy, not of the
+    code."""
     field_, path = _setup(path_or_field, L)
     L = field_.L
     g = torch.Generator().manual_seed(seed)

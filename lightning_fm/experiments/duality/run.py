@@ -1,8 +1,9 @@
 """``python -m lightning_fm duality -c configs/toy/duality.yaml [--out DIR] [--max_steps N] [--seed S]``
 
-The duality experiment (MATH.md §6, §9): train a CFM model and its dual, a forward-only IFM model, on the same data,
-path, coupling and seed; check every identity that links them; convert each trained model into the other; show
-with the exact EFM field why general IFM is larger than CFM; write a report a researcher can read without the code.
+The duality experiment (docs/concepts/duality.md#duality, docs/concepts/checks.md#checks): train a CFM model and its
+dual, a forward-only IFM model, on the same data, path, coupling and seed; check every identity that links them; convert
+each trained model into the other; show with the exact EFM field why general IFM is larger than CFM; write a report a
+researcher can read without the code.
 
 Output directory (``<root_dir>/version_<n>/``, or ``--out DIR``): ``report.md`` (tables of every check with value,
 tolerance, kind, pass/fail and a plain-language explanation), ``report.json`` (the same, machine-readable),
