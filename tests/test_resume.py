@@ -101,3 +101,30 @@ def test_fit_with_ckpt_path_last_and_nothing_to_resume_starts_a_fresh_run(tmp_pa
     monkeypatch.chdir(tmp_path)
     cli = _fit(_config(tmp_path, "csv"), "fresh", 2, "--ckpt_path=last")
     assert cli.trainer.global_step == 2 and cli.trainer.logger.log_dir.endswith("fresh/version_0")
+
+
+def _weights_equal(straight, resumed):
+    assert straight["global_step"] == resumed["global_step"]
+    for key in ("state_dict", "current_model_state"):  # the EMA weights and the raw ones
+        for name, value in straight[key].items():
+            assert torch.allclose(resumed[key][name], value, atol=1e-6, rtol=0), (key, name)
+
+
+@pytest.mark.parametrize("source", ["periodic", "end_of_shorter_run"])
+def test_resuming_at_an_epoch_boundary_reaches_the_uninterrupted_weights(tmp_path, monkeypatch, source):
+    """Epochs of STEPS batches, so that every checkpoint falls on an epoch's last batch: the straight run's own
+    periodic checkpoint at step STEPS (what a SIGKILL after that step leaves), or the end of a run of STEPS steps,
+    continued to 2 * STEPS, give the straight run's weights (Lightning numbers the next epoch one too far after such
+    a resume; the data counts its passes itself)."""
+    monkeypatch.chdir(tmp_path)
+    config = [*_config(tmp_path, "csv"), f"--data.init_args.steps_per_epoch={STEPS}"]
+    _fit(config, "straight", 2 * STEPS)
+    straight = tmp_path / "runs" / "straight" / "version_0" / "checkpoints"
+    if source == "periodic":
+        start = tmp_path / "copied.ckpt"  # a copy: the straight run's directory stays untouched
+        start.write_bytes((straight / f"epoch=0-step={STEPS}.ckpt").read_bytes())
+        _fit(config, "resumed", 2 * STEPS, f"--ckpt_path={start}")
+    else:
+        _fit(config, "resumed", STEPS)
+        _fit(config, "resumed", 2 * STEPS, "--ckpt_path=last")
+    _weights_equal(_checkpoint(straight.parent), _checkpoint(tmp_path / "runs" / "resumed" / "version_0"))

@@ -67,9 +67,12 @@ class EpochDataLoader(DataLoader):
     (``dataset.set_epoch_state``) before each pass, in the main process, so that worker processes started
     afterwards see it too; before its length is read, the rank and world size only (the length is this rank's).
 
-    Resumable (Lightning saves ``state_dict()`` in checkpoints): the state is the epoch and ``position()``, the
-    batches of that epoch already trained on; after ``load_state_dict`` the pass of that epoch starts behind them,
-    so a run resumed from a mid-epoch checkpoint sees exactly the batches of an uninterrupted run."""
+    Resumable (Lightning saves ``state_dict()`` in checkpoints): the state is the pass (the data's epoch) and
+    ``position()``, the batches of that pass already trained on; after ``load_state_dict`` that pass starts behind
+    them, and the passes after it are counted on from it, so a run resumed from any checkpoint (mid-epoch, at an
+    epoch's last batch, at the end of a shorter run) sees exactly the batches of an uninterrupted run. The loader
+    counts its passes itself rather than reading the trainer's epoch: a run resumed from a checkpoint written at an
+    epoch's last batch first finishes that (empty) epoch and then numbers the next one an epoch too far."""
 
     def __init__(
         self, dataset: EpochIterableDataset, clock: Clock, position: Callable[[], int] | None = None, **kwargs: Any
@@ -77,9 +80,10 @@ class EpochDataLoader(DataLoader):
         super().__init__(dataset, batch_size=None, **kwargs)
         self.clock, self.position = clock, position
         self._resume: dict[str, int] | None = None
+        self._pass: int | None = None  # the data's epoch of the current pass (None before the first)
 
     def state_dict(self) -> dict[str, int]:
-        epoch, _, _ = self.clock(False)
+        epoch = self._pass if self._pass is not None else self.clock(False)[0]
         return {"epoch": int(epoch), "batches_done": int(self.position()) if self.position else 0}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
@@ -92,9 +96,15 @@ class EpochDataLoader(DataLoader):
 
     def __iter__(self):
         epoch, rank, world_size = self.clock(True)
-        self.dataset.set_epoch_state(epoch, rank, world_size)
         resume, self._resume = self._resume, None
-        self.dataset.start = resume["batches_done"] if resume and resume["epoch"] == epoch else 0
+        start = 0
+        if resume is not None:  # the pass the checkpoint was written in, behind the batches already trained on
+            epoch, start = resume["epoch"], resume["batches_done"]
+        elif self._pass is not None:
+            epoch = self._pass + 1
+        self._pass = int(epoch)
+        self.dataset.set_epoch_state(epoch, rank, world_size)
+        self.dataset.start = start
         return super().__iter__()
 
 
