@@ -19,9 +19,11 @@ scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 mkdir "$scratch/tmp"
 export TMPDIR="$scratch/tmp" MPLBACKEND=Agg WANDB_MODE=offline PIP_DISABLE_PIP_VERSION_CHECK=1
-# a machine-wide pip constraints file (a cap on torch, say) would hide the newest releases: this check resolves against
-# the declared ranges alone
-export PIP_CONSTRAINT=""
+# a machine-wide pip constraints file (a cap on torch, say, from a pip.conf) would hide the newest releases: this check
+# resolves against the declared ranges alone (an empty constraints file given through the environment, which takes
+# precedence over pip.conf; an empty PIP_CONSTRAINT would not)
+: >"$scratch/no-constraints.txt"
+export PIP_CONSTRAINT="$scratch/no-constraints.txt"
 envs=("$@")
 [ ${#envs[@]} -eq 0 ] && envs=(lowest newest)
 
