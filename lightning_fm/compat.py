@@ -12,7 +12,7 @@ Besides them, helpers that other modules need near such places and that the publ
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lightning.pytorch import LightningModule, Trainer
 from torch import nn
@@ -62,3 +62,14 @@ def attached_trainer(module: LightningModule) -> Trainer | None:
     except RuntimeError:
         return None
     return trainer if isinstance(trainer, Trainer) else None
+
+
+def drop_unset_wandb_init_argument(logger: Any, name: str) -> None:
+    """Remove the keyword ``name`` from what Lightning's ``WandbLogger`` will pass to ``wandb.init`` where it is None.
+
+    Private: ``WandbLogger._wandb_init``, the keyword dict the logger builds in its constructor and passes to
+    ``wandb.init`` when the run starts. Lightning always puts ``anonymous`` in it (None when not given), and W&B warns
+    on every run that the setting has no effect; no public argument leaves it out."""
+    init = logger._wandb_init
+    if name in init and init[name] is None:
+        del init[name]

@@ -538,3 +538,20 @@ def test_importing_the_ema_helpers_installs_no_warning_filter():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent
     )
     assert result.stdout.strip() == "0", result.stdout
+
+
+def test_drop_unset_wandb_init_argument(tmp_path, monkeypatch):
+    """Lightning's WandbLogger keeps wandb.init's keywords in ``_wandb_init`` with ``anonymous=None``; the helper
+    removes an unset one and keeps a set one."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    from lightning_fm.compat import drop_unset_wandb_init_argument
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True)
+    assert logger._wandb_init.get("anonymous", 0) is None, "Lightning changed _wandb_init"
+    drop_unset_wandb_init_argument(logger, "anonymous")
+    assert "anonymous" not in logger._wandb_init
+    logger._wandb_init["tags"] = ["kept"]
+    drop_unset_wandb_init_argument(logger, "tags")
+    assert logger._wandb_init["tags"] == ["kept"]

@@ -437,3 +437,46 @@ def test_points_far_from_every_charge_get_a_finite_unit_direction(dim):
         tolerance = 1e-4 if compared > 1e3 else 1e-3
         assert torch.allclose(nz[near].double(), nz64[near], atol=tolerance), field
         assert torch.allclose(nx[near].double(), nx64[near], atol=tolerance), field
+
+
+@pytest.mark.parametrize(
+    "every_n_train_steps, every_n_minutes, saved",
+    [(1000, 10, [4, 8, 12]), (5, 10, [4, 5, 9, 10, 12]), (1000, None, [12])],
+)
+def test_last_checkpoint_also_every_n_minutes_of_a_fake_clock(
+    tmp_path, monkeypatch, every_n_train_steps, every_n_minutes, saved
+):
+    """``every_n_minutes``: last.ckpt after the first step ending that long after the last checkpoint, beside the step
+    interval (Lightning's ModelCheckpoint takes one trigger only). A fake clock: 3 minutes per optimiser step."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from lightning_fm.callbacks import checkpoints
+    from lightning_fm.callbacks.checkpoints import CrashSafeModelCheckpoint
+
+    callback = CrashSafeModelCheckpoint(every_n_train_steps=every_n_train_steps, every_n_minutes=every_n_minutes)
+    trainer = Trainer(
+        max_steps=12,
+        callbacks=[callback],
+        logger=False,
+        default_root_dir=tmp_path,
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    monkeypatch.setattr(checkpoints, "time", SimpleNamespace(monotonic=lambda: 180.0 * trainer.global_step))
+    written, write_last = [], callback.write_last
+    monkeypatch.setattr(callback, "write_last", lambda t, **kw: (written.append(t.global_step), write_last(t, **kw)))
+    trainer.fit(BoringModel())
+    assert written == saved
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 12
+
+
+def test_every_n_minutes_must_be_positive():
+    from lightning_fm.callbacks.checkpoints import CrashSafeModelCheckpoint
+
+    for bad in (0, -1, True, "10"):
+        with pytest.raises(ValueError, match="every_n_minutes"):
+            CrashSafeModelCheckpoint(every_n_minutes=bad)

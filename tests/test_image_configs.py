@@ -2,6 +2,7 @@
 as shipped, full-size U-Net included, with only the data swapped for synthetic images of the data set's shape (no
 download here) and the batch made small."""
 
+import copy
 import json
 import logging
 import sys
@@ -13,6 +14,7 @@ import yaml
 from conftest import REPO
 
 from lightning_fm.cli import main
+from lightning_fm.cli.app import DEFAULT_BASE, ROOT_BASE, apply_layer, read_base
 
 # each test trains a recipe's full-size U-Net on the CPU (tens of seconds to minutes)
 pytestmark = pytest.mark.slow
@@ -46,9 +48,16 @@ def small_data_copy(config: Path, tmp_path: Path, inception: Path, checkpoints: 
         "init_args": {"shape": SHAPES[config.parent.name], "n_train": 16, "n_eval": 4, "num_classes": classes},
     }
     cfg["data"]["init_args"].update(batch_size=4, eval_batch_size=4, num_workers=0)
+    # the recipe's whole callback list (its base's and its own callbacks+), to edit the entries in place
+    layers: dict = {}
+    for name in dict.fromkeys((ROOT_BASE, cfg.get("base", DEFAULT_BASE))):
+        apply_layer(layers, read_base(name))
+    apply_layer(layers, {"trainer": cfg["trainer"]})
+    cfg["trainer"].pop("callbacks+", None)
+    cfg["trainer"]["callbacks"] = copy.deepcopy(layers["trainer.callbacks"])
     for callback in cfg["trainer"]["callbacks"]:
         if callback["class_path"].endswith("SampleGrid"):
-            callback["init_args"].update(n_samples=2, sampler={"method": "euler", "steps": 2})
+            callback.setdefault("init_args", {}).update(n_samples=2, sampler={"method": "euler", "steps": 2})
         if callback["class_path"].endswith("InceptionMetrics"):
             callback["init_args"].update(
                 weights_path=str(inception), cache_dir=str(tmp_path / "cache"), test_samples=3, batch_size=2, kid=False

@@ -5,11 +5,13 @@ touching its callbacks or logger. No Docker engine, GPU or SLURM is needed: noth
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -53,7 +55,13 @@ def test_dockerfile_layout():
     assert first["FROM"] == "${BASE_IMAGE}"
     users = [rest[0] for keyword, *rest in instructions if keyword == "USER"]
     assert users and users[-1] not in ("root", "0")
-    assert ["ENTRYPOINT", '["python", "-m", "lightning_fm"]'] in instructions
+    assert ["ENTRYPOINT", '["lightning-fm-entrypoint"]'] in instructions
+    assert "COPY docker/entrypoint.sh /usr/local/bin/lightning-fm-entrypoint" in text
+    entrypoint = (DOCKER / "entrypoint.sh").read_text()
+    assert 'exec python -m lightning_fm "$@"' in entrypoint and "mkdir -p runs data" in entrypoint
+    assert os.access(DOCKER / "entrypoint.sh", os.X_OK)
+    # the base image holds the project's torch (the README's install line), checked when the image is built
+    assert first["ARG"].startswith("BASE_IMAGE=pytorch/pytorch:2.14.1-") and "ARG TORCH_VERSION=2.14.1" in text
     for path in ("/workspace/data", "/workspace/runs", "/cache"):
         assert f'"{path}"' in first["VOLUME"]
     assert "TORCH_HOME=/cache/torch" in text and "--constraint" in text
@@ -86,7 +94,9 @@ def test_slurm_script_requeues():
     directives = {line.split()[1] for line in text.splitlines() if line.startswith("#SBATCH ")}
     assert {"--signal=SIGUSR1@90", "--requeue", "--open-mode=append"} <= directives
     assert "srun " in text and "configs/trainer/slurm.yaml" in text
-    assert '"--ckpt_path=hpc"' in text and "hpc_ckpt_*.ckpt" in text  # only when Lightning's file exists
+    # a requeued job resumes its own run's newest checkpoint (last.ckpt or Lightning's hpc file) when it has one
+    assert '"--ckpt_path=last"' in text and "hpc_ckpt_*.ckpt" in text and "checkpoints/last*.ckpt" in text
+    assert "--trainer.logger.init_args.version=" in text and "default_root_dir" not in text.split("srun ", 1)[1]
 
 
 def test_shell_scripts_parse():
@@ -140,3 +150,196 @@ def test_trainer_config_stacks_on_a_model_config(config, baseline):
 
 def test_trainer_configs_present():
     assert {path.name for path in TRAINER_CONFIGS} >= {"gpu.yaml", "ddp.yaml", "slurm.yaml", "bf16.yaml"}
+
+
+# ---- run directories: every launcher lands in runs/<name>/<version>/, and --ckpt_path last finds it -------------
+
+TINY = [  # after each script's own arguments (its "$@"): a few CPU steps of the toy recipe
+    "--trainer.accelerator=cpu",
+    "--trainer.strategy=auto",
+    "--trainer.devices=1",
+    "--trainer.limit_val_batches=0",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.log_every_n_steps=1",
+    "--data.init_args.batch_size=32",
+    "--data.init_args.steps_per_epoch=50",
+    "--model.init_args.lr_scheduler=null",
+]
+
+
+def _stubs(directory: Path) -> Path:
+    """``srun``, ``scontrol`` and ``torchrun`` that run the command here, in this process's Python: ``srun`` drops
+    its own options, ``torchrun`` everything before ``-m``."""
+    directory.mkdir()
+    python = sys.executable
+    scripts = {
+        "srun": 'while [[ $# -gt 0 && $1 == --* ]]; do shift; done\nexec "$@"\n',
+        "scontrol": "exit 0\n",
+        "torchrun": f'while [[ $# -gt 0 && $1 != -m ]]; do shift; done\nexec "{python}" "$@"\n',
+        "python": f'exec "{python}" "$@"\n',
+    }
+    for name, body in scripts.items():
+        path = directory / name
+        path.write_text("#!/usr/bin/env bash\n" + body)
+        path.chmod(0o755)
+    return directory
+
+
+def _workdir(tmp_path: Path) -> Path:
+    """A submit directory: the repository's configs (linked), runs/ made beforehand as the recipes say."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "configs").symlink_to(ROOT / "configs")
+    (work / "runs").mkdir()
+    return work
+
+
+def _script(name: str, work: Path, stubs: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    full = dict(os.environ, **env, PATH=f"{stubs}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(ROOT))
+    full.update(OMP_NUM_THREADS="1", MPLBACKEND="Agg", WANDB_MODE="offline")
+    full.pop("WANDB_SERVICE", None)
+    result = subprocess.run(
+        ["bash", str(DOCKER / name), *args], cwd=work, env=full, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def _runs(work: Path) -> list[str]:
+    """Every run directory under runs/, as ``<name>/<version>`` (a directory holding a resolved config)."""
+    return sorted(p.parent.relative_to(work / "runs").as_posix() for p in (work / "runs").rglob("config.yaml"))
+
+
+def _step(path: Path) -> int:
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+
+
+def _fit_here(work: Path, monkeypatch, *args: str) -> None:
+    """``python -m lightning_fm fit ARGS`` in this process, from ``work``."""
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(sys, "argv", ["lightning_fm"])
+    main(["fit", *args])
+
+
+SLURM_ENV = {
+    "SLURM_JOB_ID": "4242",
+    "SLURM_JOB_NAME": "lightning_fm",
+    "SLURM_NNODES": "1",
+    "SLURM_NTASKS": "1",
+    "SLURM_NTASKS_PER_NODE": "1",
+    "SLURM_PROCID": "0",
+    "SLURM_LOCALID": "0",
+    "SLURM_NODEID": "0",
+    "SLURM_NODELIST": "localhost",
+    "SLURM_CPUS_PER_TASK": "1",
+    "CONFIG": MODEL_CONFIG,
+}
+
+
+@pytest.mark.cli
+@pytest.mark.slow
+def test_a_slurm_job_requeued_continues_its_run_and_ckpt_path_last_finds_it(tmp_path, monkeypatch):
+    """docker/slurm.sbatch's own command line (stub srun): the run lands in runs/toy_otcfm/slurm_<job id>/; the job
+    requeued (the same job id, after its attempt ended at a checkpoint) resumes it there; then the plain CLI's
+    ``--ckpt_path last`` continues that run."""
+    work, stubs = _workdir(tmp_path), _stubs(tmp_path / "bin")
+    env = {**SLURM_ENV, "SLURM_SUBMIT_DIR": str(work)}
+    first = _script("slurm.sbatch", work, stubs, env, *TINY, "--trainer.max_steps=4")
+    assert "fresh" not in first.stdout and "new run runs/<name>/slurm_4242" in first.stdout
+    run = work / "runs" / "toy_otcfm" / "slurm_4242"
+    assert _runs(work) == ["toy_otcfm/slurm_4242"]
+    assert _step(run / "checkpoints" / "last.ckpt") == 4
+
+    requeued = _script("slurm.sbatch", work, stubs, {**env, "SLURM_RESTART_COUNT": "1"}, *TINY, "--trainer.max_steps=8")
+    assert "resuming" in requeued.stdout
+    assert _runs(work) == ["toy_otcfm/slurm_4242"]
+    assert _step(run / "checkpoints" / "last.ckpt") == 8
+    steps = [int(row["step"]) for row in csv.DictReader((run / "metrics.csv").open()) if row.get("step")]
+    # one log: steps in order, each of 0..7 logged as often as the others (no row of the first attempt twice)
+    assert steps == sorted(steps) and set(steps) == set(range(8)) and len(set(Counter(steps).values())) == 1
+
+    _fit_here(work, monkeypatch, "-c", MODEL_CONFIG, *TINY, "--trainer.max_steps=12", "--ckpt_path", "last")
+    assert _runs(work) == ["toy_otcfm/slurm_4242"]
+    assert _step(run / "checkpoints" / "last.ckpt") == 12
+
+
+@pytest.mark.cli
+@pytest.mark.slow
+def test_torchrun_and_compose_runs_land_one_level_deep_and_resume(tmp_path, monkeypatch):
+    """docker/torchrun.sh (stub torchrun) and docker/compose.yaml's command (the image's entrypoint, run here) land in
+    runs/toy_otcfm/version_<n>/; ``--ckpt_path last`` continues the newest of them in its directory."""
+    work, stubs = _workdir(tmp_path), _stubs(tmp_path / "bin")
+    env = {"GPUS": "1", "NNODES": "1", "CONFIG": MODEL_CONFIG}
+    _script("torchrun.sh", work, stubs, env, *TINY, "--trainer.max_steps=4")
+    assert _runs(work) == ["toy_otcfm/version_0"]
+    _script("torchrun.sh", work, stubs, env, *TINY, "--trainer.max_steps=8", "--ckpt_path", "last")
+    assert _runs(work) == ["toy_otcfm/version_0"]
+    assert _step(work / "runs" / "toy_otcfm" / "version_0" / "checkpoints" / "last.ckpt") == 8
+
+    command = yaml.safe_load((DOCKER / "compose.yaml").read_text())["services"]["train"]["command"]
+    assert command[0] == "fit"
+    _fit_here(work, monkeypatch, *command[1:], *TINY, "--trainer.max_steps=4")
+    assert _runs(work) == ["toy_otcfm/version_0", "toy_otcfm/version_1"]
+    _fit_here(work, monkeypatch, *command[1:], *TINY, "--trainer.max_steps=6", "--ckpt_path", "last")
+    assert _runs(work) == ["toy_otcfm/version_0", "toy_otcfm/version_1"]
+    assert _step(work / "runs" / "toy_otcfm" / "version_1" / "checkpoints" / "last.ckpt") == 6
+
+
+def _csv_logger(save_dir, version=None, root=None):
+    from jsonargparse import Namespace
+
+    args = Namespace(save_dir=save_dir, name="toy", version=version)
+    logger = Namespace(class_path="lightning_fm.loggers.CSVLogger", init_args=args)
+    return Namespace(trainer=Namespace(logger=logger, default_root_dir=root), ckpt_path=None)
+
+
+def _checkpoint(path: Path, step: int, age: float = 0.0) -> Path:
+    import time
+
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"global_step": step}, path)
+    os.utime(path, (time.time() - age, time.time() - age))
+    return path
+
+
+def test_a_given_version_resumes_its_own_run_only(tmp_path):
+    """``--ckpt_path last`` with a version given (the SLURM script's slurm_<job id>): that run's newest checkpoint,
+    SLURM's hpc_ckpt included, never another run's; none: a fresh start there that drops an earlier attempt's rows.
+    The run directory is trainer.default_root_dir (where Lightning writes hpc_ckpt files)."""
+    from lightning_fm.cli.run_config import continue_run, place_runs
+
+    runs = tmp_path / "runs"
+    _checkpoint(runs / "toy" / "version_0" / "checkpoints" / "last.ckpt", 50)  # another run, the newest
+    config = _csv_logger(str(runs), "slurm_7")
+    config.ckpt_path = "last"
+    continue_run(config, "fit")
+    args = config.trainer.logger.init_args
+    assert config.ckpt_path is None and args.version == "slurm_7" and args.keep_until_step == 0
+    assert config.trainer.default_root_dir == str(runs / "toy" / "slurm_7")
+
+    own = runs / "toy" / "slurm_7"
+    _checkpoint(own / "checkpoints" / "last.ckpt", 20, age=60)
+    hpc = _checkpoint(own / "hpc_ckpt_1.ckpt", 24, age=30)
+    for step in (24, 30):  # the newest file wins: the hpc file, then a last.ckpt written after it
+        newest = hpc if step == 24 else _checkpoint(own / "checkpoints" / "last.ckpt", 30)
+        config = _csv_logger(str(runs), "slurm_7")
+        config.ckpt_path = "last"
+        continue_run(config, "fit")
+        assert config.ckpt_path == str(newest) and config.trainer.logger.init_args.keep_until_step == step
+
+    # without a version: the newest run of the config, an hpc file's run included
+    hpc = _checkpoint(own / "hpc_ckpt_2.ckpt", 31)
+    config = _csv_logger(str(runs))
+    config.ckpt_path = "last"
+    continue_run(config, "fit")
+    assert config.trainer.logger.init_args.version == "slurm_7" and config.ckpt_path == str(hpc)
+
+    # a default_root_dir that is the run directory itself places the run there, not a level below
+    config = _csv_logger(None, "slurm_7", root=str(runs / "toy" / "slurm_7"))
+    place_runs(config)
+    assert config.trainer.logger.init_args.save_dir == str(runs)

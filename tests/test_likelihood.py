@@ -13,7 +13,8 @@ from lightning.pytorch import Trainer
 from torch import nn
 
 from lightning_fm.callbacks import HeldOutLikelihood
-from lightning_fm.data import DigitsDataModule, ToyDataModule
+from lightning_fm.data import DigitsDataModule, DigitsImages, ToyDataModule, TransferDataModule
+from lightning_fm.data.sources import eight_gaussians_log_prob, source_record
 from lightning_fm.duality import GaussianToy
 from lightning_fm.duality.maps import field_target_from_velocity
 from lightning_fm.fields import CoulombField, ForwardOnlyField
@@ -287,8 +288,55 @@ def test_the_default_toy_job_logs_val_nll_and_the_test_command_reports_test_nll(
     assert math.isfinite(float(cli.trainer.callback_metrics["val/nll"]))
     [checkpoint] = tmp_path.glob("runs/*/version_*/checkpoints/last.ckpt")
     cli = main(["test", f"--ckpt_path={checkpoint}", *small])
-    assert math.isfinite(float(cli.trainer.callback_metrics["test/nll"]))
+    test_nll = float(cli.trainer.callback_metrics["test/nll"])
+    assert math.isfinite(test_nll)
     assert cli.trainer.callback_metrics["test/likelihood_nonfinite"] == 0
+    # the docs' Python route gives the same number: the checkpoint recorded the source (the 8-Gaussian mixture), and
+    # log_likelihood(x) with the callback's settings (exact divergence in 2-D, dopri5 1e-5) on the same batch (the
+    # n_test = 100 held-out targets: dopri5's steps depend on the batch) gives the same per-point values. Only the
+    # mean's rounding differs: float32 sums of n values (at most n u mean|v|, u = 2^-24), then the logged float32.
+    model = CFMModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    assert model.source_density == {"density": "8gaussians", "source": "data.source='8gaussians'"}
+    x = cli.datamodule.eval_set("test")["x1"]
+    values = -model.log_likelihood(x, divergence="exact", method="dopri5", atol=1e-5, rtol=1e-5).log_prob
+    u = 2.0**-24
+    assert abs(float(values.double().mean()) - test_nll) <= len(x) * u * float(values.abs().mean()) + u * abs(test_nll)
+    assumed_normal = -model.log_likelihood(x, standard_normal_log_prob).log_prob.mean()
+    assert float(assumed_normal) > test_nll + 1.0  # what log_likelihood(x) assumed before: a much worse density
+
+
+def test_log_likelihood_uses_the_fits_source_and_refuses_a_source_without_a_density(tmp_path):
+    """A fit records the data's source and the checkpoint keeps it: ``log_likelihood(x)`` uses its density (N(0, I),
+    the 8-Gaussian mixture) and raises, naming it, for a source without a closed-form density (the toy ``moons``, a
+    transfer's images); an explicit ``source_log_prob`` still overrides; a module never fit assumes N(0, I)."""
+    torch.manual_seed(0)
+    x, options = torch.randn(8, 2), {"method": "euler", "steps": 4}
+
+    def fit(source: str, target: str = "moons") -> tuple[CFMModule, Trainer]:
+        module = CFMModule(MLP(2, 16, 2))
+        data = ToyDataModule(source=source, target=target, steps_per_epoch=2, batch_size=16, n_val=8, n_test=8)
+        trainer = quiet_trainer([], max_steps=2, limit_val_batches=0)
+        trainer.fit(module, datamodule=data)
+        return module.eval(), trainer
+
+    for source, density in (("8gaussians", eight_gaussians_log_prob()), ("gaussian", standard_normal_log_prob)):
+        module, _ = fit(source)
+        default = module.log_likelihood(x, **options).log_prob
+        assert torch.equal(default, module.log_likelihood(x, density, **options).log_prob)
+    module, trainer = fit("moons", "8gaussians")
+    assert module.source_density == {"density": None, "source": "data.source='moons'"}
+    with pytest.raises(ValueError, match=r"CFMModule.log_likelihood: .*data.source='moons' has no closed-form density"):
+        module.log_likelihood(x, **options)
+    assert torch.isfinite(module.log_likelihood(x, standard_normal_log_prob, **options).log_prob).all()
+    trainer.save_checkpoint(tmp_path / "moons.ckpt")
+    loaded = CFMModule.load_from_checkpoint(tmp_path / "moons.ckpt", map_location="cpu")
+    assert loaded.source_density == module.source_density
+    with pytest.raises(ValueError, match="data.source='moons' has no closed-form density"):
+        loaded.log_likelihood(x, **options)
+    transfer = TransferDataModule(DigitsImages(classes=[2]), DigitsImages(classes=[3]))
+    assert source_record(transfer) == {"density": None, "source": "data.source (a DigitsImages)"}
+    assert source_record(DigitsDataModule())["density"] == "standard_normal"
+    assert CFMModule().source_density is None  # never fit: log_likelihood(x) assumes N(0, I), as always
 
 
 def test_labels_of_an_evaluation_batch_inference_tensors_are_accepted():

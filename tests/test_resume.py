@@ -47,7 +47,7 @@ def _config(tmp_path, logger: str):
 
 def _fit(config, name, steps, *extra):
     cli = main(["fit", *config, f"--trainer.max_steps={steps}", f"--trainer.logger.init_args.name={name}", *extra])
-    if type(cli.trainer.logger).__name__ == "WandbLogger":
+    if any(type(logger).__name__ == "WandbLogger" for logger in cli.trainer.loggers):  # beside the CSV logger
         import wandb
 
         wandb.finish()  # as a process exit would (a second logger would otherwise attach to this run)

@@ -1,5 +1,12 @@
-"""Checkpoints that survive: ``last.ckpt`` every N optimiser steps, at the end of training, on SIGTERM, on Ctrl-C and
+"""Checkpoints that survive: ``last.ckpt`` every N optimiser steps (and every M minutes of training), at the end of
+training, on SIGTERM, on Ctrl-C and
 on an exception between training steps; written atomically; never with non-finite weights.
+
+* By time too (``every_n_minutes``): a run slowed down (a busy machine, a slow file system, long validations) still
+  has a checkpoint at most that many minutes old, besides the step interval. Lightning's ``ModelCheckpoint`` takes
+  one trigger only (``every_n_train_steps``, ``every_n_epochs`` or ``train_time_interval``), so the time trigger is
+  this callback's: after each optimiser step it reads ``time.monotonic()`` (under DDP rank 0 decides and broadcasts,
+  as Lightning's ``train_time_interval`` does) and writes ``last.ckpt`` through the same save path.
 
 * Atomic writes (:class:`AtomicCheckpointIO`): a checkpoint goes to a temporary file beside its target
   (``.<name>.<host>.<pid>.tmp``), is flushed to disk (``fsync``) and renamed over the target (``os.replace``,
@@ -31,6 +38,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 from weakref import proxy
@@ -137,11 +145,14 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
 
 
 class CrashSafeModelCheckpoint(ModelCheckpoint):
-    """``last.ckpt`` in the run's ``checkpoints/`` directory every ``every_n_train_steps`` optimiser steps, at the end
-    of training, on SIGTERM / Ctrl-C and on an exception between steps; atomic and finite (module docstring).
+    """``last.ckpt`` in the run's ``checkpoints/`` directory every ``every_n_train_steps`` optimiser steps and every
+    ``every_n_minutes`` of training, at the end of training, on SIGTERM / Ctrl-C and on an exception between steps;
+    atomic and finite (module docstring).
 
     Args:
         every_n_train_steps: the interval in optimiser steps (at most this many steps are lost to a SIGKILL).
+        every_n_minutes: also write ``last.ckpt`` after the first step that ends this many minutes (wall clock,
+            ``time.monotonic``) after the last checkpoint or the start of training; None: by steps only.
         dirpath: the directory (default: the logger's ``<run>/checkpoints``).
         save_on_signal: turn the first Ctrl-C into a stop after the current step with a checkpoint (SIGTERM is
             Lightning's and always handled).
@@ -164,6 +175,7 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
         every_n_train_steps: int = DEFAULT_EVERY_N_TRAIN_STEPS,
         dirpath: str | None = None,
         save_on_signal: bool = True,
+        every_n_minutes: float | None = None,
     ) -> None:
         if (
             isinstance(every_n_train_steps, bool)
@@ -173,10 +185,16 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
             raise ValueError(
                 f"CrashSafeModelCheckpoint.every_n_train_steps must be an integer >= 1, got {every_n_train_steps!r}"
             )
+        if every_n_minutes is not None and (
+            isinstance(every_n_minutes, bool) or not isinstance(every_n_minutes, (int, float)) or every_n_minutes <= 0
+        ):
+            raise ValueError(f"CrashSafeModelCheckpoint.every_n_minutes must be > 0 or None, got {every_n_minutes!r}")
         # every_n_train_steps goes to ModelCheckpoint too: it is part of the callback's state key in checkpoints
         super().__init__(dirpath=dirpath, every_n_train_steps=int(every_n_train_steps), save_last=True, save_top_k=0)
         self.every_n_train_steps = int(every_n_train_steps)
         self.save_on_signal = bool(save_on_signal)
+        self.every_n_minutes = None if every_n_minutes is None else float(every_n_minutes)
+        self._saved_time: float | None = None  # time.monotonic() of the last checkpoint (or of the start of training)
         self.finite_checkpoint: tuple[str, int] | None = None
         self._saved_step = 0  # the step of the last checkpoint written (none is needed before the first step)
         self._resumed_from: tuple[str, int] | None = None
@@ -198,6 +216,7 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
         if trainer.ckpt_path and Path(str(trainer.ckpt_path)).is_file():
             self._resumed_from = (str(trainer.ckpt_path), int(trainer.global_step))
         self._stop_signal = None
+        self._saved_time = time.monotonic()
         if self.save_on_signal and threading.current_thread() is threading.main_thread():
             self._previous_sigint = signal.getsignal(signal.SIGINT)
 
@@ -256,6 +275,7 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
                 "CrashSafeModelCheckpoint.on_save_checkpoint from trainer.save_checkpoint"
             )
         self._saved_step = trainer.global_step
+        self._saved_time = time.monotonic()
         self.finite_checkpoint = (path, int(trainer.global_step))
         if trainer.is_global_zero:
             for logger in trainer.loggers:
@@ -307,11 +327,19 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        """Every ``every_n_train_steps`` steps, and at the last step (``max_steps``): the final state is written
-        here, before the EMA callback's ``on_train_end`` copies its average over the raw weights."""
+        """Every ``every_n_train_steps`` steps, every ``every_n_minutes``, and at the last step (``max_steps``): the
+        final state is written here, before the EMA callback's ``on_train_end`` copies its average over the raw
+        weights."""
         step = trainer.global_step
-        if step % self.every_n_train_steps == 0 or 0 < trainer.max_steps <= step:
+        if step % self.every_n_train_steps == 0 or 0 < trainer.max_steps <= step or self._time_is_up(trainer):
             self._write_last_if_unsaved(trainer)
+
+    def _time_is_up(self, trainer: Trainer) -> bool:
+        """Whether ``every_n_minutes`` have passed since the last checkpoint (rank 0's clock decides for all)."""
+        if self.every_n_minutes is None or self._saved_time is None:
+            return False
+        due = time.monotonic() - self._saved_time >= 60.0 * self.every_n_minutes
+        return bool(trainer.strategy.broadcast(due)) if trainer.world_size > 1 else due
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Nothing (``ModelCheckpoint`` may save here; this callback writes at step boundaries only)."""
@@ -388,6 +416,8 @@ class CrashSafeModelCheckpoint(ModelCheckpoint):
             path, step = self._resumed_from
             return f"no checkpoint written since this run resumed from {path} (step {step})"
         return (
-            f"no checkpoint has been written yet (one every {self.every_n_train_steps} steps, "
-            "CrashSafeModelCheckpoint.every_n_train_steps)"
+            f"no checkpoint has been written yet (one every {self.every_n_train_steps} steps"
+            + (f" or {self.every_n_minutes:g} minutes" if self.every_n_minutes is not None else "")
+            + ", CrashSafeModelCheckpoint.every_n_train_steps"
+            + (", every_n_minutes)" if self.every_n_minutes is not None else ")")
         )

@@ -18,9 +18,11 @@ to t = 0 by the model's flow (:meth:`CFMModule.log_likelihood`; a forward-only I
 
 The source density ``log p_0`` comes from the data module: its ``source_log_prob(x)`` method if it has one, N(0, I)
 when ``source_is_standard_normal``, and the mixture of the toy ``8gaussians`` source (torchcfm's construction,
-:mod:`lightning_fm.data.toy_distributions`). A model without a density (EFM: not forward-only) or a source without a
-closed-form density (e.g. the toy ``moons`` source of a transfer) gets one warning naming why (``on_unsupported=
-"warn"``, the default: the callback is in the CLI's default list) or a ValueError at setup (``"raise"``).
+:mod:`lightning_fm.data.toy_distributions`): the records of :mod:`lightning_fm.data.sources`, which the modules keep
+too (their ``log_likelihood(x)`` uses the same density). A model without a density (EFM: not forward-only) or a
+source without a closed-form density (e.g. the toy ``moons`` source of a transfer) gets one warning naming why
+(``on_unsupported="warn"``, the default: the callback is in the CLI's default list) or a ValueError at setup
+(``"raise"``).
 The probes and dequantisation noise are drawn from generators seeded by ``(seed, stage, batch, rank)``: every
 validation of a run sees the same noise.
 """
@@ -36,17 +38,14 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lightning_fm.data.digits import DigitsDataModule
-from lightning_fm.data.toy import ToyDataModule
-from lightning_fm.data.toy_distributions import EIGHT_CENTRES, EIGHT_GAUSSIANS_SCALE, EIGHT_GAUSSIANS_STD
+from lightning_fm.data.sources import no_density, source_log_prob, source_record
 from lightning_fm.likelihood import (
     DIVERGENCES,
     LogProb,
     bits_per_dim,
     check_likelihood_options,
     dequantize,
-    gaussian_mixture_log_prob,
     grid_spacing,
-    standard_normal_log_prob,
 )
 from lightning_fm.utils.seeding import make_generator
 
@@ -73,19 +72,13 @@ def source_density(datamodule: Any) -> LogProb:
     own = getattr(datamodule, "source_log_prob", None)
     if callable(own):
         return own
-    if getattr(datamodule, "source_is_standard_normal", False):
-        return standard_normal_log_prob
-    source = (getattr(datamodule, "hparams", None) or {}).get("source")
-    if isinstance(datamodule, ToyDataModule) and source == "8gaussians":
-        return gaussian_mixture_log_prob(EIGHT_GAUSSIANS_SCALE * torch.tensor(EIGHT_CENTRES), EIGHT_GAUSSIANS_STD)
-    if source is not None:
-        what = f"data.source={source!r}"
-    else:
-        what = "the source (no data module)" if datamodule is None else f"the source of {type(datamodule).__name__}"
-    raise ValueError(
-        f"{what} has no closed-form density log p_0 (known: N(0, I) noise, the toy '8gaussians'); "
-        "give HeldOutLikelihood(source_log_prob=...) or a data module with source_log_prob(x)"
-    )
+    record = source_record(datamodule)
+    if record["density"] is None:
+        raise ValueError(
+            f"{no_density(record)}; give HeldOutLikelihood(source_log_prob=...) or a data module with "
+            "source_log_prob(x)"
+        )
+    return source_log_prob(record)
 
 
 class HeldOutLikelihood(Callback):

@@ -17,8 +17,10 @@ checkpoint with EMA weights, the resolved config, metrics and sample plots in ``
 resumes the newest run of a config in its own directory, and ``test``/``predict --ckpt_path
 <run>/checkpoints/...`` write beside that run (:mod:`lightning_fm.cli.run_config`).
 
-With ``--ckpt_path`` the checkpoint's model (class and stored hyperparameters) takes the place of the defaults, and
-``-c`` files and command-line values override it, except for the settings that define the trained network, which
+With ``--ckpt_path`` the checkpoint's model (class and stored hyperparameters) and data (the DataModule's class and
+hyperparameters it records) take the place of the defaults, and with no class chosen by the command line the seed and
+trainer block of the run's ``config.yaml`` too (:meth:`FlowMatchingCLI.use_checkpoint_model`); ``-c`` files and
+command-line values override them, except for the settings that define the trained network, which
 must match it (:mod:`lightning_fm.cli.checkpoint_rules`); every class a checkpoint names must be allowed
 (:mod:`lightning_fm.utils.spec`). A configuration error ends with one line, ``error: <key>: <what is wrong>``, and
 exit status 2 (:mod:`lightning_fm.cli.errors`; ``LIGHTNING_FM_TRACEBACK=1`` shows the traceback instead).
@@ -30,21 +32,32 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 from jsonargparse import Namespace
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningCLI
 
 import lightning_fm.data  # noqa: F401  (registers the DataModules for class-name lookup)
 from lightning_fm.cli.checkpoint_rules import check_network
 from lightning_fm.cli.errors import condense_parser_message, is_configuration_error, short_message
-from lightning_fm.cli.run_config import RunConfigCallback, check_schedule, continue_run, place_runs, validation_interval
+from lightning_fm.cli.run_config import (
+    RunConfigCallback,
+    check_schedule,
+    continue_run,
+    place_runs,
+    resume_wandb_run,
+    share_run_directory,
+    validation_interval,
+)
+from lightning_fm.cli.run_dirs import run_of_checkpoint
 from lightning_fm.modules import FlowMatchingModule
-from lightning_fm.modules.loading import CheckpointError, read_checkpoint, stored_model
+from lightning_fm.modules.loading import CheckpointError, read_checkpoint, stored_data, stored_model
 from lightning_fm.utils.spec import build
 
 PROG = "python -m lightning_fm"
@@ -200,9 +213,24 @@ def is_checkpoint_file(path: Any) -> bool:
 
 
 class ErrorContext:
-    """What the CLI had parsed when an error came: to name the key of the component that failed to build."""
+    """What the CLI had parsed when an error came: to name the key of the component that failed to build, and its
+    subcommand parsers: to suggest a valid key for a misspelt one (:meth:`known_keys`)."""
 
     config: Namespace | None = None
+
+    def __init__(self) -> None:
+        self.parsers: list[Any] = []
+
+    def known_keys(self) -> list[str]:
+        """The dotted keys of the subcommand parsers (those of their defaults, jsonargparse's public
+        ``get_defaults``: every trainer key, the default classes' arguments)."""
+        keys: dict[str, None] = {}
+        for parser in self.parsers:
+            try:
+                keys.update(dict.fromkeys(parser.get_defaults().keys()))
+            except Exception:  # a message is being written: a parser that cannot list its defaults adds nothing
+                continue
+        return list(keys)
 
 
 def split_checkpoint(argv: list[str]) -> tuple[list[str], str | None]:
@@ -256,6 +284,7 @@ class FlowMatchingCLI(LightningCLI):
         # and left out of printed and saved configs (help=SUPPRESS), which are complete without it
         parser.add_argument("--base", type=str | None, default=None, help=argparse.SUPPRESS)
         parser.set_defaults(parser_defaults(self.chosen, self.base))
+        self.context.parsers.append(parser)
 
     def parse_arguments(self, parser, args) -> None:
         """Lightning's parsing, then the values Lightning would take and fail on later, checked before it seeds
@@ -294,12 +323,27 @@ class FlowMatchingCLI(LightningCLI):
         fill_data_shape(config.model.init_args.get("backbone"), tuple(datamodule.data_shape))
 
     def use_checkpoint_model(self, subcommand: str, path: str) -> None:
-        """Parse the command line again over the checkpoint's model (its class and stored hyperparameters)."""
+        """Parse the command line again over what the checkpoint's run stored: its model (class and stored
+        hyperparameters), its data where the command line chooses no data class (the DataModule's class and
+        hyperparameters recorded in the checkpoint, else the ``data`` of the run's ``config.yaml``) and, where the
+        command line chooses neither model nor data class (no recipe given), the run's seed and trainer block from
+        the ``config.yaml`` beside its ``checkpoints/`` (:func:`run_settings`); then the W&B run the checkpoint
+        records is continued by a W&B logger that names none (:func:`~lightning_fm.cli.run_config.resume_wandb_run`).
+        """
         where = f"ckpt_path={path!r}"
-        stored = stored_model(read_checkpoint(path), path)
+        checkpoint = read_checkpoint(path)
+        stored = stored_model(checkpoint, path)
         if "model" in self.chosen:  # a model class of the user's that is not the checkpoint's: say so first
             check_network(Namespace(class_path=self.config[subcommand].model.class_path), stored, where)
-        argv = [self.argv[0], "--model", json.dumps(stored), *self.argv[1:]]
+        run = run_config(path)
+        layers = []
+        if not self.chosen and run is not None:
+            layers += ["--config", json.dumps(run_settings(run))]
+        layers += ["--model", json.dumps(stored)]
+        data = stored_data(checkpoint, path) or (run or {}).get("data")
+        if "data" not in self.chosen and data is not None:
+            layers += ["--data", json.dumps(data)]
+        argv = [self.argv[0], *layers, *self.argv[1:]]
         try:
             self.config = self.parser.parse_args(argv)
         except argparse.ArgumentError as err:
@@ -308,15 +352,76 @@ class FlowMatchingCLI(LightningCLI):
             ) from None
         config = self.place(subcommand, path)
         check_network(config.model, stored, where)
+        resume_wandb_run(config, (checkpoint.get("lightning_fm") or {}).get("wandb"))
 
     def place(self, subcommand: str, ckpt_path: str | None) -> Namespace:
         config = self.config[subcommand]
         if ckpt_path is not None:
             config.ckpt_path = ckpt_path
         self.context.config = config
-        place_runs(config)
-        continue_run(config, subcommand)
+        with share_run_directory(config):  # a list of loggers ([CSV, W&B]): one run directory
+            place_runs(config)
+            continue_run(config, subcommand)
         return config
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Lightning's, with :class:`RunProgressBar` where the progress bar is on and no progress bar is given."""
+        trainer = self.config_init[self.subcommand].trainer if self.subcommand else self.config_init.trainer
+        callbacks = trainer.get("callbacks")
+        callbacks = [] if callbacks is None else list(callbacks) if isinstance(callbacks, list) else [callbacks]
+        if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            kwargs.setdefault("callbacks", [*callbacks, RunProgressBar()])
+        return super().instantiate_trainer(**kwargs)
+
+
+class RunProgressBar(TQDMProgressBar):
+    """Lightning's progress bar showing the run's whole version, ``v_num=version_0`` (Lightning's shows the last four
+    characters of a version string, ``on_0``), and with W&B the W&B run id, ``wandb=<id>``."""
+
+    def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, int | float | str]:
+        items = super().get_metrics(trainer, pl_module)
+        versions = [str(v if isinstance(v, str) else f"version_{v}") for v in (lg.version for lg in trainer.loggers)]
+        if versions and None not in (lg.version for lg in trainer.loggers):
+            items["v_num"] = ",".join(dict.fromkeys(versions))
+        ids = [lg.run_id for lg in trainer.loggers if isinstance(getattr(lg, "run_id", None), str)]
+        if ids:
+            items["wandb"] = ",".join(dict.fromkeys(ids))
+        return items
+
+
+#: the run's settings read from its ``config.yaml`` (:func:`run_settings`): the seed and the trainer block
+RUN_SETTINGS = ("seed_everything", "trainer")
+#: logger settings of a run's ``config.yaml`` that belong to the command that wrote it, not to the run
+COMMAND_LOGGER_KEYS = ("version", "keep_until_step", "metrics_file")
+
+
+def run_config(ckpt_path: str) -> dict[str, Any] | None:
+    """The resolved config the checkpoint's run wrote, ``<run>/config.yaml`` beside its ``checkpoints/``
+    (:func:`~lightning_fm.cli.run_dirs.run_of_checkpoint`), or None (a checkpoint kept elsewhere, an unreadable
+    file)."""
+    run = run_of_checkpoint(Path(ckpt_path))
+    path = run / "config.yaml" if run is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        content = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        return None
+    return content if isinstance(content, dict) else None
+
+
+def run_settings(run: dict[str, Any]) -> dict[str, Any]:
+    """The seed and trainer block of a run's ``config.yaml``, less the logger settings of the command that wrote it
+    (:data:`COMMAND_LOGGER_KEYS`: the CLI decides them again for this command)."""
+    settings = {key: run[key] for key in RUN_SETTINGS if key in run}
+    trainer = settings.get("trainer")
+    if isinstance(trainer, dict):
+        logger = trainer.get("logger")
+        for item in logger if isinstance(logger, list) else [logger]:
+            if isinstance(item, dict) and isinstance(item.get("init_args"), dict):
+                for key in COMMAND_LOGGER_KEYS:
+                    item["init_args"].pop(key, None)
+    return settings
 
 
 def _as_dict(namespace: Namespace) -> dict[str, Any]:
@@ -370,6 +475,18 @@ def main(args: list[str] | None = None) -> FlowMatchingCLI | None:
     with status 2 (a numerical fault, ``FloatingPointError``: 1); ``$LIGHTNING_FM_TRACEBACK=1`` re-raises it."""
     argv = sys.argv[1:] if args is None else args
     context = ErrorContext()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=SHORT_EPOCH_WARNING)
+        return _main(args, argv, context)
+
+
+#: Lightning's warning on an epoch of fewer batches than ``log_every_n_steps`` (the digits: 12 batches of 128): it
+#: logs every ``log_every_n_steps`` optimiser steps counted over the whole run, not within an epoch, so a short epoch
+#: loses no logs and the warning (printed on every such fit) is not shown
+SHORT_EPOCH_WARNING = r"The number of training batches \(\d+\) is smaller than the logging interval"
+
+
+def _main(args: list[str] | None, argv: list[str], context: ErrorContext) -> FlowMatchingCLI | None:
     try:
         configs = read_config_files(argv)
         if argv[:1] == ["duality"]:  # trains a CFM and its dual forward-only IFM, checks the duality, reports
@@ -399,7 +516,7 @@ def main(args: list[str] | None = None) -> FlowMatchingCLI | None:
     except Exception as err:
         if os.environ.get(TRACEBACK_ENV, "") not in ("", "0") or not is_configuration_error(err):
             raise
-        print(f"error: {short_message(err, context.config)}", file=sys.stderr)
+        print(f"error: {short_message(err, context.config, context.known_keys)}", file=sys.stderr)
         raise SystemExit(1 if isinstance(err, FloatingPointError) else 2) from None
 
 

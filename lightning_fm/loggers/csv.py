@@ -11,11 +11,14 @@ from __future__ import annotations
 import csv
 import os
 import warnings
+from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
+
+from lightning_fm.cli.run_dirs import VERSION, next_version
 
 #: Lightning's writer's warning on a directory that is not empty (it deletes only the metrics file, kept here)
 NOT_EMPTY_WARNING = r"Experiment logs directory .* exists and is not empty"
@@ -67,6 +70,8 @@ class CSVLogger(LightningCSVLogger):
             beside the training log of the checkpoint's run).
         keep_until_step: rows of an existing file at this step or later are dropped (set by the CLI on resume).
         save_dir: the runs' parent directory; None: ``runs`` (the CLI: ``trainer.default_root_dir`` when given).
+        version: None: the next ``version_<n>``, chosen when the logger is created (as
+            :class:`~lightning_fm.loggers.WandbLogger` does: two loggers of one run choose the same directory).
         Others: as Lightning's ``CSVLogger``.
     """
 
@@ -80,8 +85,12 @@ class CSVLogger(LightningCSVLogger):
         metrics_file: str = "metrics.csv",
         keep_until_step: int | None = None,
     ) -> None:
+        save_dir = "runs" if save_dir is None else save_dir
+        if version is None:
+            found = VERSION.match(next_version(Path(save_dir, name or "")))
+            version = int(found.group(1)) if found else None
         super().__init__(
-            "runs" if save_dir is None else save_dir,
+            save_dir,
             name=name,
             version=version,
             prefix=prefix,

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 
 from lightning_fm.callbacks.divergence import DivergenceGuard, is_logging_step
@@ -26,15 +25,17 @@ from lightning_fm.compat import attached_trainer
 from lightning_fm.likelihood import LikelihoodResult, LogProb, standard_normal_log_prob, trainable_copy
 from lightning_fm.modules.components import Components
 from lightning_fm.modules.data_checks import DataChecks
-from lightning_fm.modules.evaluation import Evaluation, NonFiniteSamplesWarning, nonfinite_warning
+from lightning_fm.modules.evaluation import Evaluation
 from lightning_fm.modules.hot_path import channels_last_batch, compile_in_place, compile_options
+from lightning_fm.modules.sampling_evaluation import SamplingEvaluation
+from lightning_fm.modules.source_density import SourceDensity
 from lightning_fm.objectives import Pairs, couple
 from lightning_fm.objectives.labels import check_labels, conditioned, drop_labels, guidance_scale
 from lightning_fm.sampling import SampleResult
 from lightning_fm.utils.spec import build_callable, callable_spec
 
 
-class FlowMatchingModule(Components, DataChecks, LightningModule):
+class FlowMatchingModule(SourceDensity, Components, DataChecks, SamplingEvaluation, LightningModule):
     """Shared training and evaluation machinery. Subclasses: CFMModule, IFMModule, ForwardOnlyIFMModule.
 
     Args:
@@ -59,6 +60,9 @@ class FlowMatchingModule(Components, DataChecks, LightningModule):
 
     A non-finite training loss stops the run within ``trainer.log_every_n_steps`` steps
     (:class:`~lightning_fm.callbacks.divergence.DivergenceGuard`).
+
+    The source of a fit is recorded (:attr:`source_density`, a record of :mod:`lightning_fm.data.sources`) and kept
+    in the checkpoint (``checkpoint["lightning_fm"]["source"]``): :meth:`log_likelihood` uses its density.
     """
 
     objective: Any
@@ -194,68 +198,12 @@ class FlowMatchingModule(Components, DataChecks, LightningModule):
     ) -> LikelihoodResult:
         """``log p_1(x) = log p_0(x(0)) - int_0^1 div v dt`` of the model's flow (``docs/concepts/likelihoods.md``):
         the objective's likelihood (``options``: its solver and divergence settings). ``source_log_prob``: ``log
-        p_0``; None is N(0, I). With labels ``y`` (a class-conditional backbone): ``log p_1(x | y)``, no guidance.
-        Call it in eval mode."""
+        p_0``; None: the density of the source the model was fit from (:meth:`source_log_prob`, kept in its
+        checkpoint; a ValueError where that source has no closed-form density), N(0, I) for a model never fit. With
+        labels ``y`` (a class-conditional backbone): ``log p_1(x | y)``, no guidance. Call it in eval mode."""
+        if source_log_prob is None:
+            field = getattr(self, "field", None)
+            no_flow = field is not None and not field.forward_only  # no density at all: the objective says why
+            source_log_prob = standard_normal_log_prob if no_flow else self.source_log_prob()
         y = trainable_copy(self.condition(y))  # a validation batch's labels are inference tensors
-        return self.objective.log_likelihood(
-            lambda x_, s: self.predict(x_, s, y),
-            x,
-            standard_normal_log_prob if source_log_prob is None else source_log_prob,
-            **options,
-        )
-
-    # -- evaluation by sampling --------------------------------------------------------------------------------
-    @property
-    def validation_result(self):
-        """What the last validation or test pass kept for plots (:class:`~.evaluation.ValidationResult`)."""
-        return self.evaluation.result
-
-    def on_validation_epoch_start(self) -> None:
-        self.evaluation.start(self.objective.time_label)
-
-    def on_test_epoch_start(self) -> None:
-        self.evaluation.start(self.objective.time_label)
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self.evaluation_step(batch)
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self.evaluation_step(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self.end_evaluation("val")
-
-    def on_test_epoch_end(self) -> None:
-        self.end_evaluation("test")
-
-    def evaluation_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Sample the batch's sources and update the pass's metrics; returns ``{"generated": samples}`` (what
-        callbacks such as :class:`~lightning_fm.callbacks.ClassifierMetrics` receive as ``outputs``)."""
-        with torch.no_grad():
-            loss = self.loss(batch, distributed=False)  # no collective inside a step: ranks may differ in batches
-            record = self.hparams.val_trajectories if self.evaluation.wants_trajectories() else 0
-            result = self.sample(batch["x0"], y=batch.get("y1"), record=record)
-        self.evaluation.update(loss, batch, result)
-        return {"generated": result.x}
-
-    def end_evaluation(self, prefix: str) -> None:
-        values, info = self.evaluation.compute()  # already gathered over processes: the mean below changes nothing
-        self.log_dict({f"{prefix}/{k}": v.float() for k, v in values.items()}, prog_bar=prefix == "val", sync_dist=True)
-        warning = nonfinite_warning(
-            prefix,
-            float(values["nonfinite"]),
-            float(values["nonfinite_frac"]),
-            float(self.hparams.get("nonfinite_tolerance", 0.0)),
-        )
-        if warning:
-            rank_zero_warn(warning, category=NonFiniteSamplesWarning)
-        if info:
-            self.log_dict(
-                {f"{prefix}/{k}": torch.tensor(v, device=self.device) for k, v in info.items()},
-                sync_dist=True,
-                reduce_fx="sum",
-            )
-        self.evaluation.finish()
-
-    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self.sample(batch["x0"], y=batch.get("y1")).x
+        return self.objective.log_likelihood(lambda x_, s: self.predict(x_, s, y), x, source_log_prob, **options)

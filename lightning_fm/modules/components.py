@@ -68,8 +68,23 @@ class Components(StoredHyperparameters):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record the module's class beside its hyperparameters (``checkpoint["lightning_fm"]["module"]``): the CLI's
-        ``--ckpt_path`` rebuilds that class from them."""
-        checkpoint.setdefault("lightning_fm", {})["module"] = class_path(self)
+        ``--ckpt_path`` rebuilds that class from them. Under a trainer, also the DataModule's class beside the
+        hyperparameters Lightning stores of it (``["data"]``, with ``datamodule_hyper_parameters``: the CLI rebuilds
+        the data too) and the W&B run of a logger that keeps one (``["wandb"]``: its id, project and group, so that
+        a resume from a copy of the file continues that run)."""
+        record = checkpoint.setdefault("lightning_fm", {})
+        record["module"] = class_path(self)
+        try:
+            trainer = self.trainer
+        except RuntimeError:  # not attached to a trainer
+            return
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is not None and checkpoint.get("datamodule_hyper_parameters") is not None:
+            record["data"] = class_path(datamodule)
+        for logger in getattr(trainer, "loggers", ()):
+            run = getattr(logger, "wandb_record", None)
+            if callable(run):
+                record["wandb"] = run()
 
     @classmethod
     def load_from_checkpoint(

@@ -23,6 +23,8 @@ from lightning_fm.utils.spec import (
 )
 
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format is a zip archive
+#: the DataModules a checkpoint may name (beside the model's classes: :func:`~lightning_fm.utils.spec.allowed_prefixes`)
+DATA_CLASSES = ("lightning_fm.data",)
 
 
 class CheckpointError(ValueError):
@@ -85,6 +87,25 @@ def stored_model(
     found = untrusted_class_paths(spec, allowed_prefixes(allowed))
     if found:
         raise refusal(f"{where}", found)
+    return spec
+
+
+def stored_data(
+    checkpoint: dict[str, Any], path: str | Path, key: str = "ckpt_path", allowed: Iterable[str] = ()
+) -> dict[str, Any] | None:
+    """The DataModule spec ``{"class_path", "init_args"}`` a checkpoint of this framework records (its class,
+    ``checkpoint["lightning_fm"]["data"]``, and Lightning's ``datamodule_hyper_parameters``), once every class it
+    names is allowed (the framework's DataModules, :data:`DATA_CLASSES`, too); None for a checkpoint that records no
+    DataModule (written before it did, or without one)."""
+    record = checkpoint.get("lightning_fm")
+    data = record.get("data") if isinstance(record, dict) else None
+    hparams = checkpoint.get("datamodule_hyper_parameters")
+    if not isinstance(data, str) or not isinstance(hparams, dict):
+        return None
+    spec = {"class_path": data, "init_args": dict(hparams)}
+    found = untrusted_class_paths(spec, allowed_prefixes((*DATA_CLASSES, *allowed)))
+    if found:
+        raise refusal(f"{key}={str(path)!r}", found)
     return spec
 
 

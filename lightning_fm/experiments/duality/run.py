@@ -341,7 +341,7 @@ def train(module, name: str, cfg: dict, out: Path) -> dict:
     else:
         metrics = trainer.validate(module, datamodule=data, verbose=False)[0]
     metrics = {k: v for k, v in metrics.items() if k.startswith("val/")}
-    trainer.save_checkpoint(str(out / f"{name}.ckpt"))
+    trainer.save_checkpoint(str(out / f"{name}.ckpt"), weights_only=False)  # whole (the EMA weights swapped in)
     module.eval()
     return {
         "steps": trainer.global_step,
