@@ -15,6 +15,7 @@ from conftest import REPO, run_cli
 
 from lightning_fm.cli import main
 from lightning_fm.cli.checkpoint_rules import network_mismatches
+from lightning_fm.cli.errors import close_keys, known_classes
 from lightning_fm.cli.run_config import MIN_VALIDATIONS, validation_interval
 from lightning_fm.duality import CheckResult
 from lightning_fm.experiments.duality.report import dynamics_verdict
@@ -100,7 +101,61 @@ BAD_VALUES = [  # (row, arguments, what the message must say)
         ["model.init_args.coupling", "OTCoupling.method", "'exact'", "'greedy'"],
     ),
     ("toy data set", ["--data.init_args.target=swirl"], ["data.target='swirl' is unknown", "moons", "8gaussians"]),
-    ("value type", ["--trainer.max_steps=many"], ["trainer.max_steps: expected int, got many"]),
+    ("value type", ["--trainer.max_steps=many"], ["trainer.max_steps: expected an int, got 'many'"]),
+    (
+        "optimizer value type",
+        ["--model.init_args.optimizer.init_args.lr=fast"],
+        ["error: model.init_args.optimizer.init_args.lr: expected a float, got 'fast'"],
+    ),
+    (
+        "list value",
+        ["-c", f"{CONFIGS}/digits/cfm.yaml", "--model.init_args.backbone.init_args.channel_mult=2"],
+        ["error: model.init_args.backbone.init_args.channel_mult: expected a list, got 2"],
+    ),
+    (
+        "U-Net list setting",
+        ["-c", f"{CONFIGS}/digits/cfm.yaml", "--model.init_args.backbone.init_args.attention_resolutions=4"],
+        [
+            "error: model.init_args.backbone (lightning_fm.models.UNet): "
+            "UNet.attention_resolutions must be a list of ints, got 4"
+        ],
+    ),
+    (
+        "backbone name",
+        ["--model.init_args.backbone=Unet"],
+        [
+            "error: model.init_args.backbone: unknown class 'Unet' (did you mean 'UNet'?); "
+            "choose one of ['FieldHead', 'MLP', 'UNet'] (or a full class_path)"
+        ],
+    ),
+    (
+        "misspelt key",
+        ["--trainer.val_check_intervall", "5"],
+        ["error: trainer.val_check_intervall: unknown key; did you mean trainer.val_check_interval?"],
+    ),
+    (
+        "misspelt key in a config",
+        ["-c", "{trainer: {val_check_intervall: 5}}"],
+        ["error: trainer.val_check_intervall: unknown key; did you mean trainer.val_check_interval?"],
+    ),
+    (
+        "misspelt group",
+        ["--trainr.max_steps=3"],
+        ["error: trainr.max_steps: unknown key; did you mean trainer.max_steps?"],
+    ),
+    (
+        "misspelt argument",
+        ["--model.init_args.sampler.init_args.step=5"],
+        [
+            "error: model.init_args.sampler.init_args.step: not an argument of lightning_fm.sampling.ODESampler; "
+            "did you mean steps? (its arguments: atol, max_steps, method, rtol, steps)"
+        ],
+    ),
+    (
+        "optimizer argument",
+        ["--model.init_args.optimizer.init_args.learning_rate=0.1"],
+        ["error: model.init_args.optimizer.init_args.learning_rate: not an argument of torch.optim.Adam", " lr,"],
+    ),
     (
         "unknown key",
         ["--model.init_args.sigma=0.1"],
@@ -167,6 +222,25 @@ def test_a_config_file_that_is_missing_or_not_yaml_is_named(capsys, tmp_path, mo
     assert message.startswith(f"error: -c {broken} is not valid YAML (line 3, column 1)"), message
     listed = write(tmp_path / "list.yaml", "- 1\n- 2\n")
     assert "must hold a mapping of config keys" in error_of(["fit", "-c", listed], capsys)
+
+
+def test_suggestions_come_from_the_keys_and_classes_that_fit():
+    """A parameter's class list holds only what fits it: for ``backbone`` (typed ``nn.Module``) the classes that
+    ``lightning_fm.models`` offers and that take ``net(x, t, y)``, not U-Net blocks, embeddings, metrics' networks or
+    LightningModules; a misspelt key is matched among its siblings, under a misspelt parent's closest spelling."""
+    import lightning_fm.metrics  # noqa: F401  (its nn.Module subclasses are known too)
+
+    module = "torch.nn.modules.module.Module"
+    assert known_classes([module], "backbone") == ["FieldHead", "MLP", "UNet"]
+    offered = known_classes([module])
+    assert "GroupNorm32" not in offered and "ResBlock" not in offered  # not in lightning_fm.models' __all__
+    assert "DigitsClassifier" in offered and "DigitsClassifier" not in known_classes([module], "backbone")
+    keys = ["trainer.max_steps", "trainer.min_steps", "trainer.val_check_interval", "model.init_args.path.class_path"]
+    assert close_keys("trainer.max_step", keys) == ["trainer.max_steps"]
+    assert close_keys("trainr.val_check_intervall", keys) == ["trainer.val_check_interval"]
+    assert close_keys("model.init_args.paht", keys) == ["model.init_args.path"]
+    assert close_keys("trainer.colour", keys) == [] and close_keys("nothing.like.it", keys) == []
+    assert close_keys("train.bogus", []) == []  # no keys known (the duality command): no suggestion
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------------------

@@ -247,6 +247,8 @@ EIGHT = {"data_shape": (1, 8, 8), "model_channels": 32, "channel_mult": (1, 2), 
         ({"data_shape": (1, 8, 8), "channel_mult": ()}, r"channel_mult must be a non-empty"),
         ({"data_shape": (1, 8, 8), "dropout": 1.0}, r"dropout must lie in \[0, 1\)"),
         (dict(EIGHT, attention_resolutions="4,x"), r"attention_resolutions='4,x' must be integers"),
+        (dict(EIGHT, attention_resolutions=4), r"UNet.attention_resolutions must be a list of ints, got 4$"),
+        (dict(EIGHT, channel_mult=2), r"UNet.channel_mult must be a list of ints, got 2$"),
         ({}, r"UNet.data_shape is not set"),
     ],
 )

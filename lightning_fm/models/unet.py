@@ -40,8 +40,10 @@ class UNet(Buildable, nn.Module):
         model_channels: base width ``mc``; the time embedding has ``4 mc`` channels.
         channel_mult: width multiplier per level; H and W must be divisible by ``2 ** (len(channel_mult) - 1)``.
         num_res_blocks: residual blocks per encoder level (the decoder has one more per level).
-        attention_resolutions: feature-map widths in pixels with self-attention (e.g. ``16`` = the 16x16 maps of a
-            32x32 image); an int, a sequence, or torchcfm's string ``"16"`` / ``"16,8"``.
+        attention_resolutions: feature-map widths in pixels with self-attention (e.g. ``[16]`` = the 16x16 maps
+            of a 32x32 image): a list, or torchcfm's string ``"16"`` / ``"16,8"``. A bare number (``4``) is
+            refused with a message naming it (the type admits ``int`` so that the CLI hands it over as given
+            instead of reading it as the string ``"4"``): list-typed settings take lists.
         decoder_attention: ``"each_block"``: attention after every decoder residual block of those levels (ADM,
             torchcfm); ``"level_end"``: once per decoder level, after its last residual block (score_sde's DDPM
             net, which the IFM and EFM reference code train).
@@ -199,8 +201,16 @@ def _positive_int(value: int, name: str) -> int:
     return value
 
 
+def _list_of_ints(values: object, name: str) -> tuple:
+    """``values`` as a tuple; a scalar (a number, a bool, None, a mapping) where a list is meant is refused,
+    naming the setting and the value."""
+    if isinstance(values, (str, bytes, dict)) or not isinstance(values, Iterable):
+        raise ValueError(f"UNet.{name} must be a list of ints, got {values!r}")
+    return tuple(values)
+
+
 def _positive_ints(values: Iterable[int], name: str) -> tuple[int, ...]:
-    values = tuple(values)
+    values = _list_of_ints(values, name)
     if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
         raise ValueError(f"UNet.{name} must be a non-empty sequence of integers >= 1, got {values!r}")
     return values
@@ -234,10 +244,8 @@ def _attention_levels(
             resolutions = [int(r) for r in resolutions.split(",") if r.strip()]
         except ValueError:
             raise ValueError(f'UNet.attention_resolutions={resolutions!r} must be integers such as "16,8"') from None
-    elif isinstance(resolutions, int):
-        resolutions = [resolutions]
     reachable = {shape[2] // 2**level: level for level in range(len(mults))}
-    resolutions = tuple(resolutions)
+    resolutions = _list_of_ints(resolutions, "attention_resolutions")
     wanted = _positive_ints(resolutions, "attention_resolutions") if resolutions else ()
     missing = [r for r in wanted if r not in reachable]
     if missing:
