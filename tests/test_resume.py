@@ -110,17 +110,19 @@ def _weights_equal(straight, resumed):
             assert torch.allclose(resumed[key][name], value, atol=1e-6, rtol=0), (key, name)
 
 
-@pytest.mark.parametrize("source", ["periodic", "end_of_shorter_run"])
+@pytest.mark.parametrize("source", ["periodic", "periodic_validating", "end_of_shorter_run"])
 def test_resuming_at_an_epoch_boundary_reaches_the_uninterrupted_weights(tmp_path, monkeypatch, source):
     """Epochs of STEPS batches, so that every checkpoint falls on an epoch's last batch: the straight run's own
-    periodic checkpoint at step STEPS (what a SIGKILL after that step leaves), or the end of a run of STEPS steps,
-    continued to 2 * STEPS, give the straight run's weights (Lightning numbers the next epoch one too far after such
-    a resume; the data counts its passes itself)."""
+    periodic checkpoint at step STEPS (what a SIGKILL after that step leaves; with and without validation passes in
+    between), or the end of a run of STEPS steps, continued to 2 * STEPS, give the straight run's weights (Lightning
+    numbers the next epoch one too far after such a resume; the data counts its passes itself)."""
     monkeypatch.chdir(tmp_path)
     config = [*_config(tmp_path, "csv"), f"--data.init_args.steps_per_epoch={STEPS}"]
+    if source == "periodic_validating":  # a validation pass every 10 steps, between the checkpoint and the resume too
+        config += ["--trainer.limit_val_batches=1", "--trainer.val_check_interval=10"]
     _fit(config, "straight", 2 * STEPS)
     straight = tmp_path / "runs" / "straight" / "version_0" / "checkpoints"
-    if source == "periodic":
+    if source.startswith("periodic"):
         start = tmp_path / "copied.ckpt"  # a copy: the straight run's directory stays untouched
         start.write_bytes((straight / f"epoch=0-step={STEPS}.ckpt").read_bytes())
         _fit(config, "resumed", 2 * STEPS, f"--ckpt_path={start}")
