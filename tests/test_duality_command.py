@@ -13,11 +13,15 @@ from jsonargparse import ArgumentError
 from lightning.pytorch import seed_everything
 
 from lightning_fm.cli import main
+from lightning_fm.duality import CheckResult
 from lightning_fm.experiments.duality.config import CheckSettings, EFMSettings, TrainSettings
+from lightning_fm.experiments.duality.report import noise_floor_summary, noise_floor_verdict
 from lightning_fm.experiments.duality.run import (
     DualityExperiment,
+    build_cfm,
     build_datamodule,
     build_models,
+    noise_floor_rows,
     parse_args,
 )
 from lightning_fm.models import MLP, FieldHead
@@ -56,7 +60,9 @@ def test_print_config_gives_class_path_specs_and_reads_back(tmp_path, capsys):
     assert config["backbone"]["class_path"] == "lightning_fm.models.MLP"
     assert config["data"]["class_path"] == "lightning_fm.data.ToyDataModule"
     assert "steps_per_epoch" not in config["data"]["init_args"]  # derived from train:
-    assert config["train"]["max_steps"] == 4000 and config["checks"]["n_points"] == 512
+    assert config["train"]["max_steps"] == 3000 and config["checks"]["n_points"] == 512
+    assert config["train"]["lr"] == 0.02 and config["train"]["lr_schedule"] == "cosine"
+    assert config["train"]["ema_decay"] == 0.99 and config["checks"]["noise_floor"] is True
     assert config["efm"]["n_charges"] == 256 and config["L"] == 5.0
     saved = tmp_path / "printed.yaml"
     saved.write_text(printed)
@@ -139,7 +145,7 @@ def test_steps_per_epoch_is_derived_and_may_not_be_set_in_a_file(tmp_path):
     bad.write_text("data:\n  class_path: lightning_fm.data.ToyDataModule\n  init_args: {steps_per_epoch: 3}\n")
     with pytest.raises(ArgumentError, match="steps_per_epoch"):
         parse_args(["-c", CONFIG, "-c", str(bad)])
-    for max_steps, expected in ((200, 200), (4000, 1000)):
+    for max_steps, expected in ((200, 200), (3000, 1000)):
         cfg = DualityExperiment(**parse_args(["-c", CONFIG, "--max_steps", str(max_steps)])[0]).config
         assert build_datamodule(cfg).hparams.steps_per_epoch == expected
 
@@ -201,3 +207,79 @@ def test_the_command_prints_its_config_and_help(tmp_path):
     proc = run_cli(["duality", "-c", CONFIG, "--L=-1"], cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: L")
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_both_models_get_the_toy_recipe_adam_with_a_cosine_decay():
+    cfg = DualityExperiment(**parse_args(["-c", CONFIG])[0]).config
+    for module in build_models(cfg):
+        assert module.hparams["lr_scheduler"]["class_path"] == "lightning_fm.utils.schedules.CosineDecay"
+        assert module.hparams["optimizer"]["init_args"]["lr"] == 0.02
+    constant = DualityExperiment(**parse_args(["-c", CONFIG, "--train.lr_schedule", "constant"])[0]).config
+    assert all(module.hparams["lr_scheduler"] is None for module in build_models(constant))
+
+
+def test_noise_floor_rows_compare_two_cfm_networks_of_different_seeds():
+    cfg = DualityExperiment(**parse_args(["-c", CONFIG, "--sample_steps", "5"])[0]).config
+    a, b = build_cfm(cfg), build_cfm(cfg, seed=1)
+    assert not torch.equal(next(a.parameters()), next(b.parameters()))
+    g = torch.Generator().manual_seed(0)
+    t, x, x0 = torch.rand(64, generator=g), torch.randn(64, 2, generator=g), torch.randn(64, 2, generator=g)
+    rows = noise_floor_rows(a, b, t, x, x0, cfg, 0.3, seed=1)
+    assert [r.name for r in rows] == [
+        "noise floor: CFM vs CFM (seed 0 vs 1) (rel L2)",
+        "noise floor: CFM vs CFM (seed 0 vs 1) (W2)",
+    ]
+    assert all(r.kind == "diagnostic" and r.value > 0 for r in rows)
+    same = noise_floor_rows(a, a, t, x, x0, cfg, 0.3, seed=0)
+    assert [r.value for r in same] == [0.0, 0.0]
+
+
+def test_the_noise_floor_verdict_compares_c13_with_it():
+    def rows(pair_rel, pair_w2, floor_rel, floor_w2):
+        label = "noise floor: CFM vs CFM (seed 0 vs 1)"
+        return [
+            CheckResult("C13 learned consistency (rel L2)", pair_rel, 0.1, True, "diagnostic", {}),
+            CheckResult("C13 learned consistency (W2)", pair_w2, 0.3, True, "diagnostic", {}),
+            CheckResult(f"{label} (rel L2)", floor_rel, 0.1, True, "diagnostic", {"seeds": [0, 1]}),
+            CheckResult(f"{label} (W2)", floor_w2, 0.3, True, "diagnostic", {"seeds": [0, 1]}),
+        ]
+
+    summary = noise_floor_summary(rows(0.1, 0.05, 0.08, 0.04))
+    assert summary["seeds"] == [0, 1] and set(summary["metrics"]) == {"rel L2", "W2"}
+    assert summary["metrics"]["rel L2"]["ratio"] == pytest.approx(1.25)
+    assert all(m["at_noise_floor"] for m in summary["metrics"].values())
+    assert "about as closely as two trainings" in noise_floor_verdict(summary)
+    above = noise_floor_summary(rows(0.5, 0.05, 0.08, 0.04))
+    assert not above["metrics"]["rel L2"]["at_noise_floor"] and above["metrics"]["W2"]["at_noise_floor"]
+    assert "Above the noise floor in rel L2" in noise_floor_verdict(above)
+    assert noise_floor_summary(rows(0.1, 0.05, 0.08, 0.04)[:2]) is None and noise_floor_verdict(None) is None
+
+
+TINY = [
+    "--max_steps", "3", "--sample_steps", "4", "--checks.every_n_steps", "0", "--checks.n_points", "16",
+    "--checks.statistical_n", "100", "--efm.n_charges", "8", "--efm.n_points", "16", "--efm.n_lines", "4",
+    "--efm.max_arc_steps", "4", "--train.progress_bar", "false", "--data.init_args.n_val", "64",
+    "--data.init_args.n_test", "128",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_command_reports_c13_against_its_noise_floor(tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    main(["duality", "-c", CONFIG, "--out", str(out), *TINY])
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["models"]) == {"cfm", "ifm", "cfm_floor"}
+    assert report["models"]["cfm_floor"]["seed"] == 1 and report["models"]["cfm"]["seed"] == 0
+    floor = report["noise_floor"]
+    assert floor["seeds"] == [0, 1] and set(floor["metrics"]) == {"rel L2", "W2"}
+    names = [c["name"] for c in report["checks"]]
+    assert "noise floor: CFM vs CFM (seed 0 vs 1) (W2)" in names
+    assert "val/w2 of the noise-floor CFM (seed 1) model (EMA)" in names
+    assert isinstance(report["wall_seconds"], float) and (out / "cfm_floor.ckpt").exists()
+    md = (out / "report.md").read_text()
+    assert "C13 against its noise floor" in md and "| noise-floor CFM (seed 1) | 3 |" in md
+    main(["duality", "-c", CONFIG, "--out", str(tmp_path / "off"), *TINY, "--checks.noise_floor", "false"])
+    report = json.loads((tmp_path / "off" / "report.json").read_text())
+    assert set(report["models"]) == {"cfm", "ifm"} and report["noise_floor"] is None

@@ -166,6 +166,13 @@ NOTES = {
         "(an exact field of finitely many charges can only copy its charges); the learned field is smooth and "
         "generalises instead.",
     ),
+    "duality_experiment": (
+        "samples",
+        "The `duality` command (configs/toy/duality.yaml, its `report.json`): a CFM model and its dual forward-only "
+        "IFM model trained on the same data, path, coupling and seed; every check C1-C13 with value, tolerance and "
+        "kind; C13 (CFM vs IFM) against its noise floor (two CFM networks of different seeds); the EFM "
+        "counter-example; and the command's wall time.",
+    ),
     "likelihood_duality": (
         "likelihoods",
         "`exact_current`: the exact current of a Gaussian path read through the duality map, against the "

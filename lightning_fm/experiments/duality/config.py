@@ -8,7 +8,7 @@ an unknown key, naming it. Their defaults are the experiment's defaults (one pla
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 from jsonargparse.typing import NonNegativeInt, PositiveFloat, PositiveInt
 
@@ -19,7 +19,10 @@ class TrainSettings:
 
     Args:
         max_steps: optimiser steps of each model (``--max_steps N`` on the command line).
-        lr: Adam's learning rate (constant).
+        lr: Adam's learning rate (its peak: see ``lr_schedule``).
+        lr_schedule: ``cosine``: :class:`lightning_fm.utils.schedules.CosineDecay` from ``lr`` to 0 over
+            ``max_steps`` (the toy recipe of configs/toy/otcfm.yaml, the winner of benchmarks/toy_recipe_ablation.py);
+            ``constant``: ``lr`` throughout.
         gradient_clip_val: gradient-norm clipping (null: none).
         ema_decay: decay of the EMA weights (the weights validated, sampled and saved).
         val_every_n_steps: validation interval in steps (the data's ``steps_per_epoch`` is
@@ -28,10 +31,11 @@ class TrainSettings:
         progress_bar: show Lightning's progress bar.
     """
 
-    max_steps: PositiveInt = 4000
-    lr: PositiveFloat = 1e-3
+    max_steps: PositiveInt = 3000
+    lr: PositiveFloat = 2e-2
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
     gradient_clip_val: float | None = 1.0
-    ema_decay: float = 0.999
+    ema_decay: float = 0.99
     val_every_n_steps: PositiveInt = 1000
     log_every_n_steps: PositiveInt = 50
     progress_bar: bool = True
@@ -46,6 +50,9 @@ class CheckSettings:
         n_points: held-out points (and lines) of the checks on the trained networks.
         c13_rel_tolerance: indicative scale of C13's relative L2 (no exact tolerance exists).
         c13_w2_tolerance: indicative scale of C13's W2 (null: the larger of the two models' own val/w2).
+        noise_floor: also train a second CFM network with seed ``seed + 1`` and measure C13's metrics between the
+            two CFM networks: the scale of "agree" (how close two trainings of one model come), against which the
+            CFM vs forward-only IFM agreement is judged.
         statistical_n: lines of the Gaussian-toy checks C6, C7.
     """
 
@@ -53,6 +60,7 @@ class CheckSettings:
     n_points: PositiveInt = 512
     c13_rel_tolerance: float = 0.1
     c13_w2_tolerance: float | None = None
+    noise_floor: bool = True
     statistical_n: PositiveInt = 2000
 
 

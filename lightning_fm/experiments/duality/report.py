@@ -113,6 +113,12 @@ EXPLANATIONS = [
         "W2 distance between the samples of the two trained models from the same source points.",
     ),
     (
+        "noise floor: CFM vs CFM",
+        "The same C13 metric between two CFM networks trained with different seeds (same data, path, coupling "
+        "and recipe): how closely two trainings of one model agree. The CFM vs forward-only IFM row of C13 "
+        "means something only relative to this floor.",
+    ),
+    (
         "val/w2",
         "W2 distance of the model's samples to held-out target samples (tolerance column: the larger of "
         "0.3 and twice the W2 between two target samples, for scale only).",
@@ -216,23 +222,84 @@ def dynamics_verdict(rows: list[CheckResult]) -> str:
     )
 
 
+NOISE_FLOOR_PREFIX = "noise floor: CFM vs CFM"  # the rows of run.noise_floor_rows
+#: CFM vs IFM agreement at most this many times the CFM vs CFM floor counts as "at the noise floor"
+NOISE_FLOOR_FACTOR = 2.0
+
+
+def metric_of(r: CheckResult) -> str:
+    """``"rel L2"`` / ``"W2"``: the metric in a C13 or noise-floor row's name."""
+    return r.name.rsplit("(", 1)[-1].rstrip(")")
+
+
+def noise_floor_summary(rows: list[CheckResult]) -> dict[str, Any] | None:
+    """C13 (CFM vs forward-only IFM) against its noise floor (CFM vs CFM, another seed), per metric: both values,
+    their ratio and whether the pair is within :data:`NOISE_FLOOR_FACTOR` times the floor; ``None`` without
+    noise-floor rows."""
+    c13 = {metric_of(r): r for r in rows if r.name.startswith("C13")}
+    floor = {metric_of(r): r for r in rows if r.name.startswith(NOISE_FLOOR_PREFIX)}
+    if not floor:
+        return None
+    metrics = {}
+    for metric, f in floor.items():
+        if metric not in c13:
+            continue
+        pair = c13[metric].value
+        ratio = pair / f.value if f.value > 0 else float("inf")
+        metrics[metric] = {
+            "cfm_vs_ifm": pair,
+            "cfm_vs_cfm": f.value,
+            "ratio": ratio,
+            "at_noise_floor": bool(ratio <= NOISE_FLOOR_FACTOR),
+        }
+    seeds = next(iter(floor.values())).details.get("seeds")
+    return {"seeds": seeds, "factor": NOISE_FLOOR_FACTOR, "metrics": metrics}
+
+
+def noise_floor_verdict(summary: dict[str, Any] | None) -> str | None:
+    """The verdict line comparing C13 with its noise floor (``None`` without one)."""
+    if summary is None:
+        return None
+    parts = ", ".join(
+        f"{metric}: CFM vs IFM {_fmt(m['cfm_vs_ifm'])}, CFM vs CFM {_fmt(m['cfm_vs_cfm'])} (ratio {_fmt(m['ratio'])})"
+        for metric, m in summary["metrics"].items()
+    )
+    seeds = summary["seeds"]
+    head = f"* **C13 against its noise floor** (two CFM networks, seeds {seeds[0]} and {seeds[1]}): {parts}. "
+    rule = f"At the noise floor means CFM vs IFM <= {_fmt(summary['factor'])} x CFM vs CFM."
+    if summary["metrics"] and all(m["at_noise_floor"] for m in summary["metrics"].values()):
+        return (
+            head + "The CFM network and the forward-only IFM network agree about as closely as two trainings of "
+            "the same CFM model: by this measure they learned the same dynamics. " + rule
+        )
+    above = [metric for metric, m in summary["metrics"].items() if not m["at_noise_floor"]]
+    return (
+        head + f"**Above the noise floor in {', '.join(above) or 'every metric'}**: the two parameterisations "
+        "disagree more than two seeds of one model do. " + rule
+    )
+
+
 def write_report(out: Path, cfg: dict, rows: list[tuple[str, CheckResult]], fits: dict, extra: dict) -> None:
     exact = [r for _, r in rows if r.kind == "exact"]
     n_fail = sum(not r.passed for r in exact)
     by_name = {r.name: r for _, r in rows}
+    floor = noise_floor_summary([r for _, r in rows])
+    floor_line = noise_floor_verdict(floor)
+    steps = " + ".join(str(f["steps"]) for f in fits.values())
     data = cfg["data"].get("init_args") or {}  # the data's {class_path, init_args} spec
     lines = [
         "# Duality report: CFM and forward-only IFM are the same dynamics; EFM is not",
         "",
         f"Config: `{extra['config_file']}` | data: {data.get('source')} -> {data.get('target')} | path: "
         f"`{extra['path']}` | coupling: `{extra['coupling']}` | L = {cfg['L']:g} | seed {cfg['seed']} | "
-        f"{fits['cfm']['steps']} + {fits['ifm']['steps']} training steps | wall time {extra['wall_seconds']:.0f} s",
+        f"{steps} training steps | wall time {extra['wall_seconds']:.0f} s",
         "",
         "## Verdict",
         "",
         f"* **Exact identities: {len(exact) - n_fail} of {len(exact)} hold** "
         + ("(all of them)." if n_fail == 0 else f"({n_fail} FAIL: see the tables)."),
         dynamics_verdict([r for _, r in rows]),
+        *([floor_line] if floor_line else []),
         f"* EFM on the same data: {_fmt(by_name['C9 EFM: E_z <= 0 behind the plates'].value)} of the points behind "
         f"the plates have E_z <= 0, so the map back to a CFM is undefined there (`path_from_field` says: "
         f'"{extra["psi"].split(":")[0]}").',
@@ -277,8 +344,9 @@ def write_report(out: Path, cfg: dict, rows: list[tuple[str, CheckResult]], fits
         "exact failures during the fit |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name, label in (("cfm", "CFM"), ("ifm", "forward-only IFM")):
-        f = fits[name]
+    labels = {"cfm": "CFM", "ifm": "forward-only IFM", "cfm_floor": "noise-floor CFM"}
+    for name, f in fits.items():
+        label = labels.get(name, name) + (f" (seed {f['seed']})" if "seed" in f and name == "cfm_floor" else "")
         lines.append(
             f"| {label} | {f['steps']} | {f['fit_seconds']:.1f} | {f['steps_per_second']:.1f} | "
             f"{_fmt(f['val']['val/w2'])} | {_fmt(f['val'].get('val/w2_floor', float('nan')))} | "
@@ -286,9 +354,10 @@ def write_report(out: Path, cfg: dict, rows: list[tuple[str, CheckResult]], fits
         )
     lines += [
         "",
-        "The DualityCheck callback ran its checks during both fits (after the first step, every "
+        "The DualityCheck callback ran its checks during every fit (after the first step, every "
         f"{cfg['checks']['every_n_steps']} steps and after each validation; logged as `duality/*` in "
-        "`cfm/metrics.csv` and `ifm/metrics.csv`); the overhead column is the time it took divided by the fit time.",
+        + " and ".join(f"`{name}/metrics.csv`" for name in fits)
+        + "); the overhead column is the time it took divided by the fit time.",
         "",
         "## Figure",
         "",
@@ -306,7 +375,9 @@ def write_report(out: Path, cfg: dict, rows: list[tuple[str, CheckResult]], fits
         "",
     ]
     (out / "report.md").write_text("\n".join(lines))
+    files = extra["config_file"]
     payload = {
+        "command": "python -m lightning_fm duality" + ("" if files == "(defaults)" else f" -c {files}"),
         "config": cfg,
         "exact_all_passed": n_fail == 0,
         "n_exact": len(exact),
@@ -325,6 +396,7 @@ def write_report(out: Path, cfg: dict, rows: list[tuple[str, CheckResult]], fits
             for sec, r in rows
         ],
         "models": {k: {kk: vv for kk, vv in v.items() if kk != "datamodule"} for k, v in fits.items()},
+        "noise_floor": floor,
         "efm_psi": extra["psi"],
         "timings": extra["timings"],
         "wall_seconds": extra["wall_seconds"],

@@ -8,7 +8,8 @@ researcher can read without the code.
 Output directory (``<root_dir>/version_<n>/``, or ``--out DIR``): ``report.md`` (tables of every check with value,
 tolerance, kind, pass/fail and a plain-language explanation), ``report.json`` (the same, machine-readable),
 ``duality.png`` (trajectories, samples, EFM field lines), ``cfm.ckpt`` / ``ifm.ckpt`` (EMA weights; reload with
-``CFMModule.load_from_checkpoint`` / ``ForwardOnlyIFMModule.load_from_checkpoint``), and the CSV logs of both fits.
+``CFMModule.load_from_checkpoint`` / ``ForwardOnlyIFMModule.load_from_checkpoint``), ``cfm_floor.ckpt`` (the second
+CFM network, seed + 1, of C13's noise floor: ``checks.noise_floor``), and the CSV logs of every fit.
 
 The config is read by jsonargparse, like the ``fit`` configs: components are ``{class_path, init_args}`` specs, and
 the schema, with every default, is the signature of :class:`DualityExperiment`: ``seed``, ``root_dir``,
@@ -277,24 +278,48 @@ def build_backbone(cfg: dict, data_shape) -> torch.nn.Module:
     return build({**spec, "init_args": init_args})
 
 
-def build_models(cfg: dict):
-    """The CFM model and its dual forward-only IFM model: same path, coupling, backbone shape, optimiser, sampler."""
+def optimiser(cfg: dict) -> tuple[Any, Any]:
+    """The optimiser and schedule factories of ``cfg["train"]``: Adam at ``lr``; ``CosineDecay`` to 0 over the
+    run's ``max_steps`` (``lr_schedule: cosine``) or none (``constant``)."""
+    from lightning_fm.utils.schedules import CosineDecay
+
+    tc = cfg["train"]
+    schedule = CosineDecay if tc.get("lr_schedule", "constant") == "cosine" else None
+    return functools.partial(torch.optim.Adam, lr=tc["lr"]), schedule
+
+
+def build_cfm(cfg: dict, seed: int | None = None):
+    """A CFM model of ``cfg`` whose network is initialised after seeding with ``seed`` (default ``cfg["seed"]``)."""
     from lightning.pytorch import seed_everything
 
-    from lightning_fm.models import FieldHead
-    from lightning_fm.modules import CFMModule, ForwardOnlyIFMModule
-    from lightning_fm.sampling import FieldLineSampler, ODESampler
+    from lightning_fm.modules import CFMModule
+    from lightning_fm.sampling import ODESampler
 
-    optimizer = functools.partial(torch.optim.Adam, lr=cfg["train"]["lr"])
+    optimizer, lr_scheduler = optimiser(cfg)
     data_shape = build_datamodule(cfg).data_shape
-    seed_everything(cfg["seed"], verbose=False)
-    cfm = CFMModule(
+    seed_everything(cfg["seed"] if seed is None else seed, verbose=False)
+    return CFMModule(
         backbone=build_backbone(cfg, data_shape),
         path=build(cfg["path"]),
         coupling=build(cfg["coupling"]),
         sampler=ODESampler("euler", cfg["sample_steps"]),
         optimizer=optimizer,
+        lr_scheduler=lr_scheduler,
     )
+
+
+def build_models(cfg: dict):
+    """The CFM model and its dual forward-only IFM model: same path, coupling, backbone shape, optimiser, schedule,
+    sampler."""
+    from lightning.pytorch import seed_everything
+
+    from lightning_fm.models import FieldHead
+    from lightning_fm.modules import ForwardOnlyIFMModule
+    from lightning_fm.sampling import FieldLineSampler
+
+    optimizer, lr_scheduler = optimiser(cfg)
+    data_shape = build_datamodule(cfg).data_shape
+    cfm = build_cfm(cfg)
     seed_everything(cfg["seed"], verbose=False)
     ifm = ForwardOnlyIFMModule(
         backbone=FieldHead(build_backbone(cfg, data_shape)),
@@ -303,12 +328,14 @@ def build_models(cfg: dict):
         coupling=build(cfg["coupling"]),
         sampler=FieldLineSampler("euler", cfg["sample_steps"]),
         optimizer=optimizer,
+        lr_scheduler=lr_scheduler,
     )
     return cfm, ifm
 
 
-def train(module, name: str, cfg: dict, out: Path) -> dict:
-    """Fit ``module`` in-process on CPU with EMA and a :class:`DualityCheck`; validate the EMA weights."""
+def train(module, name: str, cfg: dict, out: Path, seed: int | None = None) -> dict:
+    """Fit ``module`` in-process on CPU with EMA and a :class:`DualityCheck`; validate the EMA weights. ``seed``
+    (default ``cfg["seed"]``) seeds the fit (the data's stream has its own seed, ``data.init_args.seed``)."""
     from lightning.pytorch import Trainer, seed_everything
     from lightning.pytorch.callbacks import EMAWeightAveraging
     from lightning.pytorch.loggers import CSVLogger
@@ -316,7 +343,8 @@ def train(module, name: str, cfg: dict, out: Path) -> dict:
     from lightning_fm.callbacks import DualityCheck
 
     tc = cfg["train"]
-    seed_everything(cfg["seed"], verbose=False)
+    seed = cfg["seed"] if seed is None else seed
+    seed_everything(seed, verbose=False)
     data = build_datamodule(cfg)
     check = DualityCheck(every_n_steps=cfg["checks"]["every_n_steps"], L=cfg["L"], seed=cfg["seed"])
     trainer = Trainer(
@@ -344,6 +372,7 @@ def train(module, name: str, cfg: dict, out: Path) -> dict:
     trainer.save_checkpoint(str(out / f"{name}.ckpt"), weights_only=False)  # whole (the EMA weights swapped in)
     module.eval()
     return {
+        "seed": seed,
         "steps": trainer.global_step,
         "fit_seconds": fit_seconds,
         "steps_per_second": trainer.global_step / fit_seconds,
@@ -463,9 +492,19 @@ def learned_checks(cfm, ifm, cfg: dict, x_source, c0, c1, g) -> tuple[list[Check
     return results, samples
 
 
+#: the labels of the fits in the report (the noise-floor CFM only when ``checks.noise_floor``)
+MODEL_LABELS = {"cfm": "CFM", "ifm": "forward-only IFM", "cfm_floor": "noise-floor CFM"}
+
+
+def model_label(name: str, fits: dict) -> str:
+    label = MODEL_LABELS.get(name, name)
+    return f"{label} (seed {fits[name]['seed']})" if name == "cfm_floor" else label
+
+
 def model_rows(fits: dict) -> list[CheckResult]:
     rows = []
-    for name, label in (("cfm", "CFM"), ("ifm", "forward-only IFM")):
+    for name in fits:
+        label = model_label(name, fits)
         val = fits[name]["val"]
         floor = val.get("val/w2_floor", float("nan"))
         w2, scale = val["val/w2"], max(0.3, 2 * floor)
@@ -480,6 +519,29 @@ def model_rows(fits: dict) -> list[CheckResult]:
             )
         )
     return rows
+
+
+def noise_floor_rows(cfm, cfm_floor, t, x, x_source, cfg: dict, w2_tol: float, seed: int) -> list[CheckResult]:
+    """C13's two metrics between two CFM networks trained with different seeds (``cfm``: seed ``cfg["seed"]``,
+    ``cfm_floor``: ``seed``): held-out relative L2 of their velocities at ``(t, x)`` and W2 between their samples from
+    ``x_source``. The scale of "agree" for the CFM vs forward-only IFM rows of C13."""
+    from lightning_fm.duality.wrappers import _velocity_fn
+    from lightning_fm.utils.tensors import as_time
+
+    with torch.no_grad():
+        t = as_time(t, x)
+        v, w = _velocity_fn(cfm)(x, t), _velocity_fn(cfm_floor)(x, t)
+        a = cfm.sample(x_source, steps=cfg["sample_steps"], method="euler").x
+        b = cfm_floor.sample(x_source, steps=cfg["sample_steps"], method="euler").x
+    rel = float(((v - w).flatten(1).square().sum() / v.flatten(1).square().sum().clamp_min(1e-300)).sqrt())
+    w2 = wasserstein2(a, b)
+    label = f"noise floor: CFM vs CFM (seed {cfg['seed']} vs {seed})"
+    details = {"seeds": [cfg["seed"], seed], "n": len(x)}
+    rel_tol = cfg["checks"]["c13_rel_tolerance"]
+    return [
+        CheckResult(f"{label} (rel L2)", rel, rel_tol, bool(rel <= rel_tol), "diagnostic", details),
+        CheckResult(f"{label} (W2)", w2, w2_tol, bool(w2 <= w2_tol), "diagnostic", {**details, "n": len(x_source)}),
+    ]
 
 
 # -- EFM -------------------------------------------------------------------------------------------------------
@@ -585,10 +647,13 @@ def run(cfg: dict, out: str | Path | None = None, config_file: str = "(defaults)
     out = output_dir(cfg, out)
     timings: dict[str, float] = {}
     cfm, ifm = build_models(cfg)
+    models = {"cfm": (cfm, cfg["seed"]), "ifm": (ifm, cfg["seed"])}
+    if cfg["checks"].get("noise_floor"):  # a second CFM network, another seed: the scale of C13's "agree"
+        models["cfm_floor"] = (build_cfm(cfg, cfg["seed"] + 1), cfg["seed"] + 1)
     fits = {}
-    for name, module in (("cfm", cfm), ("ifm", ifm)):
+    for name, (module, seed) in models.items():
         t0 = time.perf_counter()
-        fits[name] = train(module, name, cfg, out)
+        fits[name] = train(module, name, cfg, out, seed=seed)
         timings[f"train {name}"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -619,7 +684,12 @@ def run(cfg: dict, out: str | Path | None = None, config_file: str = "(defaults)
             {"n": len(batch["x0"]), "steps": cfg["sample_steps"]},
         )
     )
-    rows += [("consistency", r) for r in c13] + [("consistency", r) for r in model_rows(fits)]
+    rows += [("consistency", r) for r in c13]
+    if "cfm_floor" in fits:
+        cfm_floor, floor_seed = models["cfm_floor"]
+        floor = noise_floor_rows(cfm, cfm_floor, t, xt, batch["x0"], cfg, w2_tol, floor_seed)
+        rows += [("consistency", r) for r in floor]
+    rows += [("consistency", r) for r in model_rows(fits)]
     timings["C13"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     efm_rows, efm = efm_checks(cfg, batch, g)
