@@ -13,7 +13,19 @@ import pytest
 import lightning_fm
 
 REPO = Path(__file__).resolve().parents[1]
-CORE = ("paths", "couplings", "sampling", "fields", "duality", "likelihood", "metrics", "models", "objectives", "utils")
+CORE = (
+    "paths",
+    "couplings",
+    "sampling",
+    "time_samplers",
+    "fields",
+    "duality",
+    "likelihood",
+    "metrics",
+    "models",
+    "objectives",
+    "utils",
+)
 
 
 def all_modules() -> list[str]:

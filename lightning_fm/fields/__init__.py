@@ -18,6 +18,7 @@ from lightning_fm.fields.volume import (
     PathVolume,
     PFGMMixing,
     SlabAndBeyondVolume,
+    TimeDensityVolume,
     UniformVolume,
     VolumeSampler,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "SlabAndBeyondVolume",
     "StrongInteractionField",
     "SuperposedField",
+    "TimeDensityVolume",
     "UniformVolume",
     "VolumeSampler",
     "log_sphere_area",

@@ -12,6 +12,8 @@ density is positive, so the choice only changes where the network is accurate (a
   plus a fraction of points behind the target plate (``z > L``), under arcs joining the pair's two ends, where
   the lines that cross the target plate loop back to it.
 * :class:`PathVolume` - what CFM does: ``t ~ U(eps, 1 - eps)``, ``x ~ p_t(.|c)`` of a path, ``z = t L``.
+* :class:`TimeDensityVolume` - a CFM time density as a volume: ``t ~`` a :mod:`lightning_fm.time_samplers` sampler,
+  ``z = t L`` (the converse of :class:`lightning_fm.time_samplers.VolumeTime`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from torch import Tensor
 
 from lightning_fm.paths import GaussianPath
+from lightning_fm.time_samplers import TimeSampler
 from lightning_fm.utils.spec import Buildable, describe
 from lightning_fm.utils.tensors import pad_like
 
@@ -81,11 +84,15 @@ class UniformVolume(VolumeSampler):
     def __call__(self, x0, x1, L, generator=None):
         L = _check(x0, x1, L, self.eps)
         z = self.eps + (L - 2 * self.eps) * _uniform(x0.shape[0], x0, generator)
+        return z, self.at(x0, x1, z, L, generator)
+
+    def at(self, x0: Tensor, x1: Tensor, z: Tensor, L: float, generator: torch.Generator | None = None) -> Tensor:
+        """The points at heights ``z``: the segment, plus the tube noise."""
         x = segment(x0, x1, z, L)
         if self.tube_noise > 0:
             bump = self.tube_noise * (1 + torch.cos(2 * math.pi * (z - L / 2) / L))
             x = x + pad_like(bump, x) * unit_sphere(x0.shape, x0, generator)
-        return z, x
+        return x
 
 
 PLATES = ("target", "source")
@@ -294,10 +301,53 @@ class SlabAndBeyondVolume(VolumeSampler):
         return torch.where(outside, L + self.gap + up, z), torch.where(pad_like(outside, x), xb, x)
 
 
+class TimeDensityVolume(VolumeSampler):
+    """A volume whose ``z``-marginal is a given time density (docs/concepts/flow-matching.md#time-sampling):
+    ``t ~ time_sampler``, ``z = clamp(t L, eps, L - eps)``, and ``x`` as the path would draw it at that ``t``
+    (``path`` given: ``x ~ p_t(.|x0, x1)``, as :class:`PathVolume`) or else as :class:`UniformVolume` does at that
+    ``z`` (the segment plus its ``tube_noise``). The converse of :class:`lightning_fm.time_samplers.VolumeTime`:
+    ``TimeDensityVolume(VolumeTime(volume, L))`` has the slab ``z``-marginal of ``volume`` (up to the clamp), and
+    ``TimeDensityVolume(UniformTime(), path, eps=0)`` draws the same kind of points as ``PathVolume(path, eps=0)``.
+    The plate distance L is the call's, as for every volume; ``eps`` keeps the points off the plates (0: no clamp).
+    """
+
+    def __init__(
+        self,
+        time_sampler: TimeSampler,
+        path: GaussianPath | None = None,
+        eps: float = 1e-3,
+        tube_noise: float = 0.0,
+    ) -> None:
+        if not isinstance(time_sampler, TimeSampler):
+            raise TypeError(
+                f"TimeDensityVolume needs a lightning_fm.time_samplers sampler, got {type(time_sampler).__name__}"
+            )
+        if path is not None and not isinstance(path, GaussianPath):
+            raise TypeError(f"TimeDensityVolume.path must be a lightning_fm.paths path, got {type(path).__name__}")
+        if path is not None and tube_noise > 0:
+            raise ValueError("TimeDensityVolume: tube_noise is the path-free option; the path gives its own noise")
+        if not eps >= 0 or not tube_noise >= 0:
+            raise ValueError(f"TimeDensityVolume needs eps >= 0 and tube_noise >= 0, got {eps}, {tube_noise}")
+        self.time_sampler, self.path = time_sampler, path
+        self.eps, self.tube_noise = float(eps), float(tube_noise)
+
+    def __call__(self, x0, x1, L, generator=None):
+        L = _check(x0, x1, L, self.eps)
+        t = self.time_sampler.sample(x0.shape[0], generator, x0.device, x0.dtype)
+        z = (t * L).clamp(self.eps, L - self.eps)
+        if self.path is None:
+            return z, UniformVolume(0.0, self.tube_noise).at(x0, x1, z, L, generator)
+        noise = None
+        if generator is not None and type(self.path).default_noise is GaussianPath.default_noise:
+            noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        return z, self.path.sample(x0, x1, z / L, noise=noise).xt
+
+
 VOLUMES = {
     "uniform": UniformVolume,
     "pfgm_mixing": PFGMMixing,
     "gaussian_mixing": GaussianMixing,
     "path": PathVolume,
     "slab_and_beyond": SlabAndBeyondVolume,
+    "time_density": TimeDensityVolume,
 }

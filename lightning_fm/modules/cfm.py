@@ -13,12 +13,13 @@ from lightning_fm.modules.base import FlowMatchingModule
 from lightning_fm.objectives import VelocityObjective
 from lightning_fm.paths import GaussianPath, LinearPath
 from lightning_fm.sampling import ODESampler
+from lightning_fm.time_samplers import TimeSampler, UniformTime
 
 
 class CFMModule(FlowMatchingModule):
     """Regress ``v_theta(x_t, t, y)`` onto a CFM target and sample ``dx/dt = v_theta(x, t, y)`` from t=0 to t=1.
 
-    loss = mean_b || v_theta(x_t[b], t[b], y[b]) - target[b] ||^2 with ``t ~ U[0,1]``, ``(x0, x1) ~ coupling``,
+    loss = mean_b || v_theta(x_t[b], t[b], y[b]) - target[b] ||^2 with ``t ~ time_sampler``, ``(x0, x1) ~ coupling``,
     ``x_t ~ p_t(.|x0, x1)``, ``y`` the target's class for a class-conditional backbone, and the target the
     conditional velocity ``u_t(x_t | x0, x1)`` (``velocity_target="single"``) or its posterior-weighted average over
     the batch's pairs (``"multi"``, in groups of ``charges`` pairs; :class:`~lightning_fm.objectives.
@@ -29,6 +30,9 @@ class CFMModule(FlowMatchingModule):
         path: the conditional path; default ``LinearPath(0.1)``. coupling: default exact minibatch OT.
         sampler: how ``sample`` integrates; default ``ODESampler("euler", 100)``.
         velocity_target, charges: the regression target (above).
+        time_sampler: the training times (:mod:`lightning_fm.time_samplers`); default ``UniformTime()``, t ~ U[0, 1]
+            with the same generator calls as before it existed. Any other density reweights the times only: the loss
+            is still minimised by the marginal velocity (docs/concepts/flow-matching.md#time-sampling).
         **kwargs: the optimiser, schedule and evaluation settings of :class:`FlowMatchingModule`.
 
     The defaults are the OT-CFM 2-D toy recipe (64-wide MLP, sigma = 0.1, exact minibatch OT, Adam 1e-3).
@@ -42,6 +46,7 @@ class CFMModule(FlowMatchingModule):
         sampler: ODESampler | None = None,
         velocity_target: str = "single",
         charges: int | None = None,
+        time_sampler: TimeSampler | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -49,7 +54,8 @@ class CFMModule(FlowMatchingModule):
         self.path = self.component("path", path, LinearPath(0.1))
         self.coupling = self.component("coupling", coupling, OTCoupling("exact"))
         self.sampler = self.component("sampler", sampler, ODESampler())
-        self.objective = VelocityObjective(self.path, self.sampler, velocity_target, charges)
+        self.time_sampler = self.component("time_sampler", time_sampler, UniformTime())
+        self.objective = VelocityObjective(self.path, self.sampler, velocity_target, charges, self.time_sampler)
 
     def check_data(self, datamodule, data_shape) -> None:
         super().check_data(datamodule, data_shape)

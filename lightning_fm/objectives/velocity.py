@@ -1,13 +1,18 @@
 """The CFM objective (Lipman et al. 2023, arXiv 2210.02747; Tong et al. 2024, arXiv 2302.00482): the pure maths of a
 velocity model, its training target and loss, its sampler call and its likelihood. No Lightning.
 
-loss = mean_b || v(x_t[b], t[b], y[b]) - target[b] ||^2 with ``t ~ U[0, 1]``, ``(x0, x1)`` the coupled pairs,
+loss = mean_b || v(x_t[b], t[b], y[b]) - target[b] ||^2 with ``t ~ time_sampler`` (default ``U[0, 1]``), ``(x0, x1)``
+the coupled pairs,
 ``x_t ~ p_t(.|x0, x1)`` and
 
 * ``velocity_target="single"``: the conditional velocity ``u_t(x_t | x0, x1)`` of the point's own pair;
 * ``velocity_target="multi"``: the posterior-weighted average over the batch's pairs, own pair included,
   ``sum_j softmax_j(log p_t(x_t | c_j)) u_t(x_t | c_j)`` (the IFM superposition read as a velocity,
   ``docs/concepts/duality.md#multi-sample-target``), in groups of ``charges`` consecutive pairs of the global batch.
+
+A non-uniform time density (:mod:`lightning_fm.time_samplers`) only reweights the times: at each ``t`` the loss is
+still minimised by the marginal velocity ``u_t(x)``, so the minimiser is unchanged wherever the density is positive
+(docs/concepts/flow-matching.md#time-sampling).
 """
 
 from __future__ import annotations
@@ -24,17 +29,24 @@ from lightning_fm.objectives.regression import DropLabels, Regression
 from lightning_fm.paths import GaussianPath
 from lightning_fm.sampling import ODESampler, SampleResult
 from lightning_fm.sampling.guidance import extrapolate
+from lightning_fm.time_samplers import TimeSampler, UniformTime
 
 VELOCITY_TARGETS = ("single", "multi")
 
 
 class VelocityObjective:
-    """CFM on ``path`` (module docstring), sampled with ``sampler`` from t = 0 to t = 1."""
+    """CFM on ``path`` (module docstring), trained at times from ``time_sampler`` (None: ``UniformTime()``, the
+    ``torch.rand`` draw of old) and sampled with ``sampler`` from t = 0 to t = 1."""
 
     time_label = "t"
 
     def __init__(
-        self, path: GaussianPath, sampler: ODESampler, velocity_target: str = "single", charges: int | None = None
+        self,
+        path: GaussianPath,
+        sampler: ODESampler,
+        velocity_target: str = "single",
+        charges: int | None = None,
+        time_sampler: TimeSampler | None = None,
     ) -> None:
         if velocity_target not in VELOCITY_TARGETS:
             raise ValueError(
@@ -48,7 +60,12 @@ class VelocityObjective:
             raise ValueError("model.velocity_target='multi' weights pairs by p_t(x|c): it needs a path with sigma > 0")
         if not isinstance(sampler, ODESampler):
             raise ValueError(f"model.sampler must be an ODESampler (CFM integrates in t), got {type(sampler).__name__}")
+        if time_sampler is not None and not isinstance(time_sampler, TimeSampler):
+            raise ValueError(
+                f"model.time_sampler must be a lightning_fm.time_samplers sampler, got {type(time_sampler).__name__}"
+            )
         self.path, self.sampler = path, sampler
+        self.time_sampler = time_sampler if time_sampler is not None else UniformTime()
         self.velocity_target, self.charges = velocity_target, charges
 
     def regression_target(
@@ -74,8 +91,9 @@ class VelocityObjective:
         return sample.xt, target
 
     def regression(self, pairs: Pairs, drop_labels: DropLabels, null_class: int) -> Regression:
-        """A training step's problem: ``t ~ U[0, 1]``, the labels after dropout, the points and their targets."""
-        t = torch.rand(pairs.x0.shape[0], device=pairs.x0.device, dtype=pairs.x0.dtype)
+        """A training step's problem: ``t ~ time_sampler`` (torch's global generator), the labels after dropout, the
+        points and their targets."""
+        t = self.time_sampler.sample(pairs.x0.shape[0], None, pairs.x0.device, pairs.x0.dtype)
         labels = drop_labels(pairs.y1)
         xt, ut = self.regression_target(pairs, t, labels, null_class)
         return Regression(t, xt, labels, ut)

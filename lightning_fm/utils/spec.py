@@ -32,6 +32,7 @@ CHECKPOINT_ALLOWED = (
     "lightning_fm.couplings",
     "lightning_fm.fields",
     "lightning_fm.sampling",
+    "lightning_fm.time_samplers",
     "lightning_fm.modules",
     "lightning_fm.duality",
     "lightning_fm.utils.schedules",
