@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 
 import pytest
 import torch
+import yaml
 from conftest import REPO, run_cli
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger
 
 from lightning_fm.callbacks import DualityCheck
+from lightning_fm.callbacks.duality import SKIPPED_NOT_FORWARD_ONLY
+from lightning_fm.cli.app import DEFAULT_BASE, ROOT_BASE, apply_layer, read_base
 from lightning_fm.data import ToyDataModule
 from lightning_fm.duality import VelocityAsField
+from lightning_fm.fields import CoulombField
 from lightning_fm.models import MLP, FieldHead
-from lightning_fm.modules import CFMModule, ForwardOnlyIFMModule
+from lightning_fm.modules import CFMModule, ForwardOnlyIFMModule, IFMModule
 from lightning_fm.paths import LinearPath
 
 
@@ -105,6 +110,64 @@ def test_warn_on_a_failed_exact_identity_keeps_training():
     assert trainer.global_step == 10 and check.failures
     with pytest.raises(ValueError, match="on_failure"):
         DualityCheck(on_failure="explode")
+
+
+def test_a_field_that_is_not_forward_only_runs_the_checks_that_apply_and_says_which_it_skipped_once(caplog, tmp_path):
+    efm = IFMModule(FieldHead(MLP([2])), field=CoulombField(L=1.0), n_points=64)
+    check = DualityCheck(every_n_steps=5, n_points=64, steps=5)
+    with caplog.at_level(logging.INFO):
+        fit(efm, 12, [check], CSVLogger(str(tmp_path), name="run", version=""), steps_per_epoch=12)
+    said = [r.getMessage() for r in caplog.records if "only the checks that apply run" in r.getMessage()]
+    assert len(said) == 1, said  # once, not at every check (steps 1, 5, 10 and the validation)
+    assert "CoulombField" in said[0] and "skipped: " + ", ".join(SKIPPED_NOT_FORWARD_ONLY) in said[0]
+    assert check.skipped == list(SKIPPED_NOT_FORWARD_ONLY) and len(check.history) >= 3
+    names = {r.name for r in check.results}
+    assert "C9 backward points behind the plates (exact field)" in names
+    assert "C9 learned guard f_z<=0 (training points)" in names
+    assert not {n.split()[0] for n in names} & {"C1", "C2", "C4", "C5"}, names
+    assert not check.failures
+    with open(tmp_path / "run" / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {float(r["duality/skipped_checks"]) for r in rows if r.get("duality/skipped_checks")} == {4.0}
+    # a forward-only model skips nothing and says nothing
+    caplog.clear()
+    cfm_check = DualityCheck(every_n_steps=5, L=5.0, n_points=64, steps=5)
+    with caplog.at_level(logging.INFO):
+        fit(MODULES["forward_only_ifm"](), 2, [cfm_check])
+    assert not cfm_check.skipped and "only the checks that apply" not in caplog.text
+
+
+def training_recipes() -> list:
+    not_fit = {"toy/duality.yaml"}  # the duality command's config (its own schema)
+    groups = ("toy", "digits", "mnist", "cifar10", "celeba64", "transfer")
+    paths = sorted(p for g in groups for p in (REPO / "configs" / g).glob("*.yaml"))
+    return [p for p in paths if p.relative_to(REPO / "configs").as_posix() not in not_fit]
+
+
+@pytest.mark.parametrize("config", training_recipes(), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_training_recipe_ships_with_duality_check_warning_by_default(config):
+    cfg = yaml.safe_load(config.read_text())
+    layers: dict = {}
+    for name in dict.fromkeys((ROOT_BASE, cfg.get("base", DEFAULT_BASE))):
+        apply_layer(layers, read_base(name))
+    apply_layer(layers, {"trainer": cfg.get("trainer") or {}})
+    found = [c for c in layers["trainer.callbacks"] if c["class_path"] == "lightning_fm.callbacks.DualityCheck"]
+    assert len(found) == 1, [c["class_path"] for c in layers["trainer.callbacks"]]
+    args = found[0].get("init_args") or {}
+    assert args.get("on_failure", "warn") == "warn"
+    assert args.get("every_n_steps", 500) >= 1000  # a cadence of <= 5% overhead (benchmarks/duality_overhead.py)
+    DualityCheck(**args)  # valid arguments
+
+
+def test_every_base_lists_duality_check_or_inherits_it():
+    from lightning_fm.cli.app import BASE_DIR
+
+    for path in sorted((REPO / BASE_DIR).glob("*.yaml")):
+        layers: dict = {}
+        for name in dict.fromkeys((ROOT_BASE, path.stem)):
+            apply_layer(layers, read_base(name))
+        names = [c["class_path"].rsplit(".", 1)[1] for c in layers["trainer.callbacks"]]
+        assert names.count("DualityCheck") == 1, (path.name, names)
 
 
 @pytest.mark.parametrize("L", [1.0, 5.0])

@@ -213,6 +213,12 @@ NOTES = {
         "performance",
         "The same comparison with the digits and CIFAR-10 U-Nets (OT-CFM), best of the rounds.",
     ),
+    "duality_overhead": (
+        "performance",
+        "The cost of the DualityCheck callback every recipe ships with (configs/base/): short CLI runs of a toy CFM, "
+        "toy forward-only IFM, toy EFM and digits CFM as shipped, `duality/overhead` (seconds in the callback over "
+        "seconds of the fit) at the end; the runs check once, after the first step, so this is the one-time cost.",
+    ),
     "field_target_cost": (
         "performance",
         "The regression targets of the interaction fields, vectorised against a per-pair Python loop computing the "

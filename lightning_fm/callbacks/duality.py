@@ -13,8 +13,11 @@ What runs depends on the module (duck-typed on the method names, so subclasses w
   per-step C5 on the learned field seen as a velocity (:class:`~lightning_fm.duality.FieldAsVelocity`), and the
   learned guard C9 (diagnostic): the fraction of points, on the training distribution and along the sampler's
   lines, where the learned ``f_z <= 0`` (there the network cannot be read as a CFM velocity).
-* an IFM model with a field that is not forward-only (EFM, ``CoulombField``): C9 on the exact field behind the
-  plates (a diagnostic, expected > 0: its lines leave the slab, no CFM reproduces them) and the learned guard.
+* an IFM model with a field that is not forward-only (``field.forward_only`` false: EFM, ``CoulombField``): only the
+  checks that apply to such a field: C9 on the exact field behind the plates (the fraction of backward field, a
+  diagnostic, expected > 0: its lines leave the slab, no CFM reproduces them), the learned guard and C12. The
+  checks that need a forward-only field (C1, C2, C4, C5: :data:`SKIPPED_NOT_FORWARD_ONLY`) are skipped, and the
+  callback says so once (an info message naming them; :attr:`DualityCheck.skipped`, ``duality/skipped_checks``).
 
 The path/field identities depend only on the path and L, which never change during training: they are computed
 once (at the first check) and logged again with every later check. The learned checks use ``n_points`` pairs
@@ -37,13 +40,21 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from lightning_fm.duality import CheckResult
 from lightning_fm.duality.checks.learned import field_checks, learned_cfm_checks, learned_ifm_checks, model_family
 
 ON_FAILURE = ("warn", "stop")
+#: the checks that need a forward-only field (the current of a path, read as a velocity), skipped on a field that is
+#: not forward-only (EFM)
+SKIPPED_NOT_FORWARD_ONLY = (
+    "C1 divergence",
+    "C2 unit flux",
+    "C4 round trip",
+    "C5 Euler step in z = in t",
+)
 
 
 def metric_name(check_name: str) -> str:
@@ -98,6 +109,7 @@ class DualityCheck(Callback):
         self._fit_start: float | None = None
         self._last_step = -1
         self._warned: set[str] = set()
+        self.skipped: list[str] = []
 
     # -- timing ------------------------------------------------------------------------------------------------
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -150,9 +162,23 @@ class DualityCheck(Callback):
             self._warned.add(key)
             rank_zero_warn(message)
 
+    def _note_skipped(self, pl_module: Any) -> None:
+        """On a field that is not forward-only: record (and say once) which checks do not apply."""
+        if self.skipped:
+            return
+        self.skipped = list(SKIPPED_NOT_FORWARD_ONLY)
+        rank_zero_info(
+            f"DualityCheck: the field of {type(pl_module).__name__} ({type(pl_module.field).__name__}) is not "
+            "forward-only (field.forward_only is False, e.g. EFM): only the checks that apply run (C9: the fraction "
+            "of backward field behind the plates and the learned guard f_z<=0; C12); skipped: "
+            + ", ".join(self.skipped)
+        )
+
     def compute(self, pl_module: Any, step: int) -> list[CheckResult]:
         """All checks for ``pl_module`` at ``step`` on the stored training pairs (no logging, no action)."""
         family = model_family(pl_module)
+        if family == "ifm" and not getattr(pl_module.field, "forward_only", False):
+            self._note_skipped(pl_module)
         if family is None:
             self._warn_once(
                 "family",
@@ -190,6 +216,8 @@ class DualityCheck(Callback):
         self.failures.extend((step, r) for r in failed)
         metrics = {f"duality/{metric_name(r.name)}": float(r.value) for r in results}
         metrics["duality/exact_failures"] = float(len(failed))
+        if self.skipped:
+            metrics["duality/skipped_checks"] = float(len(self.skipped))
         for r in failed:
             action = "stopping training (on_failure='stop')" if self.on_failure == "stop" else "training goes on"
             message = (
