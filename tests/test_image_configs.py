@@ -39,8 +39,9 @@ BACKBONE_PARAMETERS = {
 
 
 def small_data_copy(config: Path, tmp_path: Path, inception: Path, checkpoints: bool = True) -> Path:
-    """The config with synthetic data of its set's shape, batches of 4, a two-image, two-step sample grid, FID on
-    stand-in Inception weights, and a checkpoint every 2 steps (or none: a full-size checkpoint is up to 1.7 GB)."""
+    """The config with synthetic data of its set's shape, batches of 4, a two-image, two-step sample grid, duality
+    checks on four points, FID on stand-in Inception weights, and a checkpoint every 2 steps (or none: a full-size
+    checkpoint is up to 1.7 GB)."""
     cfg = yaml.safe_load(config.read_text())
     classes = 0 if config.parent.name == "celeba64" else 10
     cfg["data"]["init_args"]["target"] = {
@@ -62,6 +63,8 @@ def small_data_copy(config: Path, tmp_path: Path, inception: Path, checkpoints: 
             callback["init_args"].update(
                 weights_path=str(inception), cache_dir=str(tmp_path / "cache"), test_samples=3, batch_size=2, kid=False
             )
+        if callback["class_path"].endswith("DualityCheck"):  # its identities on a few points of a few dimensions
+            callback.setdefault("init_args", {}).update(n_points=4, steps=2, max_dim=1)
         if callback["class_path"].endswith("ModelCheckpoint"):
             callback["init_args"].update(every_n_train_steps=2)
     if not checkpoints:
