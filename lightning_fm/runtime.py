@@ -22,7 +22,9 @@ Each setting, with its reason and where it was measured:
   checkpoint's weights are the EMA weights, :mod:`lightning_fm.callbacks.ema`); "LightningCLI's args parameter is
   intended to run from within Python" (the CLI passes the command line it decided, without a checkpoint file:
   :func:`lightning_fm.cli.app.split_checkpoint`); "Your `IterableDataset` has `__len__` defined" (the framework's
-  iterable datasets know their exact length: they shard by worker themselves, :mod:`lightning_fm.data.base`).
+  iterable datasets know their exact length: they shard by worker themselves, :mod:`lightning_fm.data.base`); "The
+  number of training batches ... is smaller than the logging interval" (an epoch of the digits is 12 batches:
+  Lightning counts ``log_every_n_steps`` over the whole run, not within an epoch, so a short epoch loses no logs).
 * Lightning's advertising lines ("Tip: For seamless ...") dropped from its loggers.
 * torch's intra-op threads (:func:`decide_threads`, :func:`set_threads`): the CPUs this process may use
   (``os.sched_getaffinity(0)``, at most ``SLURM_CPUS_PER_TASK`` where SLURM sets it: already one task's share, not
@@ -59,6 +61,7 @@ SILENCED_WARNINGS = (
     r"You're using the WeightAveraging callback, but loading a checkpoint outside the 'fit' stage",
     r"LightningCLI's args parameter is intended to run from within Python",
     r"Your `IterableDataset` has `__len__` defined",
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
 )
 #: loggers through which Lightning prints its tips
 TIP_LOGGERS = (

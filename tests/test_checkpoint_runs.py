@@ -14,6 +14,7 @@ import torch
 from conftest import REPO
 
 from lightning_fm.cli import main
+from lightning_fm.runtime import quiet
 
 CONFIGS = REPO / "configs"
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -130,10 +131,12 @@ def test_wandb_logs_beside_the_csv_log_and_its_run_travels_in_the_checkpoint(tmp
 @pytest.mark.slow
 def test_a_digits_fit_prints_no_logging_interval_warning_and_logs_every_50_steps(tmp_path, monkeypatch, capfd):
     """An epoch of the digits is 12 batches, fewer than ``log_every_n_steps: 50``: Lightning's warning on it is not
-    shown, and the training loss is still logged every 50 optimiser steps (counted over epochs)."""
+    shown (the command line's warnings filters, :func:`lightning_fm.runtime.quiet`), and the training loss is still
+    logged every 50 optimiser steps (counted over epochs)."""
     monkeypatch.chdir(tmp_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        quiet()
         _fit("digits/cfm.yaml", 100, "--model.init_args.sampler.init_args.steps=2")
     printed = capfd.readouterr()
     assert "smaller than the logging interval" not in printed.out + printed.err

@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import sys
-import warnings
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
@@ -475,18 +474,6 @@ def main(args: list[str] | None = None) -> FlowMatchingCLI | None:
     with status 2 (a numerical fault, ``FloatingPointError``: 1); ``$LIGHTNING_FM_TRACEBACK=1`` re-raises it."""
     argv = sys.argv[1:] if args is None else args
     context = ErrorContext()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=SHORT_EPOCH_WARNING)
-        return _main(args, argv, context)
-
-
-#: Lightning's warning on an epoch of fewer batches than ``log_every_n_steps`` (the digits: 12 batches of 128): it
-#: logs every ``log_every_n_steps`` optimiser steps counted over the whole run, not within an epoch, so a short epoch
-#: loses no logs and the warning (printed on every such fit) is not shown
-SHORT_EPOCH_WARNING = r"The number of training batches \(\d+\) is smaller than the logging interval"
-
-
-def _main(args: list[str] | None, argv: list[str], context: ErrorContext) -> FlowMatchingCLI | None:
     try:
         configs = read_config_files(argv)
         if argv[:1] == ["duality"]:  # trains a CFM and its dual forward-only IFM, checks the duality, reports
