@@ -150,7 +150,7 @@ class HeldOutLikelihood(Callback):
         self.last: dict[str, float] = {}  # the values logged by the latest pass
         self._source: LogProb | None = None
         self._image_levels: int | None = None
-        self._active = False
+        self._active, self._stage = False, "val"
         self._totals: dict[str, float] = {}
 
     # -- setup ---------------------------------------------------------------------------------------------------
@@ -184,8 +184,8 @@ class HeldOutLikelihood(Callback):
         return "exact" if dim <= self.exact_max_dim else "hutchinson"
 
     # -- passes --------------------------------------------------------------------------------------------------
-    def _start(self, active: bool) -> None:
-        self._active = active and self._source is not None
+    def _start(self, active: bool, stage: str) -> None:
+        self._active, self._stage = active and self._source is not None, stage
         self._totals = {
             "sum": 0.0,
             "count": 0.0,
@@ -199,14 +199,14 @@ class HeldOutLikelihood(Callback):
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
-            self._start(False)
+            self._start(False, "val")
             return
         self.validations += 1
         fitting = trainer.state.fn == "fit"
-        self._start(not fitting or self.validations % self.every_n_validations == 0)
+        self._start(not fitting or self.validations % self.every_n_validations == 0, "val")
 
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._start(True)
+        self._start(True, "test")
 
     def on_validation_batch_end(
         self,
@@ -217,24 +217,14 @@ class HeldOutLikelihood(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self._evaluate(trainer, pl_module, batch, batch_idx, "val")
-
-    def on_test_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._evaluate(trainer, pl_module, batch, batch_idx, "test")
+        self._evaluate(trainer, pl_module, batch, batch_idx, self._stage)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._log(pl_module, "val")
+        self._log(pl_module, self._stage)
 
-    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._log(pl_module, "test")
+    # a test pass evaluates and logs as a validation pass does (under test/*, its own seed stream)
+    on_test_batch_end = on_validation_batch_end
+    on_test_epoch_end = on_validation_epoch_end
 
     # -- the work ------------------------------------------------------------------------------------------------
     def _evaluate(self, trainer: Trainer, pl_module: Any, batch: dict[str, Tensor], batch_idx: int, stage: str) -> None:
