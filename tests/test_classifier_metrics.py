@@ -96,6 +96,7 @@ def test_fd_between_two_halves_of_one_split_is_small_relative_to_noise(classifie
     assert abs(frechet_distance(features, features)) < 1e-8 * noise
 
 
+@pytest.mark.slow  # trains the digits classifier twice
 def test_cache_loads_without_retraining_and_a_different_split_or_setting_retrains(
     cache, split, classifier, monkeypatch
 ):

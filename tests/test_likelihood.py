@@ -271,6 +271,7 @@ def test_callback_logs_the_digits_bits_per_dim():
     assert abs(float(trainer.callback_metrics["val/bpd"]) - float(expected)) < 1e-4
 
 
+@pytest.mark.slow  # the default job through the CLI
 def test_the_default_toy_job_logs_val_nll_and_the_test_command_reports_test_nll(tmp_path, monkeypatch):
     """The CLI's default callbacks (every toy config without its own list) include HeldOutLikelihood: ``fit`` logs
     ``val/nll`` and ``test --ckpt_path`` reports ``test/nll`` (in-process, tiny budgets)."""

@@ -58,7 +58,7 @@ def _checkpoint(run):
     return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
 
 
-@pytest.mark.parametrize("logger", ["csv", "wandb"])
+@pytest.mark.parametrize("logger", ["csv", pytest.param("wandb", marks=pytest.mark.slow)])
 def test_resuming_from_a_mid_epoch_checkpoint_reaches_the_uninterrupted_weights(tmp_path, monkeypatch, logger):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("WANDB_DIR")
@@ -110,7 +110,9 @@ def _weights_equal(straight, resumed):
             assert torch.allclose(resumed[key][name], value, atol=1e-6, rtol=0), (key, name)
 
 
-@pytest.mark.parametrize("source", ["periodic", "periodic_validating", "end_of_shorter_run"])
+@pytest.mark.parametrize(
+    "source", ["periodic", pytest.param("periodic_validating", marks=pytest.mark.slow), "end_of_shorter_run"]
+)
 def test_resuming_at_an_epoch_boundary_reaches_the_uninterrupted_weights(tmp_path, monkeypatch, source):
     """Epochs of STEPS batches, so that every checkpoint falls on an epoch's last batch: the straight run's own
     periodic checkpoint at step STEPS (what a SIGKILL after that step leaves; with and without validation passes in

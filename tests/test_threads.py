@@ -60,6 +60,7 @@ def entry(env_update: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.cli
+@pytest.mark.slow  # a CLI subprocess
 def test_the_command_line_entry_applies_the_policy_and_says_so_once():
     result = entry({THREADS: "3"})
     assert result.returncode == 0, result.stderr[-2000:]
