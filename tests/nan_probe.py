@@ -3,6 +3,7 @@ whose loss or samples turn non-finite, and callbacks that send a signal, raise, 
 
 import os
 import time
+from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback
@@ -80,11 +81,14 @@ class RaiseAtStep(Callback):
 
 
 class PauseAtStep(Callback):
-    """Sleeps ``seconds`` at the end of the step that reaches ``step`` (a run that waits there to be killed)."""
+    """Sleeps ``seconds`` at the end of the step that reaches ``step`` (a run that waits there to be killed); with
+    ``marker``, first creates that file (so a test knows the run is waiting)."""
 
-    def __init__(self, step: int, seconds: float):
-        self.step, self.seconds = step, seconds
+    def __init__(self, step: int, seconds: float, marker: str | None = None):
+        self.step, self.seconds, self.marker = step, seconds, marker
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.step:
+            if self.marker:
+                Path(self.marker).write_text(str(os.getpid()))
             time.sleep(self.seconds)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -345,3 +346,64 @@ def test_a_given_version_resumes_its_own_run_only(tmp_path):
     config = _csv_logger(None, "slurm_7", root=str(runs / "toy" / "slurm_7"))
     place_runs(config)
     assert config.trainer.logger.init_args.save_dir == str(runs)
+
+
+@pytest.mark.cli
+@pytest.mark.slow
+def test_sigusr1_saves_an_hpc_checkpoint_requeues_and_the_requeued_job_resumes_it(tmp_path):
+    """The signal path itself, not simulated: docker/slurm.sbatch's command (stub srun) runs until step 30, where it
+    waits; SIGUSR1 (what ``#SBATCH --signal=SIGUSR1@90`` sends) makes Lightning write ``hpc_ckpt_1.ckpt`` into the
+    run directory and call ``scontrol requeue <job id>``; the job is then killed, as SLURM does, and the requeued
+    attempt resumes from that file in the same run directory."""
+    import signal
+    import time
+
+    work, stubs = _workdir(tmp_path), _stubs(tmp_path / "bin")
+    calls = tmp_path / "scontrol.calls"
+    (stubs / "scontrol").write_text(f'#!/usr/bin/env bash\necho "$@" >> "{calls}"\n')
+    env = {**SLURM_ENV, "SLURM_SUBMIT_DIR": str(work)}
+    full = dict(os.environ, **env, PATH=f"{stubs}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1")
+    full.update(PYTHONPATH=f"{ROOT / 'tests'}{os.pathsep}{ROOT}", MPLBACKEND="Agg", WANDB_MODE="offline")
+    waiting = tmp_path / "waiting"
+    pause = json.dumps(
+        {"class_path": "nan_probe.PauseAtStep", "init_args": {"step": 30, "seconds": 300, "marker": str(waiting)}}
+    )
+    run = work / "runs" / "toy_otcfm" / "slurm_4242"
+    log = tmp_path / "first.log"
+    with open(log, "w") as output:
+        first = subprocess.Popen(
+            [
+                "bash",
+                str(DOCKER / "slurm.sbatch"),
+                *TINY,
+                "--trainer.max_steps=100000",
+                f"--trainer.callbacks+={pause}",
+            ],
+            cwd=work,
+            env=full,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and first.poll() is None and not waiting.exists():
+            time.sleep(0.1)
+        assert waiting.exists() and first.poll() is None, log.read_text()[-3000:]
+        os.kill(int(waiting.read_text()), signal.SIGUSR1)  # to the training process, as SLURM signals the job step
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (calls.exists() and calls.read_text()):
+            time.sleep(0.1)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the requeue ends this attempt
+        first.wait()
+    assert calls.read_text().split() == ["requeue", "4242"], log.read_text()[-3000:]
+    hpc = run / "hpc_ckpt_1.ckpt"
+    assert hpc.is_file() and _step(hpc) == 30, log.read_text()[-3000:]
+
+    requeued = _script(
+        "slurm.sbatch", work, stubs, {**env, "SLURM_RESTART_COUNT": "1"}, *TINY, "--trainer.max_steps=40"
+    )
+    assert "resuming" in requeued.stdout
+    assert _runs(work) == ["toy_otcfm/slurm_4242"]
+    assert _step(run / "checkpoints" / "last.ckpt") == 40
