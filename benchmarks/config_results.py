@@ -56,6 +56,8 @@ VAL_KEYS = (
 )
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from _cli import fit_command  # noqa: E402
+
 
 def torchcfm_scores(log_dir: Path) -> dict:
     """W2 of the run's final model on torchcfm's own 8gaussians -> moons samples (see the module docstring)."""
@@ -75,22 +77,14 @@ def torchcfm_scores(log_dir: Path) -> dict:
     }
 
 
-def run(config: str, seed: int = 0) -> dict:
+def run(config: str, seed: int = 0, overrides: tuple[str, ...] = ()) -> dict:
+    """``fit -c config`` (with command-line ``overrides``) in a scratch directory; the final metrics and wall time."""
     with tempfile.TemporaryDirectory() as scratch:
         env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), MPLBACKEND="Agg")
         start = time.perf_counter()
         seeds = [f"--seed_everything={seed}", f"--data.init_args.seed={seed}"] if seed else []
         proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "lightning_fm",
-                "fit",
-                "-c",
-                str(REPO / config),
-                "--trainer.enable_progress_bar=false",
-                *seeds,
-            ],
+            fit_command(config, *seeds, *overrides),
             cwd=scratch,
             env=env,
             capture_output=True,

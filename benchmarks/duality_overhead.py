@@ -27,6 +27,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from _cli import fit_command  # noqa: E402
+
 OUT = REPO / "benchmarks" / "results" / "duality_overhead.json"
 #: name -> (config, group of its step count)
 RUNS = {
@@ -41,20 +45,7 @@ LIMIT = 0.05  # the overhead every base's cadence is chosen to stay under
 
 def run(config: str, steps: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [
-            sys.executable,
-            "-m",
-            "lightning_fm",
-            "fit",
-            "-c",
-            str(REPO / config),
-            "--trainer.max_steps",
-            str(steps),
-            "--trainer.limit_val_batches",
-            "0",
-            "--trainer.enable_progress_bar",
-            "false",
-        ]
+        cmd = fit_command(config, "--trainer.max_steps", str(steps), "--trainer.limit_val_batches", "0")
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)

@@ -32,19 +32,11 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from _cli import fit_command  # noqa: E402
+
 OUT = REPO / "benchmarks" / "results" / "sigkill_resume.json"
-
-
-def command(config: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "lightning_fm",
-        "fit",
-        "-c",
-        str(REPO / config),
-        "--trainer.enable_progress_bar=false",
-    ]
 
 
 def checkpoint_step(path: Path) -> int:
@@ -68,7 +60,7 @@ def main() -> None:
         (root / "killed").mkdir()
         start = time.perf_counter()
         subprocess.run(
-            [*command(args.config), f"--trainer.max_steps={args.stop}"],
+            [*fit_command(args.config), f"--trainer.max_steps={args.stop}"],
             cwd=root / "straight",
             env=env,
             check=True,
@@ -76,7 +68,7 @@ def main() -> None:
         )
         straight_s = time.perf_counter() - start
         log = open(root / "killed.log", "w")
-        process = subprocess.Popen(command(args.config), cwd=root / "killed", env=env, stdout=log, stderr=log)
+        process = subprocess.Popen(fit_command(args.config), cwd=root / "killed", env=env, stdout=log, stderr=log)
         last, deadline = None, time.monotonic() + 1800
         try:
             while time.monotonic() < deadline and process.poll() is None:
@@ -97,7 +89,7 @@ def main() -> None:
             reached = max((int(row["step"]) for row in csv.DictReader(rows) if row.get("step")), default=0)
         at_kill = checkpoint_step(last)
         subprocess.run(
-            [*command(args.config), "--ckpt_path=last", f"--trainer.max_steps={args.stop}"],
+            [*fit_command(args.config), "--ckpt_path=last", f"--trainer.max_steps={args.stop}"],
             cwd=root / "killed",
             env=env,
             check=True,

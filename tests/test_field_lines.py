@@ -383,3 +383,74 @@ def test_ifm_module_samples_with_its_field_line_sampler():
     )
     assert torch.equal(got.x, ref.x) and got.nfe == ref.nfe
     assert got.info["not_returned"] == ref.info["not_returned"] and got.info["backward"] == ref.info["backward"]
+
+
+def outward_forever(z, x):
+    """A field whose lines leave the slab and never come back: ``f = (1, x)`` everywhere (up and radially out)."""
+    return torch.ones_like(z), x
+
+
+def test_max_radius_stops_and_flags_lines_that_leave_the_ball():
+    """docs/concepts/interaction-fields.md#lines-astray: a continued line farther than max_radius from the origin is
+    stopped there (within one arclength step of the sphere) and flagged, never handed back as a sample; without the
+    bound the same lines run for the whole step budget."""
+    source = torch.tensor([[0.5], [1.0], [-1.5]], dtype=F64)
+    free = integrate_field_lines(
+        outward_forever, source, 1.0, steps=10, continue_outside=True, arc_step=0.1, max_arc_steps=200
+    )
+    assert free.info["not_returned"] == 3 and "escaped" not in free.info and not free.returned.any()
+    assert free.x.abs().min() > 10  # the lines wandered off for the whole budget
+    bounded = integrate_field_lines(
+        outward_forever, source, 1.0, steps=10, continue_outside=True, arc_step=0.1, max_arc_steps=200, max_radius=5.0
+    )
+    assert bounded.info["not_returned"] == bounded.info["escaped"] == 3 and not bounded.returned.any()
+    assert (bounded.x.abs() <= 5.0).all() and (bounded.x.abs() > 5.0 - 0.1).all()
+    assert bounded.nfe < free.nfe
+    assert not bounded.kept().any() and free.kept().shape == (3,)
+
+
+def test_max_radius_flags_phase_one_escapes_and_keeps_the_others():
+    """A line already beyond max_radius at the target plate is flagged and not continued; the line inside the ball
+    returns as before, bit for bit."""
+
+    def field_fn(z, x):  # slope x in phase 1; behind the plate (z > 1) straight back down
+        return torch.where(z > 1, -torch.ones_like(z), torch.ones_like(z)), torch.where(z[:, None] > 1, 0 * x, x)
+
+    source = torch.tensor([[0.1], [3.0]], dtype=F64)
+    options = dict(steps=50, continue_outside=True, arc_step=0.05, max_arc_steps=100, cross_probe=0.0)
+    plain = integrate_field_lines(field_fn, source, 1.0, **options)
+    bounded = integrate_field_lines(field_fn, source, 1.0, max_radius=1.0, **options)
+    assert plain.returned.all() and plain.x[1, 0] > 1.0 > plain.x[0, 0]
+    assert bounded.returned.tolist() == [True, False] and bounded.info["escaped"] == 1
+    phase_one = integrate_field_lines(field_fn, source, 1.0, steps=50)
+    assert torch.equal(bounded.x[0], plain.x[0]) and torch.equal(bounded.x[1], phase_one.x[1])  # stopped on the plate
+    assert bounded.info["crossing"] == plain.info["crossing"] - 1
+    with pytest.raises(ValueError, match="max_radius"):
+        integrate_field_lines(field_fn, source, 1.0, max_radius=0.0)
+
+
+def test_lines_that_did_not_return_are_left_out_of_w2_and_the_module_warns():
+    """The evaluation scores only the lines that returned (their count is logged as not_returned), and
+    ``module.sample`` says how many did not, naming ``result.kept()``."""
+    from lightning_fm.metrics import wasserstein2
+    from lightning_fm.models import MLP, FieldHead
+    from lightning_fm.modules import IFMModule
+    from lightning_fm.modules.evaluation import EvaluationMetrics
+    from lightning_fm.sampling import FieldLineSampler, LinesNotReturnedWarning, SampleResult
+
+    x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [40.0, 0.0]])
+    result = SampleResult(x=x, nfe=1, returned=torch.tensor([True, True, False]), info={"not_returned": 1.0})
+    target = torch.tensor([[0.0, 0.5], [1.0, 0.5]])
+    metrics = EvaluationMetrics(100)
+    metrics.update(torch.tensor(0.0), {"x0": x, "x1": target}, result)
+    values = metrics.compute()
+    assert float(values["w2"]) == pytest.approx(wasserstein2(x[:2], target)) and float(values["w2"]) < 1
+    assert metrics.info["not_returned"] == 1
+
+    torch.manual_seed(0)
+    module = IFMModule(FieldHead(MLP(2, 16, 2)), CoulombField(0.3), sampler=FieldLineSampler(steps=5, max_arc_steps=3))
+    with pytest.warns(
+        LinesNotReturnedWarning, match=r"of 64 field lines did not return .*result\.x\[result\.kept\(\)\]"
+    ):
+        lines = module.sample(torch.randn(64, 2, generator=gen(3)) * 3)
+    assert 0 < int((~lines.kept()).sum()) == lines.info["not_returned"]

@@ -214,6 +214,9 @@ class ClassifierMetrics(Callback):
     def _classify(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Features ``(B, feature_dim)`` and softmax probabilities ``(B, K)`` of images clamped to [-1, 1]."""
         features, probabilities = [], []
+        if images.shape[0] == 0:  # every line of the batch stopped before the target plate
+            empty = images.new_zeros(0, self.classifier.head.in_features)
+            return empty, self.classifier.head(empty).softmax(dim=1)
         for part in images.detach().float().clamp(-1, 1).split(self.batch_size):
             f = self.classifier.features(part)
             features.append(f)
@@ -227,14 +230,17 @@ class ClassifierMetrics(Callback):
                 "ClassifierMetrics needs the evaluation step to return {'generated': samples} "
                 f"(as FlowMatchingModule does), got {type(outputs).__name__}"
             )
-        generated = outputs["generated"]
+        generated = outputs["generated"]  # the lines that returned (outputs["kept"] over the batch)
         features, probabilities = self._classify(generated)
         self._stats["generated"].update(features)
         self._stats["target"].update(self._classify(batch["x1"])[0])
         if "x1_ref" in batch:
             self._stats["reference"].update(self._classify(batch["x1_ref"])[0])
         conditional = int(getattr(pl_module, "num_classes", 0)) > 0 and batch.get("y1") is not None
-        self._predictions.update(probabilities, batch["y1"] if conditional else None)
+        labels = batch["y1"] if conditional else None
+        if labels is not None and "kept" in outputs:
+            labels = labels[outputs["kept"]]
+        self._predictions.update(probabilities, labels)
 
     def _log(self, trainer: Trainer, pl_module: LightningModule, prefix: str) -> None:
         if not self._stats["generated"].update_count:  # no evaluation batch reached this callback

@@ -166,10 +166,12 @@ class InceptionMetrics(Callback):
             noise = torch.stack([self.noise(int(i), shape) for i in index]).to(device)
             labels = (index % classes).to(device) if classes else None
             result = model.sample(noise, y=labels, guidance=self.guidance, **self.sampler)
-            features = self.extractor(result.x.clamp(-1, 1))
-            statistics.update(features)
-            if rows is not None:
-                rows.update(features)
+            kept = result.x[result.kept()]  # field lines that did not return are not samples
+            if len(kept):
+                features = self.extractor(kept.clamp(-1, 1))
+                statistics.update(features)
+                if rows is not None:
+                    rows.update(features)
             nfes.append(result.nfe)
             bar.update(len(index))
         bar.close()

@@ -21,7 +21,8 @@ class SampleW2(Metric):
 
     Each process keeps its first ``max_samples`` rows of each side; after the gather the first ``max_samples`` of the
     union are used. Below the cap the result does not depend on the number of processes or the batch order (W2 of
-    empirical measures is invariant under permutations). NaN when a kept sample is not finite.
+    empirical measures is invariant under permutations). NaN when a kept sample is not finite, or when there is no
+    sample at all (every field line of the pass stopped before the target plate: their count is logged beside it).
     """
 
     full_state_update = False
@@ -49,5 +50,7 @@ class SampleW2(Metric):
 
     def compute(self) -> Tensor:
         samples, reference = dim_zero_cat(self.samples), dim_zero_cat(self.reference)
+        if len(samples) == 0 or len(reference) == 0:
+            return torch.tensor(float("nan"), dtype=torch.float64)
         value = wasserstein2(samples[: self.max_samples], reference[: self.max_samples])
         return torch.tensor(value, dtype=torch.float64)

@@ -32,6 +32,7 @@ from lightning_fm.modules.source_density import SourceDensity
 from lightning_fm.objectives import Pairs, couple
 from lightning_fm.objectives.labels import check_labels, conditioned, drop_labels, guidance_scale
 from lightning_fm.sampling import SampleResult
+from lightning_fm.sampling.result import warn_if_not_returned
 from lightning_fm.utils.spec import build_callable, callable_spec
 
 
@@ -185,13 +186,17 @@ class FlowMatchingModule(SourceDensity, Components, DataChecks, SamplingEvaluati
         **overrides: Any,
     ) -> SampleResult:
         """Carry ``x_source`` to the target with the objective's sampler (``overrides``: its options for this call,
-        e.g. ``steps=20, method="rk4"``). With labels ``y`` and guidance ``w`` (default: ``model.guidance``) the
+        e.g. ``steps=20, method="rk4"``). Field lines that did not return to the target plate are flagged in
+        ``result.returned`` (a :class:`~lightning_fm.sampling.result.LinesNotReturnedWarning` says how many; the
+        samples are ``result.x[result.kept()]``). With labels ``y`` and guidance ``w`` (default: ``model.guidance``) the
         network is guided, ``(1 + w) f(y) - w f(null)``, both evaluated in one batched call
         (:mod:`lightning_fm.sampling.guidance`)."""
         y = self.condition(y)
         w = guidance_scale(guidance, self.hparams.guidance, y, self.num_classes)
         net = conditioned(self.predict, y, w, self.num_classes, self.objective.combine_guidance)
-        return self.objective.sample(net, x_source, record, **overrides)
+        result = self.objective.sample(net, x_source, record, **overrides)
+        warn_if_not_returned(result)  # field lines that stopped before the target plate are flagged, not samples
+        return result
 
     def log_likelihood(
         self, x: Tensor, source_log_prob: LogProb | None = None, y: Tensor | None = None, **options: Any

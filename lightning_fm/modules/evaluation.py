@@ -35,10 +35,11 @@ class ValidationResult:
 
 class EvaluationMetrics(nn.Module):
     """The metrics of one pass: ``loss`` (mean over samples, ``sum_b n_b loss_b / sum_b n_b``: a non-finite batch
-    loss makes it non-finite, it is not dropped), ``w2`` (exact W2 between all generated samples and all held-out
-    targets, on the union over processes; see :class:`~lightning_fm.metrics.SampleW2`: NaN when a kept sample is not
-    finite), ``w2_floor`` (W2 between the held-out targets and an independent target sample ``x1_ref`` of the same
-    size: what a perfect model scores), ``nfe`` (mean per batch), ``nonfinite`` (generated samples with a non-finite
+    loss makes it non-finite, it is not dropped), ``w2`` (exact W2 between the generated samples and all held-out
+    targets, on the union over processes; only the lines that returned, ``SampleResult.kept``, the others are
+    counted in ``not_returned``; see :class:`~lightning_fm.metrics.SampleW2`: NaN when a kept sample is not finite),
+    ``w2_floor`` (W2 between the held-out targets and an independent target sample ``x1_ref`` of the same size: what
+    a perfect model scores), ``nfe`` (mean per batch), ``nonfinite`` (generated samples with a non-finite
     entry), ``nonfinite_frac`` (``nonfinite`` / generated samples) and the sampler's diagnostics (sums of
     ``SampleResult.info``)."""
 
@@ -61,7 +62,7 @@ class EvaluationMetrics(nn.Module):
         self.count.update(torch.tensor(float(n), device=loss.device))
         self.nfe.update(float(result.nfe))
         self.nonfinite.update((~torch.isfinite(result.x.flatten(1)).all(1)).sum().float())
-        self.w2.update(result.x, batch["x1"])
+        self.w2.update(result.x[result.kept()], batch["x1"])  # lines that did not return are not samples
         if "x1_ref" in batch:
             self.w2_floor.update(batch["x1_ref"], batch["x1"])
         for key, value in result.info.items():

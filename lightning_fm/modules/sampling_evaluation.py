@@ -3,11 +3,14 @@ through the module's objective and streams the pass's metrics (:class:`~lightnin
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 
 from lightning_fm.modules.evaluation import NonFiniteSamplesWarning, nonfinite_warning
+from lightning_fm.sampling import LinesNotReturnedWarning
 
 
 class SamplingEvaluation:
@@ -38,14 +41,18 @@ class SamplingEvaluation:
         self.end_evaluation("test")
 
     def evaluation_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Sample the batch's sources and update the pass's metrics; returns ``{"generated": samples}`` (what
-        callbacks such as :class:`~lightning_fm.callbacks.ClassifierMetrics` receive as ``outputs``)."""
+        """Sample the batch's sources and update the pass's metrics; returns ``{"generated": samples, "kept": mask}``
+        (what callbacks such as :class:`~lightning_fm.callbacks.ClassifierMetrics` receive as ``outputs``):
+        the samples of the lines that returned and, over the batch, which those are (``SampleResult.kept``)."""
         with torch.no_grad():
             loss = self.loss(batch, distributed=False)  # no collective inside a step: ranks may differ in batches
             record = self.hparams.val_trajectories if self.evaluation.wants_trajectories() else 0
-            result = self.sample(batch["x0"], y=batch.get("y1"), record=record)
+            with warnings.catch_warnings():  # the pass logs their count: {prefix}/not_returned
+                warnings.simplefilter("ignore", LinesNotReturnedWarning)
+                result = self.sample(batch["x0"], y=batch.get("y1"), record=record)
         self.evaluation.update(loss, batch, result)
-        return {"generated": result.x}
+        kept = result.kept()
+        return {"generated": result.x[kept], "kept": kept}
 
     def end_evaluation(self, prefix: str) -> None:
         values, info = self.evaluation.compute()  # already gathered over processes: the mean below changes nothing

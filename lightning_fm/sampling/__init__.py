@@ -5,7 +5,7 @@
 from lightning_fm.sampling.arclength import ArclengthLines, follow_arclength, unit_vector
 from lightning_fm.sampling.field_lines import integrate_field_lines
 from lightning_fm.sampling.ode import FIXED_STEP_STAGES, METHODS, integrate, step
-from lightning_fm.sampling.result import SampleResult, recorded_lines
+from lightning_fm.sampling.result import LinesNotReturnedWarning, SampleResult, recorded_lines
 from lightning_fm.sampling.samplers import FieldLineSampler, ODESampler, Sampler
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "FieldLineSampler",
     "ODESampler",
     "SampleResult",
+    "LinesNotReturnedWarning",
     "Sampler",
     "follow_arclength",
     "integrate",

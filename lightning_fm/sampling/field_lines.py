@@ -25,12 +25,13 @@ forward at ``z = L`` (``fz > 0``: they would cross the target plate) are continu
 ``x~ <- x~ + h E/||E||`` (same Runge-Kutta method; euler for dopri5) until they come back down: through
 ``z = L + return_tol`` if they went above it (docs/concepts/interaction-fields.md#stopping: until the line returns to
 ``z <= L + 0.05``), else through ``z = L``; the end point is interpolated linearly on that plane. At most
-``max_arc_steps`` steps; the lines that never return are counted in ``info["not_returned"]`` (their ``x`` is where they
-stopped, ``end_z > L``). A continued line whose step reverses the previous one (a turn of more than 90 degrees in one
-step) has reached a sink, a point charge of the target plate, and ends there (``info["absorbed"]``). With finitely many
-point charges (an exact EFM field), every line reaching ``z = L`` off a charge has ``E_z > 0`` there and is continued;
-methods whose last stage evaluates the field on the plate itself (heun, rk4) meet the charges' singularity: prefer
-euler/midpoint, or ``z_end < L`` without phase 2. Learned (smooth) fields have no such singularity.
+``max_arc_steps`` steps; the lines that never return are counted in ``info["not_returned"]`` and flagged
+(``returned`` False; their ``x`` is where they stopped, ``end_z > L``). A continued line whose step reverses the
+previous one (a turn of more than 90 degrees in one step) has reached a sink, a point charge of the target plate, and
+ends there (``info["absorbed"]``). With finitely many point charges (an exact EFM field), every line reaching ``z = L``
+off a charge has ``E_z > 0`` there and is continued; methods whose last stage evaluates the field on the plate itself
+(heun, rk4) meet the charges' singularity: prefer euler/midpoint, or ``z_end < L`` without phase 2. Learned (smooth)
+fields have no such singularity.
 
 Learned EFM fields (an approximation, documented here): the true field jumps across the target plate (by its charge
 density), a network is smooth there, so the crossing is decided by the sign of ``fz`` at ``z = L + cross_probe``
@@ -38,6 +39,12 @@ density), a network is smooth there, so the crossing is decided by the sign of `
 regression target is dominated by single charges (its self-normalised direction is biased there). The end point is
 then the line's position on the plane ``z = L + return_tol``: a straight vertical projection onto the plate (its
 cost on an exact field is measured in the README).
+
+Lines that leave the region a learned field was trained on (docs/concepts/interaction-fields.md#lines-astray): with
+``max_radius`` a line whose ``x`` goes farther than ``max_radius`` from the origin (at the end of phase 1, or at any
+phase-2 step) is stopped there and flagged as not returned (``info["escaped"]``, included in
+``info["not_returned"]``). Outside its training volume a network's direction is an extrapolation; without the bound
+such a line can wander for the whole step budget and hand back a point far from both plates' data.
 
 Phase 2 follows lines by arclength with :func:`lightning_fm.sampling.arclength.follow_arclength`; both phases
 return one :class:`~lightning_fm.sampling.result.SampleResult` (``times`` are z values).
@@ -79,13 +86,16 @@ def integrate_field_lines(
     z_end: float | None = None,
     atol: float = 1e-5,
     rtol: float = 1e-5,
+    max_radius: float | None = None,
 ) -> SampleResult:
     """Move ``x_source`` (on the source plate) along ``field_fn`` to the target plate (see the module docstring).
 
     The result's ``info`` counts lines: ``backward`` (``fz <= 0`` at some phase-1 evaluation), ``guarded``
     (phase-1 evaluations, line by line, where the ``nonpositive_fz`` rule applied), ``crossing``
-    (``fz > 0`` at the target plate; only evaluated with ``continue_outside``), ``not_returned`` (of those, still
-    outside after ``max_arc_steps``), ``absorbed`` (continued lines stopped at a sink: a step reversing the previous
+    (``fz > 0`` at the target plate; only evaluated with ``continue_outside``), ``not_returned`` (lines flagged
+    ``returned`` False: still outside after ``max_arc_steps``, or escaped), ``escaped`` (stopped by ``max_radius``; only
+    with a bound),
+    ``absorbed`` (continued lines stopped at a sink: a step reversing the previous
     one, a point charge of the target plate, where the line ends). ``end_z`` and ``returned`` are per line;
     ``times``, ``trajectory`` (phase 1, in z) and ``arcs`` (phase 2, augmented ``(z, x)``) with ``record``.
 
@@ -114,6 +124,7 @@ def integrate_field_lines(
             when ``fz <= 0``.
         record: keep the trajectories: ``True`` for all lines, an int ``k`` for the first ``k`` (memory
             ``(steps + 1) k D``).
+        max_radius: stop and flag a line whose ``||x||`` exceeds it (module docstring); None: no bound.
     """
     check_solver_options(method, steps, atol, rtol, owner="field-line")
     if not 0 <= fz_min_rel < 1:
@@ -126,6 +137,8 @@ def integrate_field_lines(
         raise ValueError(f"need 0 <= eps < z_end <= L, got eps={eps}, z_end={z_end}, L={L}")
     if continue_outside and z_end != L:
         raise ValueError("continue_outside starts at the target plate: leave z_end = L")
+    if max_radius is not None and not max_radius > 0:
+        raise ValueError(f"max_radius must be > 0 or None, got {max_radius}")
     n_lines = x_source.shape[0]
     nfe = 0
     backward = torch.zeros(n_lines, dtype=torch.bool, device=x_source.device)
@@ -151,21 +164,24 @@ def integrate_field_lines(
 
     # -- phase 1: in z ------------------------------------------------------------------------------------------
     solution = integrate(slope, x_source, eps, z_end, method=method, steps=steps, atol=atol, rtol=rtol, record=record)
+    escaped = outside_radius(solution.x, max_radius)
     result = SampleResult(
         x=solution.x,
         nfe=nfe,
         times=solution.times,
         trajectory=solution.trajectory,
         end_z=torch.full((n_lines,), z_end, dtype=x_source.dtype, device=x_source.device),
-        returned=torch.ones_like(backward),
+        returned=~escaped,
         info={
             "backward": float(backward.sum()),
             "guarded": float(guarded),
             "crossing": 0.0,
-            "not_returned": 0.0,
+            "not_returned": float(escaped.sum()),
             "absorbed": 0.0,
         },
     )
+    if max_radius is not None:
+        result.info["escaped"] = float(escaped.sum())
     if continue_outside:
         _continue_outside(
             field_fn,
@@ -178,8 +194,16 @@ def integrate_field_lines(
             return_tol,
             recorded_lines(record, n_lines),
             cross_probe,
+            max_radius,
         )
     return result
+
+
+def outside_radius(x: Tensor, max_radius: float | None) -> Tensor:
+    """``(B,)`` True where ``||x|| > max_radius`` (never with None; a non-finite ``x`` is outside)."""
+    if max_radius is None:
+        return torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    return ~(x.flatten(1).norm(dim=1) <= max_radius)
 
 
 def _continue_outside(
@@ -193,8 +217,9 @@ def _continue_outside(
     return_tol: float,
     record: int,
     cross_probe: float = 0.0,
+    max_radius: float | None = None,
 ) -> None:
-    """Phase 2, in place on ``result``."""
+    """Phase 2, in place on ``result``: the lines that cross the target plate (escaped ones excepted)."""
     x = result.x
     shape = x.shape[1:]
     # phase 1 (integrate_field_lines) sets both before calling this
@@ -203,7 +228,7 @@ def _continue_outside(
         raise ValueError(f"cross_probe must be >= 0, got {cross_probe}")
     fz, _ = field_fn(torch.full((x.shape[0],), L + float(cross_probe), dtype=x.dtype, device=x.device), x)
     result.nfe += 1
-    crossing = fz > 0
+    crossing = (fz > 0) & result.returned
     result.info["crossing"] = float(crossing.sum())
     if not bool(crossing.any()):
         return
@@ -221,6 +246,7 @@ def _continue_outside(
     continued = crossing.nonzero().squeeze(1)
     above = torch.zeros(continued.numel(), dtype=torch.bool, device=x.device)  # has been above L + return_tol
     last = torch.zeros_like(lines[continued])  # each line's previous displacement
+    escaped = torch.zeros(continued.numel(), dtype=torch.bool, device=x.device)  # left the ball of max_radius
     absorbed = 0
 
     def stop(index: Tensor, y: Tensor, y_new: Tensor) -> tuple[Tensor, Tensor]:
@@ -230,12 +256,14 @@ def _continue_outside(
         # a step that reverses the previous one (a turn of more than 90 degrees within one step) has reached a
         # sink: a point charge of the target plate, where lines end (exact fields of finitely many charges)
         sink = ~back & ((y_new - y) * last[index]).sum(1).lt(0)
+        away = ~back & ~sink & outside_radius(y_new[:, 1:], max_radius)  # stopped where it left the ball
+        escaped[index] |= away
         lam = ((y[:, 0] - level) / (y[:, 0] - y_new[:, 0]).clamp_min(torch.finfo(y.dtype).tiny)).clamp(0, 1)
         on_plane = y + lam[:, None] * (y_new - y)
         above[index] |= y_new[:, 0] > L + return_tol
         last[index] = y_new - y
         absorbed += int(sink.sum())
-        return back | sink, torch.where(back[:, None], on_plane, y)
+        return back | sink | away, torch.where(back[:, None], on_plane, y)
 
     step_method = "euler" if method == "dopri5" else method
     shown = int((continued < record).sum())  # continued lines among the recorded ones (``continued`` is sorted)
@@ -244,8 +272,11 @@ def _continue_outside(
     lines[continued] = arcs.ends
     result.x = lines[:, 1:].reshape(x.shape)
     result.end_z = lines[:, 0]
-    result.returned[continued[arcs.moving]] = False
-    result.info["not_returned"] = float(arcs.moving.sum())
+    lost = arcs.moving | escaped
+    result.returned[continued[lost]] = False
+    result.info["not_returned"] += float(lost.sum())
+    if max_radius is not None:
+        result.info["escaped"] += float(escaped.sum())
     result.info["absorbed"] = float(absorbed)
     if shown:  # (M, record, 1 + D): the recorded lines that were not continued stay where phase 1 left them
         assert arcs.trajectory is not None  # follow_arclength records when record > 0

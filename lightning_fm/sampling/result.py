@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
+
+
+class LinesNotReturnedWarning(UserWarning):
+    """Some field lines did not come back to the target plate: their ``x`` is where they stopped, flagged in
+    ``SampleResult.returned`` (docs/concepts/interaction-fields.md#lines-astray)."""
+
+
+def warn_if_not_returned(result: SampleResult, stacklevel: int = 4) -> None:
+    """Warn (:class:`LinesNotReturnedWarning`) when lines of ``result`` did not return, with the count and the fix;
+    ``stacklevel`` 4 names the caller of a ``torch.no_grad``-decorated ``sample`` method that calls this."""
+    kept = result.kept()
+    lost = int((~kept).sum())
+    if lost:
+        warnings.warn(
+            f"{lost} of {kept.numel()} field lines did not return to the target plate (SampleResult.returned is False "
+            "for them; their x is where they stopped, not a sample): use result.x[result.kept()]",
+            LinesNotReturnedWarning,
+            stacklevel=stacklevel,
+        )
 
 
 @dataclass
@@ -19,7 +40,8 @@ class SampleResult:
         (EFM), or None.
     end_z: ``(B,)`` the z where each field line ended (L, ``L + return_tol`` for lines that came back from behind
         the plate, ``> L`` for those that did not return), or None for an ODE in time.
-    returned: ``(B,)`` bool, False for field lines that never came back to the target plate, or None.
+    returned: ``(B,)`` bool, False for field lines that never came back to the target plate (their ``x`` is where
+        they stopped, not a sample of the target: leave them out, :meth:`kept`), or None (every line counts).
     info: sampler diagnostics as counts of lines (``backward``, ``crossing``, ``not_returned``, ``absorbed`` for
         field lines; ``invalid``, ``evaluated`` for a guarded field-as-velocity ODE).
     """
@@ -32,6 +54,13 @@ class SampleResult:
     end_z: Tensor | None = None
     returned: Tensor | None = None
     info: dict[str, float] = field(default_factory=dict)
+
+    def kept(self) -> Tensor:
+        """``(B,)`` bool: the lines whose ``x`` is a sample (those that returned; all of them without field lines).
+        ``result.x[result.kept()]`` are the samples to score or to use."""
+        if self.returned is None:
+            return torch.ones(self.x.shape[0], dtype=torch.bool, device=self.x.device)
+        return self.returned
 
     def recorded(self) -> tuple[Tensor, Tensor]:
         """``(times, trajectory)`` of a run sampled with ``record``; a ValueError for a run that recorded nothing."""

@@ -80,6 +80,8 @@ class FieldLineSampler(Sampler):
         nonpositive_fz: the rule where a learned ``f_z <= 0`` (counted in ``info["guarded"]``, lines in
             ``info["backward"]``): ``"hold"`` (slope 0, Psi's guard), ``"clamp"`` (``f_z`` raised to a floor); None:
             ``"hold"`` for a forward-only field, ``"clamp"`` otherwise.
+        max_radius: a line whose ``||x||`` exceeds it is stopped there and flagged as not returned
+            (docs/concepts/interaction-fields.md#lines-astray); None: no bound.
     """
 
     def __init__(
@@ -96,8 +98,11 @@ class FieldLineSampler(Sampler):
         atol: float = 1e-5,
         rtol: float = 1e-5,
         nonpositive_fz: str | None = None,
+        max_radius: float | None = None,
     ) -> None:
         check_solver_options(method, steps, atol, rtol, owner="FieldLineSampler")
+        if max_radius is not None and not max_radius > 0:
+            raise ValueError(f"FieldLineSampler.max_radius must be > 0 or null, got {max_radius}")
         if not (arc_step > 0 and max_arc_steps >= 0 and return_tol >= 0 and cross_probe >= 0 and eps >= 0):
             raise ValueError(
                 "FieldLineSampler needs arc_step > 0, max_arc_steps >= 0, return_tol >= 0, "
