@@ -81,6 +81,34 @@ class IndependentCoupling(Coupling):
         return Coupled(x0, x1, y0, y1)
 
 
+class KeepPairs(Coupling):
+    """The batch is a coupling already: ``x0[i]`` stays paired with ``x1[i]`` (and ``y0[i]``, ``y1[i]`` with them),
+    never re-paired within the batch. For data that come in pairs, such as a teacher's ``(x0, x1 = teacher(x0))``
+    in reflow (:class:`~lightning_fm.data.TeacherPairsDataModule`, docs/guides/reflow.md): the plan is the pairs'
+    joint law, ``pi(x0, x1) = P(x0) delta(x1 - T(x0))`` for a teacher's map ``T``. It returns what
+    :class:`IndependentCoupling` returns, but says that the pairing matters and checks that there is one target per
+    source (a re-pairing coupling such as :class:`OTCoupling` would discard the teacher's pairs)."""
+
+    def __init__(self) -> None:
+        pass
+
+    def __call__(
+        self,
+        x0: Tensor,
+        x1: Tensor,
+        y0: Tensor | None = None,
+        y1: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Coupled:
+        _check_batches(x0, x1, y0, y1)
+        if x0.shape[0] != x1.shape[0]:
+            raise ValueError(
+                f"KeepPairs keeps the batch's pairs, one target per source, but got {x0.shape[0]} source and "
+                f"{x1.shape[0]} target samples"
+            )
+        return Coupled(x0, x1, y0, y1)
+
+
 OT_METHODS = ("exact", "sinkhorn")
 
 
@@ -285,4 +313,4 @@ class OTCoupling(Coupling):
         return Coupled(x0, x1[j.to(x1.device)], y0, yj)
 
 
-COUPLINGS = {"independent": IndependentCoupling, "ot": OTCoupling}
+COUPLINGS = {"independent": IndependentCoupling, "ot": OTCoupling, "keep": KeepPairs}

@@ -7,7 +7,7 @@ import ot
 import pytest
 import torch
 
-from lightning_fm.couplings import COUPLINGS, Coupled, Coupling, IndependentCoupling, OTCoupling
+from lightning_fm.couplings import COUPLINGS, Coupled, Coupling, IndependentCoupling, KeepPairs, OTCoupling
 from lightning_fm.utils.spec import build, to_spec
 
 F64 = torch.float64
@@ -157,7 +157,7 @@ def test_spec_round_trip_and_registry():
         "class_path": "lightning_fm.couplings.IndependentCoupling",
         "init_args": {},
     }
-    assert COUPLINGS == {"independent": IndependentCoupling, "ot": OTCoupling}
+    assert COUPLINGS == {"independent": IndependentCoupling, "ot": OTCoupling, "keep": KeepPairs}
 
 
 def _classes(n, k, seed):

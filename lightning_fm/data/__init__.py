@@ -2,13 +2,14 @@
 the literature (:mod:`.toy_distributions`, :class:`ToyDataModule`), images (:class:`ImageDataModule`: noise ->
 images; :class:`TransferDataModule`: unpaired image -> image) on image set components (the embedded 8x8 digits,
 MNIST, Fashion-MNIST, CIFAR-10, CelebA 64x64, any ImageFolder tree, synthetic images) and scikit-learn's digits
-(:class:`DigitsDataModule`)."""
+(:class:`DigitsDataModule`), and a trained model's own pairs for reflow (:class:`TeacherPairsDataModule`)."""
 
 from lightning_fm.data.base import FlowDataModule
 from lightning_fm.data.digits import DigitsDataModule
 from lightning_fm.data.folder_images import FolderImages
 from lightning_fm.data.image_sets import DigitsImages, ImageSet, ImageSplit, SyntheticImages
 from lightning_fm.data.images import ImageDataModule
+from lightning_fm.data.teacher_pairs import TeacherPairsDataModule
 from lightning_fm.data.torchvision_sets import (
     CelebA64Images,
     CIFAR10Images,
@@ -34,6 +35,7 @@ __all__ = [
     "ImageSplit",
     "MNISTImages",
     "SyntheticImages",
+    "TeacherPairsDataModule",
     "ToyDataModule",
     "TransferDataModule",
     "sample_toy",

@@ -56,7 +56,11 @@ def describe_source(datamodule: Any) -> str:
 
 
 def source_record(datamodule: Any) -> dict[str, str | None]:
-    """``{"density": name or None, "source": description}`` of the data module's source (module docstring)."""
+    """``{"density": name or None, "source": description}`` of the data module's source (module docstring); a data
+    module that draws its sources from another (``wrapped_data``: the teacher's data of
+    :class:`~lightning_fm.data.TeacherPairsDataModule`) has that one's source."""
+    while getattr(datamodule, "wrapped_data", None) is not None:
+        datamodule = datamodule.wrapped_data
     density: str | None = None
     if getattr(datamodule, "source_is_standard_normal", False):
         density = STANDARD_NORMAL
