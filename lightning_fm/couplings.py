@@ -81,7 +81,7 @@ class IndependentCoupling(Coupling):
         return Coupled(x0, x1, y0, y1)
 
 
-class KeepPairs(Coupling):
+class KeepPairs(IndependentCoupling):
     """The batch is a coupling already: ``x0[i]`` stays paired with ``x1[i]`` (and ``y0[i]``, ``y1[i]`` with them),
     never re-paired within the batch. For data that come in pairs, such as a teacher's ``(x0, x1 = teacher(x0))``
     in reflow (:class:`~lightning_fm.data.TeacherPairsDataModule`, docs/guides/reflow.md): the plan is the pairs'
@@ -89,24 +89,13 @@ class KeepPairs(Coupling):
     :class:`IndependentCoupling` returns, but says that the pairing matters and checks that there is one target per
     source (a re-pairing coupling such as :class:`OTCoupling` would discard the teacher's pairs)."""
 
-    def __init__(self) -> None:
-        pass
-
-    def __call__(
-        self,
-        x0: Tensor,
-        x1: Tensor,
-        y0: Tensor | None = None,
-        y1: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Coupled:
-        _check_batches(x0, x1, y0, y1)
+    def __call__(self, x0, x1, y0=None, y1=None, generator=None):
         if x0.shape[0] != x1.shape[0]:
             raise ValueError(
                 f"KeepPairs keeps the batch's pairs, one target per source, but got {x0.shape[0]} source and "
                 f"{x1.shape[0]} target samples"
             )
-        return Coupled(x0, x1, y0, y1)
+        return super().__call__(x0, x1, y0, y1, generator)
 
 
 OT_METHODS = ("exact", "sinkhorn")

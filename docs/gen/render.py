@@ -130,6 +130,14 @@ NOTES = {
         "The same on the digits runs: a cell is the digits classifier's Frechet distance to the held-out digits, "
         "with the counted network evaluations in brackets.",
     ),
+    "reflow": (
+        "samples",
+        "Reflow ([the guide](../guides/reflow.md)): each teacher, and the students trained on its pairs, sampling the "
+        "teacher data's fixed validation sources with Euler at NFE 1, 2, 4, 8 and 100 (`quality`: toys, exact W2 to "
+        "the held-out targets; digits, the digits classifier's Frechet distance), beside the straightness of its "
+        "100-step lines (`int |v|^2 dt - |x_1 - x_0|^2`, 0 for straight lines). `pairs`: what making each student's "
+        "pairs took (`seconds`, the teacher's sampler and its NFE).",
+    ),
     "guidance_sweep": (
         "samples",
         "Class-conditional digits (`configs/digits/cfm_conditional.yaml`, `ifm_conditional.yaml`): fixed noise "
@@ -165,6 +173,29 @@ NOTES = {
         "EFM's exact Coulomb field on the digits: the lines that return end on a charge, that is on a training digit "
         "(an exact field of finitely many charges can only copy its charges); the learned field is smooth and "
         "generalises instead.",
+    ),
+    "time_density_study": (
+        "samples",
+        "Where the training times are drawn, at equal budget (docs: [time sampling]"
+        "(../concepts/flow-matching.md#time-sampling)): each shipped CFM and forward-only IFM config trained with the "
+        "uniform time density (the default), logit-normal(0, 1) and the time density of IFM's `Uniform_mixing` "
+        "volume (PFGM distances near the data plate, through t = z/L), over seeds. `summary`: mean, sample standard "
+        "deviation over seeds and the difference from uniform paired by seed; `wins` marks an arm better than "
+        "uniform by more than the larger seed spread. The digits runs take half the shipped schedule.",
+    ),
+    "efm_lines": (
+        "samples",
+        "One trained `configs/toy/efm.yaml` model (seed 0, the sampler it shipped with before the fix) on torchcfm's "
+        "own 8gaussians points: the lines that went astray, where they crossed the target plate, how high and far "
+        "they went, and the share of the training volume at least as far out; beside the exact Coulomb field of the "
+        "same points ([the diagnosis](../concepts/interaction-fields.md#lines-astray)).",
+    ),
+    "efm_stability": (
+        "samples",
+        "The toy EFM config trained with 3 seeds and 1 or 2 torch threads, each model sampled from torchcfm's own "
+        "8gaussians points with the shipped sampler and the rules it replaced: lines flagged as not returned (and "
+        "stopped by `max_radius`), returned samples farther than 8 from the origin, W2 of the returned samples to "
+        "torchcfm's moons and of all of them.",
     ),
     "duality_experiment": (
         "samples",
@@ -228,6 +259,20 @@ NOTES = {
         "performance",
         "Parameters and network FLOPs of each image recipe's training step, and its wall time estimated by scaling "
         "the one published timing of such a run (`reference`). Estimates, not measurements.",
+    ),
+    "sigkill_resume": (
+        "other",
+        "The SIGKILL row of the fault table on a shipped config as shipped (`configs/toy/icfm.yaml`: checkpoints "
+        "every 1000 steps at the last batch of a 1000-step epoch, validation beside them): a real `kill -9` right "
+        "after the step-1000 checkpoint, `--ckpt_path last`, and the largest weight difference to the same run never "
+        "interrupted.",
+    ),
+    "venv_size": (
+        "other",
+        "A fresh install's size on disk, by `benchmarks/venv_size.sh`: torch from PyPI (CUDA libraries included) "
+        "against torch's CPU-only wheel. Where PyTorch's CPU index does not answer, the script takes a local CPU "
+        "wheel (the file is named in `source`), and PyPI's torchvision, built for the CUDA torch, does not load beside "
+        "it: the default job's failure is that, recorded in `default_job_error`.",
     ),
     "refactor_parity": (
         "other",
