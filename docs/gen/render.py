@@ -32,6 +32,8 @@ def fmt(value) -> str:
     if isinstance(value, float):
         if value != value:  # NaN
             return "NaN"
+        if value in (float("inf"), float("-inf")):
+            return "∞" if value > 0 else "-∞"
         if value == int(value) and abs(value) < 1e15:
             return str(int(value))
         return f"{value:.4g}"
