@@ -1,7 +1,9 @@
 """Does the EFM toy hold on every machine? The shipped ``configs/toy/efm.yaml`` trained with 3 seeds and with 1 and 2
 torch threads (two floating-point summation orders: what "another machine" changes), each model sampled from
-torchcfm's own ``sample_8gaussians(2000)`` (:mod:`torchcfm_reference`) with its stored sampler and with alternative
-phase-1 guard rules, scored by exact W2 against torchcfm's ``sample_moons(2000)``.
+torchcfm's own ``sample_8gaussians(2000)`` (:mod:`torchcfm_reference`) with the shipped sampler and with alternative
+phase-1 guard rules, scored by exact W2 against torchcfm's ``sample_moons(2000)``. ``--kernels default`` trains with
+torch's unvectorised CPU kernels (``ATEN_CPU_CAPABILITY``), another machine's rounding where threads change nothing;
+``weight_difference_to_1_thread`` says how far each variant's final weights are from the 1-thread run's.
 
     python benchmarks/efm_stability.py                    # train what is missing, then evaluate
     python benchmarks/efm_stability.py --seeds 0 --threads 1
@@ -45,7 +47,7 @@ FAR = 8.0
 RULES = {
     "shipped": None,
     "before (fz_min_rel 0.05, no max_radius)": {"fz_min_rel": 0.05, "max_radius": math.inf},
-    "fz_min_rel 0.2, no max_radius": {"fz_min_rel": 0.2, "max_radius": math.inf},
+    "fz_min_rel 0.2, max_radius 40": {"fz_min_rel": 0.2, "max_radius": 40.0},
 }
 
 
@@ -55,15 +57,17 @@ def rules(config: str) -> dict[str, dict]:
     return {name: dict(shipped) if options is None else options for name, options in RULES.items()}
 
 
-def train(config: str, seed: int, threads: int, tag: str) -> tuple[Path, float | None]:
+def train(config: str, seed: int, threads: int, tag: str, kernels: str | None = None) -> tuple[Path, float | None]:
     """``fit -c config`` with ``seed`` and ``threads`` into ``RUNS/<tag>/seed<seed>_threads<threads>`` (skipped when
     it finished before); the run directory and the wall time (None when it was already trained)."""
-    root = RUNS / tag / f"seed{seed}_threads{threads}"
+    root = RUNS / tag / (f"seed{seed}_threads{threads}" + (f"_kernels_{kernels}" if kernels else ""))
     if (root / "done").exists():
         return next(root.glob("runs/*/version_0")), None
     shutil.rmtree(root, ignore_errors=True)  # a run stopped half-way starts again
     root.mkdir(parents=True)
     env = dict(os.environ, LIGHTNING_FM_THREADS=str(threads), OMP_NUM_THREADS=str(threads), MPLBACKEND="Agg")
+    if kernels:  # torch's vectorised CPU kernels of another instruction set: another machine's rounding
+        env["ATEN_CPU_CAPABILITY"] = kernels
     start = time.perf_counter()
     subprocess.run(
         fit_command(config, f"--seed_everything={seed}", f"--data.init_args.seed={seed}"),
@@ -137,6 +141,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--digits", action="store_true")
     parser.add_argument("--train-only", action="store_true", help="train what is missing, evaluate nothing")
+    parser.add_argument(
+        "--kernels", default=None, help="train with ATEN_CPU_CAPABILITY=<this> (default, avx2, avx512): other kernels"
+    )
     args = parser.parse_args()
     tag = "digits" if args.digits else "toy"
     config = f"configs/{tag}/efm.yaml"
@@ -144,11 +151,11 @@ def main() -> None:
     results = json.loads(out.read_text()) if out.exists() else {"config": config, "runs": {}}
     for seed in args.seeds:
         for threads in args.threads:
-            run, seconds = train(config, seed, threads, tag)
+            run, seconds = train(config, seed, threads, tag, args.kernels)
             print(f"trained seed {seed}, {threads} threads: {run} ({seconds and round(seconds)} s)", flush=True)
             if args.train_only:
                 continue
-            key = f"seed {seed}, {threads} threads"
+            key = f"seed {seed}, {threads} threads" + (f", {args.kernels} kernels" if args.kernels else "")
             entry = results["runs"].get(key, {})
             if seconds is not None:
                 entry["train_s"] = seconds
@@ -157,6 +164,29 @@ def main() -> None:
             results["runs"][key] = entry
             out.write_text(json.dumps(results, indent=2) + "\n")
             print(json.dumps(entry, indent=1), flush=True)
+    results["weight_difference_to_1_thread"] = weight_differences(tag)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print("largest weight difference to the 1-thread run of the same seed:", results["weight_difference_to_1_thread"])
+
+
+def weight_differences(tag: str) -> dict[str, float]:
+    """Per trained variant (2 threads, other kernels): the largest absolute difference of its final weights (the
+    checkpoint's ``state_dict``: network and EMA copy) to the 1-thread run of the same seed; 0.0 means bit for bit
+    the same training."""
+    differences = {}
+    for root in sorted((RUNS / tag).glob("seed*_threads*")):
+        seed = root.name.split("_")[0]
+        base = RUNS / tag / f"{seed}_threads1"
+        if root == base or not (root / "done").exists() or not (base / "done").exists():
+            continue
+        a, b = (
+            torch.load(next(r.glob("runs/*/version_0/checkpoints/last.ckpt")), map_location="cpu", weights_only=True)[
+                "state_dict"
+            ]
+            for r in (base, root)
+        )
+        differences[root.name] = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    return differences
 
 
 if __name__ == "__main__":

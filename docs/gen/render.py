@@ -194,10 +194,12 @@ NOTES = {
     ),
     "efm_stability": (
         "samples",
-        "The toy EFM config trained with 3 seeds and 1 or 2 torch threads, each model sampled from torchcfm's own "
-        "8gaussians points with the shipped sampler and the rules it replaced: lines flagged as not returned (and "
-        "stopped by `max_radius`), returned samples farther than 8 from the origin, W2 of the returned samples to "
-        "torchcfm's moons and of all of them.",
+        "The toy EFM config trained with 3 seeds and 1 or 2 torch threads (and, for two seeds, torch's unvectorised "
+        "CPU kernels: another machine's rounding), each model sampled from torchcfm's own 8gaussians points with the "
+        "shipped sampler, the rule it replaced and a tighter one: lines flagged as not returned (and stopped by "
+        "`max_radius`), returned samples farther than 8 from the origin, W2 of the returned samples to torchcfm's "
+        "moons and of all of them; `weight_difference_to_1_thread`: how far each variant's trained weights are from "
+        "the 1-thread run of its seed.",
     ),
     "duality_experiment": (
         "samples",
