@@ -38,7 +38,7 @@ density), a network is smooth there, so the crossing is decided by the sign of `
 (``E_z(L+)``), and with ``return_tol`` of the same size the returning lines end before the layer where a finite-batch
 regression target is dominated by single charges (its self-normalised direction is biased there). The end point is
 then the line's position on the plane ``z = L + return_tol``: a straight vertical projection onto the plate (its
-cost on an exact field is measured in the README).
+cost on an exact field: ``efm_exact_field`` on the docs' Results pages).
 
 Lines that leave the region a learned field was trained on (docs/concepts/interaction-fields.md#lines-astray): with
 ``max_radius`` a line whose ``x`` goes farther than ``max_radius`` from the origin (at the end of phase 1, or at any
@@ -90,14 +90,13 @@ def integrate_field_lines(
 ) -> SampleResult:
     """Move ``x_source`` (on the source plate) along ``field_fn`` to the target plate (see the module docstring).
 
-    The result's ``info`` counts lines: ``backward`` (``fz <= 0`` at some phase-1 evaluation), ``guarded``
-    (phase-1 evaluations, line by line, where the ``nonpositive_fz`` rule applied), ``crossing``
-    (``fz > 0`` at the target plate; only evaluated with ``continue_outside``), ``not_returned`` (lines flagged
-    ``returned`` False: still outside after ``max_arc_steps``, or escaped), ``escaped`` (stopped by ``max_radius``; only
-    with a bound),
-    ``absorbed`` (continued lines stopped at a sink: a step reversing the previous
-    one, a point charge of the target plate, where the line ends). ``end_z`` and ``returned`` are per line;
-    ``times``, ``trajectory`` (phase 1, in z) and ``arcs`` (phase 2, augmented ``(z, x)``) with ``record``.
+    The result's ``info`` counts lines: ``backward`` (``fz <= 0`` at some phase-1 evaluation), ``guarded`` (phase-1
+    evaluations, line by line, where the ``nonpositive_fz`` rule applied), ``crossing`` (``fz > 0`` at the target
+    plate; only evaluated with ``continue_outside``), ``not_returned`` (lines flagged ``returned`` False: still
+    outside after ``max_arc_steps``, or escaped), ``escaped`` (stopped by ``max_radius``; only with a bound),
+    ``absorbed`` (continued lines stopped at a sink: a step reversing the previous one, a point charge of the target
+    plate, where the line ends). ``end_z`` and ``returned`` are per line; ``times``, ``trajectory`` (phase 1, in z)
+    and ``arcs`` (phase 2, augmented ``(z, x)``) with ``record``.
 
     Args:
         field_fn: ``(z (B,), x) -> (fz, fx)``; it may be called on a subset of the lines in phase 2.
