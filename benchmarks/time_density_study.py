@@ -167,7 +167,8 @@ def summary(results: dict) -> list[dict]:
             r for r in rows if (r["config"], r["metric"], r["arm"]) == (row["config"], row["metric"], "uniform")
         )
         margin = max(row["std"], uniform["std"])
-        row["wins"] = row["arm"] != "uniform" and row["mean"] < uniform["mean"] - margin
+        seeded = row["n"] > 1 and uniform["n"] > 1  # a spread needs two seeds of each arm
+        row["wins"] = row["arm"] != "uniform" and seeded and row["mean"] < uniform["mean"] - margin
     return rows
 
 
