@@ -49,6 +49,15 @@ def segment(x0: Tensor, x1: Tensor, z: Tensor, L: float) -> Tensor:
     return (1 - s) * x0 + s * x1
 
 
+def path_points(path: GaussianPath, x0: Tensor, x1: Tensor, t: Tensor, generator: torch.Generator | None) -> Tensor:
+    """``x ~ p_t(.|x0, x1)`` of ``path``, its Gaussian noise drawn from ``generator`` where given (and the path draws
+    the standard Gaussian noise), else by the path itself."""
+    noise = None
+    if generator is not None and type(path).default_noise is GaussianPath.default_noise:
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    return path.sample(x0, x1, t, noise=noise).xt
+
+
 def unit_sphere(shape: torch.Size, like: Tensor, generator: torch.Generator | None) -> Tensor:
     """Uniform directions on the unit sphere of R^D (D = elements of one sample), shaped ``(b, *dims)``."""
     g = torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
@@ -215,10 +224,7 @@ class PathVolume(VolumeSampler):
     def __call__(self, x0, x1, L, generator=None):
         L = _check(x0, x1, L, self.eps * L)
         t = self.eps + (1 - 2 * self.eps) * _uniform(x0.shape[0], x0, generator)
-        noise = None
-        if generator is not None and type(self.path).default_noise is GaussianPath.default_noise:
-            noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        return t * L, self.path.sample(x0, x1, t, noise=noise).xt
+        return t * L, path_points(self.path, x0, x1, t, generator)
 
 
 class SlabAndBeyondVolume(VolumeSampler):
@@ -337,10 +343,7 @@ class TimeDensityVolume(VolumeSampler):
         z = (t * L).clamp(self.eps, L - self.eps)
         if self.path is None:
             return z, UniformVolume(0.0, self.tube_noise).at(x0, x1, z, L, generator)
-        noise = None
-        if generator is not None and type(self.path).default_noise is GaussianPath.default_noise:
-            noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        return z, self.path.sample(x0, x1, z / L, noise=noise).xt
+        return z, path_points(self.path, x0, x1, z / L, generator)
 
 
 VOLUMES = {
