@@ -124,7 +124,7 @@ def figure(module, learned, exact, volume, exact_ez, far: float, path: Path) -> 
         ax.axhline(L, c="k", lw=0.8)
         ax.set(xlabel=label, ylabel="z", title=f"lines (blue: returned; red: astray) over the volume ({label}, z)")
     # the sign of the learned f_z just behind the plate, and the exact E_z(L+) there
-    grid = torch.linspace(-8, 8, 161)
+    grid = torch.linspace(-14, 14, 281)  # wide enough for where the astray lines cross the plate
     gx, gy = torch.meshgrid(grid, grid, indexing="xy")
     points = torch.stack([gx.flatten(), gy.flatten()], 1)
     with torch.no_grad():
